@@ -1,0 +1,168 @@
+//! Command-line interface: argument definitions only. Every flag has a `THALASSA_*`
+//! environment equivalent so containers can be configured without a shell.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "thalassa",
+    version,
+    about = "Service registry and HAProxy control plane"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service registry (HTTP API on port 9000 by default).
+    Registry(RegistryArgs),
+    /// Keep registrations alive in a registry until stopped (then delete them).
+    Register(RegisterArgs),
+    /// Run the aqueduct: the REST API and UI that drive a local HAProxy.
+    Aqueduct(AqueductArgs),
+    /// Run registry, aqueduct and HAProxy together in one process.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Address of the registry HTTP API.
+    #[arg(long, env = "THALASSA_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Directory for the registrations snapshot.
+    #[arg(long, env = "THALASSA_DATA_DIR", default_value = "./data/registry")]
+    pub data_dir: PathBuf,
+    /// Expiry used when a POST gives no (or a zero) `secondsToExpire`.
+    #[arg(long, env = "THALASSA_DEFAULT_SECS_TO_EXPIRE", default_value_t = 10)]
+    pub default_secs_to_expire: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegisterArgs {
+    /// Registrations as `NAME@VERSION:PORT`, comma separated.
+    #[arg(env = "THALASSA_REGISTER", value_delimiter = ',', required = true)]
+    pub services: Vec<String>,
+    /// Base URL of the registry.
+    #[arg(
+        long,
+        env = "THALASSA_REGISTRY",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    pub registry: String,
+    /// Address to register (default: this machine's first non-loopback IPv4).
+    #[arg(long, env = "THALASSA_HOST")]
+    pub host: Option<String>,
+    /// Expiry sent with every heartbeat, in seconds.
+    #[arg(long, env = "THALASSA_SECS_TO_EXPIRE", default_value_t = 60)]
+    pub secs_to_expire: u64,
+    /// Heartbeat period, e.g. `20s`, `500ms`, `1m`.
+    #[arg(long, env = "THALASSA_EVERY", default_value = "20s", value_parser = parse_duration)]
+    pub every: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AqueductArgs {
+    /// Address of the aqueduct API and UI.
+    #[arg(long, env = "THALASSA_LISTEN", default_value = "127.0.0.1:10000")]
+    pub listen: SocketAddr,
+    /// Base URL of the registry to follow.
+    #[arg(
+        long,
+        env = "THALASSA_REGISTRY",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    pub registry: String,
+    #[command(flatten)]
+    pub common: AqueductCommon,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Address of the registry HTTP API.
+    #[arg(
+        long,
+        env = "THALASSA_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:9000"
+    )]
+    pub registry_listen: SocketAddr,
+    /// Address of the aqueduct API and UI.
+    #[arg(long, env = "THALASSA_LISTEN", default_value = "127.0.0.1:10000")]
+    pub listen: SocketAddr,
+    /// Expiry used when a POST gives no (or a zero) `secondsToExpire`.
+    #[arg(long, env = "THALASSA_DEFAULT_SECS_TO_EXPIRE", default_value_t = 10)]
+    pub default_secs_to_expire: u64,
+    #[command(flatten)]
+    pub common: AqueductCommon,
+}
+
+/// Settings shared by `aqueduct` and `up`.
+#[derive(Debug, Clone, Args)]
+pub struct AqueductCommon {
+    /// Directory for state, the rendered haproxy.cfg and HAProxy's sockets.
+    #[arg(long, env = "THALASSA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The HAProxy binary to run.
+    #[arg(long, env = "THALASSA_HAPROXY_BIN", default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+    /// How long a leaving member may keep its connections before it is removed anyway.
+    #[arg(long, env = "THALASSA_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Parses `250ms`, `20s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 20s, 500ms, 1m"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration unit {unit:?} in {text:?}")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Option<u64>) {
+        assert_eq!(
+            parse_duration(input).ok().map(|d| d.as_millis() as u64),
+            expected,
+            "{input}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        check("20s", Some(20_000));
+        check("500ms", Some(500));
+        check("1m", Some(60_000));
+        check("3", Some(3_000));
+        check("1.5s", Some(1_500));
+        check("x", None);
+        check("5d", None);
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,38 @@
+//! The `thalassa` binary: parse arguments, set up logging, run the chosen subcommand.
+
+use clap::Parser;
+use thalassa::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("THALASSA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("thalassa: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Registry(args) => thalassa::registry::server::run(args).await,
+            Command::Register(args) => thalassa::registry::register::run(args).await,
+            Command::Aqueduct(args) => thalassa::aqueduct::server::run(args).await,
+            Command::Up(args) => thalassa::up::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("thalassa: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
