@@ -6,6 +6,7 @@ pub mod api_error;
 pub mod aqueduct;
 pub mod atomic_file;
 pub mod cli;
+pub mod haproxy;
 pub mod json_body;
 pub mod metrics;
 pub mod registry;
