@@ -8,6 +8,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod haproxy;
 pub mod json_body;
+pub mod membership;
 pub mod metrics;
 pub mod registry;
 pub mod up;

@@ -1,0 +1,4 @@
+//! Live membership: which servers each backend should have (from the registry and static
+//! members), and the runtime-API operations that make HAProxy agree, without reloads.
+
+pub mod plan;
