@@ -1,0 +1,258 @@
+//! Shared harness for the integration tests: temp dirs, free ports, child processes killed on
+//! drop, `eventually` waits with a deadline, and a tiny loopback HTTP origin server.
+#![allow(dead_code)] // each test binary uses a different subset
+#![allow(clippy::unwrap_used)] // a panic in the harness is a test failure
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// True when a dependency is present. Under `CI` a missing dependency fails the test (with an
+/// install hint); locally the test prints a skip line and returns early.
+pub fn require(binary: &str, install_hint: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {binary}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{binary} is required under CI: {install_hint}");
+    }
+    eprintln!("SKIP: {binary} not found ({install_hint})");
+    false
+}
+
+pub fn require_haproxy() -> bool {
+    require("haproxy", "apt-get install -y haproxy")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child process killed (by PID) when dropped; its stderr goes to a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Starts the real `thalassa` binary with `args`, logging to `<dir>/<name>.log`.
+pub fn spawn_thalassa(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_thalassa"))
+        .args(args)
+        .env("THALASSA_LOG", "info,thalassa=debug")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `url` answers anything at all.
+pub async fn wait_http(url: &str, proc: &mut Proc) {
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("process exited with {status}; log:\n{}", proc.log_text());
+        }
+        if Instant::now() > deadline {
+            panic!("{url} never answered; log:\n{}", proc.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A tiny HTTP/1.1 origin on 127.0.0.1: answers `200` with body `<name>`; `GET /slow/<ms>`
+/// answers after a delay. Counts requests; can stop accepting (and close) on demand.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    pub async fn start(name: &str) -> Origin {
+        Self::start_on(name, 0).await
+    }
+
+    pub async fn start_on(name: &str, port: u16) -> Origin {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let body = name.to_owned();
+        let (req_count, stop_flag) = (requests.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                if stop_flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (body, req_count, stop_flag) =
+                    (body.clone(), req_count.clone(), stop_flag.clone());
+                tokio::spawn(serve_connection(stream, body, req_count, stop_flag));
+            }
+        });
+        Origin {
+            addr,
+            name: name.to_owned(),
+            requests,
+            stop,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.abort();
+    }
+}
+
+async fn serve_connection(
+    mut stream: tokio::net::TcpStream,
+    body: String,
+    req_count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        buf.drain(..head_end);
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        req_count.fetch_add(1, Ordering::SeqCst);
+        if let Some(ms) = path.strip_prefix("/slow/").and_then(|v| v.parse::<u64>().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let close = head.to_ascii_lowercase().contains("connection: close");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+            body
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
+}
