@@ -11,6 +11,7 @@ pub mod json_body;
 pub mod membership;
 pub mod metrics;
 pub mod registry;
+pub mod ui;
 pub mod up;
 
 /// The error type of a whole subcommand run: reported once by `main`.

@@ -170,7 +170,9 @@ impl Origin {
     }
 
     pub async fn start_on(name: &str, port: u16) -> Origin {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -241,7 +243,10 @@ async fn serve_connection(
         buf.drain(..head_end);
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
         req_count.fetch_add(1, Ordering::SeqCst);
-        if let Some(ms) = path.strip_prefix("/slow/").and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(ms) = path
+            .strip_prefix("/slow/")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let close = head.to_ascii_lowercase().contains("connection: close");

@@ -1,0 +1,80 @@
+// app.js: boots the single-page app: picks the page from the URL, switches pages without a
+// reload, opens the live stream, keeps the connection indicator in words, and re-renders the
+// current page (at most once per frame) when the state changes.
+import * as overview from './overview.js';
+import * as activity from './activity.js';
+import * as registry from './registry.js';
+import { store, onChange, connect } from './live.js';
+
+const PAGES = { overview, activity, registry };
+const CONNECTION_TEXT = {
+  connecting: 'connecting…',
+  live: 'live',
+  reconnecting: 'reconnecting…',
+  offline: 'offline, retrying',
+};
+
+const main = document.getElementById('page');
+const indicator = document.getElementById('connection');
+let current = null;
+let scheduled = false;
+
+// Exposed for the browser tests and for a curious operator's console.
+window.thalassa = { store, renders: 0, lastRender: null };
+
+function pageName() {
+  const name = location.pathname.replace(/^\/+|\/+$/g, '');
+  return PAGES[name] ? name : 'overview';
+}
+
+function mount() {
+  if (current && current.unmount) current.unmount();
+  const name = pageName();
+  main.replaceChildren();
+  main.dataset.page = name;
+  current = PAGES[name].mount(main);
+  document.title = `${name[0].toUpperCase()}${name.slice(1)} · Thalassa Aqueduct`;
+  for (const link of document.querySelectorAll('nav a')) {
+    if (link.dataset.page === name) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  render();
+}
+
+function render() {
+  scheduled = false;
+  showConnection();
+  if (current) current.update();
+  window.thalassa.renders += 1;
+  if (store.lastStats) window.thalassa.lastRender = { ...store.lastStats, renderedAt: Date.now() };
+}
+
+function schedule() {
+  if (scheduled) return;
+  scheduled = true;
+  // A frame when the tab is visible; the timeout covers hidden or throttled tabs.
+  requestAnimationFrame(() => scheduled && render());
+  setTimeout(() => scheduled && render(), 100);
+}
+
+function showConnection() {
+  const state = store.connection;
+  indicator.dataset.state = state;
+  indicator.className = `conn conn-${state}`;
+  indicator.querySelector('.text').textContent = CONNECTION_TEXT[state] || state;
+  indicator.title = state === 'live' ? 'receiving live updates' : 'not receiving live updates';
+}
+
+document.addEventListener('click', (event) => {
+  const link = event.target.closest('a[data-page]');
+  if (!link || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  event.preventDefault();
+  if (location.pathname !== link.pathname) history.pushState(null, '', link.pathname);
+  mount();
+});
+window.addEventListener('popstate', mount);
+// A drop-down kept open through updates is redrawn once it closes.
+document.addEventListener('focusout', () => setTimeout(schedule, 0));
+onChange(schedule);
+mount();
+connect();

@@ -1,0 +1,195 @@
+// live.js: the page's copy of the aqueduct's state, kept current by one EventSource on /events
+// (a snapshot, then deltas), plus the registry view fetched from /ui/api/registry. Pages
+// subscribe with onChange(); the connection indicator shows the stream's state in words.
+
+const ACTIVITY_KEPT = 1000;
+
+export const store = {
+  config: { frontends: [], backends: [] },
+  stats: null,
+  history: { times: [], frontends: {}, backends: {} },
+  historyCapacity: 150,
+  activity: [], // oldest first, unique ids
+  serverOffsetMs: 0, // server clock minus browser clock
+  connection: 'connecting',
+  registry: null, // last good /ui/api/registry answer
+  registryError: null,
+  switches: {}, // backend key -> {state: 'pending'|'ok'|'failed', text}
+  lastStats: null, // {sampleTime, receivedAt} of the newest stats delta
+};
+
+const listeners = new Set();
+export function onChange(fn) { listeners.add(fn); return () => listeners.delete(fn); }
+export function changed(kind) { for (const fn of listeners) fn(kind); }
+
+// ---- the event stream ----------------------------------------------------------------------
+
+let source = null;
+let retryTimer = null;
+let retryDelay = 1000;
+
+export function connect() {
+  clearTimeout(retryTimer);
+  if (source) source.close();
+  setConnection(store.connection === 'live' ? 'reconnecting' : store.connection);
+  source = new EventSource('/events');
+  source.addEventListener('snapshot', (e) => {
+    const snap = parse(e);
+    if (!snap) return;
+    store.config = snap.config || { frontends: [], backends: [] };
+    store.stats = snap.stats || null;
+    store.history = snap.history || { times: [], frontends: {}, backends: {} };
+    store.historyCapacity = snap.historyCapacity || 150;
+    store.serverOffsetMs = (snap.serverTime || Date.now()) - Date.now();
+    mergeActivity(snap.activity || [], true);
+    retryDelay = 1000;
+    setConnection('live');
+    changed('snapshot');
+    refreshRegistry();
+  });
+  source.addEventListener('config', (e) => {
+    const config = parse(e);
+    if (config) { store.config = config; changed('config'); }
+  });
+  source.addEventListener('stats', (e) => {
+    const sample = parse(e);
+    if (!sample) return;
+    store.lastStats = { sampleTime: sample.time, receivedAt: Date.now() };
+    appendHistory(sample);
+    store.stats = sample;
+    changed('stats');
+  });
+  source.addEventListener('activity', (e) => {
+    const record = parse(e);
+    if (!record) return;
+    mergeActivity([record], false);
+    changed('activity');
+    if (['online', 'offline', 'expired', 'version-switched'].includes(record.verb)) refreshRegistrySoon();
+  });
+  source.addEventListener('error', () => {
+    if (source.readyState === EventSource.CLOSED) {
+      // The browser gave up (the server answered with an error, e.g. from a proxy while the
+      // aqueduct restarts): retry ourselves, backing off to 10 s.
+      setConnection('offline');
+      retryTimer = setTimeout(connect, retryDelay);
+      retryDelay = Math.min(retryDelay * 2, 10000);
+    } else {
+      setConnection('reconnecting'); // EventSource retries by itself (retry: 1 s)
+    }
+  });
+}
+
+function parse(event) {
+  try { return JSON.parse(event.data); } catch (err) { console.warn('bad event', event.type, err); return null; }
+}
+
+function setConnection(state) {
+  if (store.connection === state) return;
+  store.connection = state;
+  changed('connection');
+}
+
+/** Appends one sample to the column history, as the server does, trimmed to its capacity. */
+function appendHistory(sample) {
+  const hist = store.history;
+  if (hist.times.length && hist.times[hist.times.length - 1] >= sample.time) return;
+  const len = hist.times.length;
+  hist.times.push(sample.time);
+  for (const kind of ['frontends', 'backends']) {
+    const rows = sample[kind] || {};
+    const series = hist[kind];
+    for (const key of Object.keys(rows)) {
+      if (!series[key]) {
+        const empty = () => new Array(len).fill(null);
+        series[key] = { scur: empty(), smax: empty(), reqRate: empty(), rate: empty() };
+      }
+    }
+    for (const [key, cols] of Object.entries(series)) {
+      const row = rows[key];
+      cols.scur.push(row ? row.scur : null);
+      cols.smax.push(row ? row.smax : null);
+      cols.reqRate.push(row ? row.reqRate : null);
+      cols.rate.push(row ? row.rate : null);
+    }
+  }
+  const extra = hist.times.length - store.historyCapacity;
+  if (extra > 0) {
+    hist.times.splice(0, extra);
+    for (const kind of ['frontends', 'backends']) {
+      for (const [key, cols] of Object.entries(hist[kind])) {
+        for (const col of Object.values(cols)) col.splice(0, extra);
+        if (cols.scur.every((v) => v === null)) delete hist[kind][key];
+      }
+    }
+  }
+}
+
+/** Adds records (deduplicated by id), keeping id order. A snapshot replaces the recent ones. */
+export function mergeActivity(records, fromSnapshot) {
+  const byId = new Map(store.activity.map((r) => [r.id, r]));
+  if (fromSnapshot && records.length) {
+    // Entries newer than the snapshot's oldest are whatever the snapshot says (a restarted
+    // aqueduct may have a different log); older ones paged in earlier stay.
+    const oldest = records[0].id;
+    for (const id of Array.from(byId.keys())) if (id >= oldest) byId.delete(id);
+  }
+  for (const r of records) byId.set(r.id, r);
+  store.activity = Array.from(byId.values()).sort((a, b) => a.id - b.id).slice(-ACTIVITY_KEPT);
+}
+
+// ---- the registry view -----------------------------------------------------------------------
+
+let registryTimer = null;
+let registryInFlight = false;
+
+export async function refreshRegistry() {
+  if (registryInFlight) return;
+  registryInFlight = true;
+  try {
+    const response = await fetch('/ui/api/registry', { cache: 'no-store' });
+    const body = await response.json().catch(() => null);
+    if (!response.ok) throw new Error((body && body.error) || `HTTP ${response.status}`);
+    store.registry = body;
+    store.registry.receivedAt = Date.now();
+    store.registryError = null;
+  } catch (err) {
+    store.registryError = err.message || String(err);
+  } finally {
+    registryInFlight = false;
+    changed('registry');
+  }
+}
+
+function refreshRegistrySoon() {
+  clearTimeout(registryTimer);
+  registryTimer = setTimeout(refreshRegistry, 200);
+}
+
+/** Server time now, from the browser clock corrected by the last snapshot. */
+export function serverNow() { return Date.now() + store.serverOffsetMs; }
+
+// ---- the version switch ---------------------------------------------------------------------
+
+/** POST /backends/{key} {"version"}: the aqueduct's live version switch. */
+export async function switchVersion(backendKey, version) {
+  store.switches[backendKey] = { state: 'pending', text: `switching to ${version}…` };
+  changed('switch');
+  try {
+    const response = await fetch(`/backends/${encodeURIComponent(backendKey)}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ version }),
+    });
+    const text = await response.text();
+    if (!response.ok) {
+      let message = text;
+      try { message = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
+      throw new Error(message || `HTTP ${response.status}`);
+    }
+    store.switches[backendKey] = { state: 'ok', text: `switched to ${version}` };
+  } catch (err) {
+    store.switches[backendKey] = { state: 'failed', text: `switch failed: ${err.message || err}` };
+  }
+  changed('switch');
+  refreshRegistrySoon();
+}

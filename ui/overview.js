@@ -1,0 +1,210 @@
+// overview.js: the Overview page. Per frontend: status, connections, history charts, bind,
+// default backend, rules, natives, and "waiting for backend" when its backend is missing. Per
+// backend: status (DOWN when no member is UP), name@version with the live version switch,
+// healthy/total ring, charts, and every member with its HAProxy status and last check.
+import { h, reconcile, badge, plural, num, duration } from './dom.js';
+import { sparkline, ring } from './charts.js';
+import { store, switchVersion } from './live.js';
+
+export function mount(main) {
+  const summary = h('p', { class: 'summary', id: 'summary' });
+  const frontends = h('div', { class: 'cards', id: 'frontends' });
+  const backends = h('div', { class: 'cards', id: 'backends' });
+  main.append(
+    h('div', { class: 'page-head' }, h('h1', { text: 'Overview' }), summary),
+    h('div', { class: 'columns' },
+      h('section', { 'aria-labelledby': 'fe-title' }, h('h2', { id: 'fe-title', text: 'Frontends' }), frontends),
+      h('section', { 'aria-labelledby': 'be-title' }, h('h2', { id: 'be-title', text: 'Backends' }), backends)));
+  return { update: () => update(summary, frontends, backends) };
+}
+
+function update(summary, frontendsEl, backendsEl) {
+  const config = store.config || {};
+  const frontends = [...(config.frontends || [])].sort(byKey);
+  const backends = [...(config.backends || [])].sort(byKey);
+  const views = backends.map(backendView);
+  const up = views.reduce((n, v) => n + v.healthy, 0);
+  const total = views.reduce((n, v) => n + v.total, 0);
+  summary.textContent = `${plural(frontends.length, 'frontend')} · ${plural(backends.length, 'backend')} · ${up} of ${plural(total, 'member')} up`;
+
+  if (!frontends.length) empty(frontendsEl, 'No frontends yet. Create one with PUT /frontends/{key}.');
+  else {
+    const cards = reconcile(frontendsEl, frontends.map((f) => ({ key: `fe:${f.key}`, sig: 'card', build: () => card('frontend', f.key) })));
+    frontends.forEach((f, i) => fillFrontend(cards[i], f));
+  }
+  if (!backends.length) empty(backendsEl, 'No backends yet. Create one with PUT /backends/{key}.');
+  else {
+    const cards = reconcile(backendsEl, views.map((v) => ({ key: `be:${v.backend.key}`, sig: 'card', build: () => card('backend', v.backend.key) })));
+    views.forEach((v, i) => fillBackend(cards[i], v));
+  }
+}
+
+function byKey(a, b) { return String(a.key) < String(b.key) ? -1 : String(a.key) > String(b.key) ? 1 : 0; }
+
+function empty(container, text) {
+  reconcile(container, [{ key: 'empty', sig: text, build: () => h('p', { class: 'empty', text }) }]);
+}
+
+function card(kind, key) {
+  return h('article', { class: `card ${kind}`, [`data-${kind}`]: key });
+}
+
+// ---- frontends ------------------------------------------------------------------------------
+
+function fillFrontend(el, f) {
+  const sample = store.stats && store.stats.frontends ? store.stats.frontends[f.key] : null;
+  const waitingFor = f.waitingForBackend ? (typeof f.waitingForBackend === 'string' ? f.waitingForBackend : f.backend) : null;
+  const status = waitingFor ? 'WAITING' : sample ? sample.status : 'PENDING';
+  const http = (f.mode || 'http') === 'http';
+  reconcile(el, [
+    block('head', [status, f.key, waitingFor], () => h('header', { class: 'card-head' },
+      badge(status, waitingFor ? 'warn' : null),
+      h('h3', { class: 'key', text: f.key }),
+      waitingFor ? h('p', { class: 'waiting', role: 'note', text: `waiting for backend ${waitingFor}` }) : null)),
+    block('numbers', [sample, http], () => traffic(sample, http)),
+    block('charts', chartSig('frontends', f.key), () => charts('frontends', f.key, http ? 'reqRate' : 'rate', http ? 'req/s' : 'conn/s')),
+    block('facts', [f.bind, f.backend, f.mode, f.keepalive, f.rules, f.natives], () => h('dl', { class: 'facts' },
+      fact('bind', f.bind),
+      fact('default backend', f.backend),
+      fact('mode', `${f.mode || 'http'}${f.keepalive && f.keepalive !== 'default' ? `, keepalive ${f.keepalive}` : ''}`),
+      (f.rules || []).length ? fact('rules', h('ul', { class: 'plain' }, f.rules.map((r) => h('li', { class: 'mono', text: ruleText(r) })))) : null,
+      (f.natives || []).length ? fact('natives', h('ul', { class: 'plain' }, f.natives.map((n) => h('li', { class: 'mono', text: String(n) })))) : null)),
+  ]);
+}
+
+/** `type: operation header "value" -> backend`, as the original showed a rule. */
+function ruleText(r) {
+  const parts = [`${r.type || '?'}:`, r.operation || ''];
+  if (r.header) parts.push(r.header);
+  parts.push(JSON.stringify(r.value === undefined ? '' : String(r.value)), '→', r.backend || '?');
+  return parts.filter(Boolean).join(' ');
+}
+
+function traffic(sample, http) {
+  if (!sample) return h('p', { class: 'numbers muted', text: 'no traffic figures yet' });
+  return h('p', { class: 'numbers' },
+    h('strong', { text: num(sample.scur) }), ` ${sample.scur === 1 ? 'connection' : 'connections'} / `,
+    h('strong', { text: num(sample.smax) }), ' max · ',
+    h('strong', { text: num(http && sample.reqRate ? sample.reqRate : sample.rate) }), http && sample.reqRate ? ' req/s' : ' conn/s');
+}
+
+// ---- backends -------------------------------------------------------------------------------
+
+/** What a backend card shows, joined from its config and the latest stats sample. */
+function backendView(b) {
+  const samples = (store.stats && store.stats.members && store.stats.members[b.key]) || [];
+  const byAddress = new Map(samples.map((m) => [`${m.host}:${m.port}`, m]));
+  const members = [];
+  for (const m of b.members || []) {
+    const address = `${m.host}:${m.port}`;
+    const sample = byAddress.get(address);
+    byAddress.delete(address);
+    members.push({ address, sample, leaving: false });
+  }
+  // Servers HAProxy still has but the config no longer lists: leaving (draining) members.
+  for (const [address, sample] of byAddress) members.push({ address, sample, leaving: true });
+  const current = members.filter((m) => !m.leaving);
+  const healthy = current.filter((m) => m.sample && String(m.sample.status).startsWith('UP')).length;
+  const sample = store.stats && store.stats.backends ? store.stats.backends[b.key] : null;
+  const status = healthy === 0 ? 'DOWN' : (sample && sample.status) || 'UP';
+  return { backend: b, members, healthy, total: current.length, sample, status };
+}
+
+function fillBackend(el, v) {
+  const b = v.backend;
+  const dynamic = b.type === 'dynamic';
+  const versions = dynamic && store.registry && store.registry.versions ? store.registry.versions[b.name] || {} : {};
+  const sw = store.switches[b.key] || null;
+  const check = b.health ? `${b.health.method || 'GET'} ${b.health.uri || '/'} every ${num(b.health.interval || 2000)} ms` : null;
+  reconcile(el, [
+    block('head', [v.status, b.key, b.type, b.name, b.version, versions, sw], () => h('header', { class: 'card-head' },
+      badge(v.status),
+      h('h3', { class: 'key', text: b.key }),
+      dynamic ? versionPicker(b, versions, sw) : h('span', { class: 'kind', text: 'static' }))),
+    block('health', [v.healthy, v.total, v.sample], () => h('div', { class: 'health' },
+      ring(v.healthy, v.total), traffic(v.sample, false))),
+    block('charts', chartSig('backends', b.key), () => charts('backends', b.key, 'rate', 'sess/s')),
+    block('facts', [b.balance, b.mode, check, b.natives, b.host], () => h('dl', { class: 'facts' },
+      fact('balance', b.balance || 'roundrobin'),
+      fact('mode', b.mode || 'http'),
+      check ? fact('check', check) : null,
+      b.host ? fact('host', b.host) : null,
+      (b.natives || []).length ? fact('natives', h('ul', { class: 'plain' }, b.natives.map((n) => h('li', { class: 'mono', text: String(n) })))) : null)),
+    block('members', v.members, () => memberList(v)),
+  ]);
+}
+
+function versionPicker(b, versions, sw) {
+  const known = { ...versions };
+  if (b.version !== undefined && !(b.version in known)) known[b.version] = 0;
+  const names = Object.keys(known).sort(compareVersions);
+  const select = h('select', {
+    class: 'version', 'aria-label': `version of ${b.name} for backend ${b.key}`,
+    disabled: sw && sw.state === 'pending',
+    onchange: (e) => { const v = e.target.value; e.target.blur(); if (v !== b.version) switchVersion(b.key, v); },
+  }, names.map((ver) => h('option', { value: ver, selected: ver === b.version,
+    text: `${ver} (${plural(known[ver], 'instance')})` })));
+  return h('span', { class: 'subscription' },
+    h('span', { class: 'mono', text: `${b.name || '?'}@` }), select,
+    sw ? h('span', { class: `switch switch-${sw.state}`, role: 'status', text: sw.text }) : null);
+}
+
+/** Orders "1.10.0" after "1.9.0"; falls back to text order. */
+function compareVersions(a, b) {
+  const pa = a.split(/[.-]/); const pb = b.split(/[.-]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] || ''; const y = pb[i] || '';
+    const nx = /^\d+$/.test(x); const ny = /^\d+$/.test(y);
+    const c = nx && ny ? Number(x) - Number(y) : x.localeCompare(y);
+    if (c) return c;
+  }
+  return 0;
+}
+
+function memberList(v) {
+  if (!v.members.length) {
+    return h('p', { class: 'empty', text: v.backend.type === 'dynamic'
+      ? `No members: nothing registered as ${v.backend.name}@${v.backend.version} yet.` : 'No members.' });
+  }
+  return h('ul', { class: 'members' }, v.members.map(({ address, sample, leaving }) => {
+    // "DOWN" until a check has passed: HAProxy has not vouched for a member it has not checked.
+    const status = sample ? sample.status : 'DOWN';
+    const checkText = sample && sample.checkStatus
+      ? `${sample.checkStatus}${sample.checkDurationMs !== null && sample.checkDurationMs !== undefined ? ` in ${num(sample.checkDurationMs)} ms` : ''}`
+      : 'no check yet';
+    return h('li', { class: 'member', 'data-member': address },
+      badge(status),
+      h('span', { class: 'address mono', text: address }),
+      h('span', { class: 'check', title: 'last health check', text: `check ${checkText}` }),
+      sample && sample.lastChangeS !== null && sample.lastChangeS !== undefined
+        ? h('span', { class: 'since', text: `for ${duration(sample.lastChangeS)}` }) : null,
+      h('span', { class: 'load', text: sample ? `${num(sample.scur)} sess · ${num(sample.rate)}/s` : '' }),
+      leaving ? h('span', { class: 'leaving', text: 'leaving' }) : null);
+  }));
+}
+
+// ---- shared parts ---------------------------------------------------------------------------
+
+function block(key, data, build) {
+  return { key, sig: JSON.stringify(data === undefined ? null : data), build };
+}
+
+function fact(name, value) {
+  return [h('dt', { text: name }), h('dd', null, value === undefined || value === null ? '—' : value)];
+}
+
+function chartSig(kind, key) {
+  const series = store.history[kind] && store.history[kind][key];
+  return [store.history.times.length, store.history.times[store.history.times.length - 1], series ? series.scur.length : 0];
+}
+
+function charts(kind, key, rateColumn, rateLabel) {
+  const series = (store.history[kind] && store.history[kind][key]) || null;
+  const times = store.history.times;
+  const pad = (col) => (series ? series[col] : new Array(times.length).fill(null));
+  const span = times.length > 1 ? duration((times[times.length - 1] - times[0]) / 1000) : null;
+  return h('div', { class: 'charts', 'data-points': series ? series.scur.filter((x) => x !== null).length : 0 },
+    sparkline(pad('scur'), 'sessions'),
+    sparkline(pad(rateColumn), rateLabel),
+    h('p', { class: 'chart-span', text: span ? `last ${span}` : 'collecting…' }));
+}
