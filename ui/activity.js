@@ -129,8 +129,11 @@ function diffBlock(diff) {
   const added = lines.filter((l) => l.startsWith('+') && !l.startsWith('+++')).length;
   const removed = lines.filter((l) => l.startsWith('-') && !l.startsWith('---')).length;
   const pre = h('pre', { class: 'diff' }, lines.map((line) => {
-    const cls = line.startsWith('@@') ? 'hunk' : line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : 'ctx';
-    return h('span', { class: cls, text: `${line}\n` });
+    const cls = line.startsWith('@@') || line.startsWith('--- ') || line.startsWith('+++ ') ? 'hunk'
+      : line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : 'ctx';
+    // One block per line (CSS), so a line's background spans the width; an empty line keeps
+    // its height with a space.
+    return h('span', { class: cls, text: line || ' ' });
   }));
   return h('details', { class: 'diff-box', open: lines.length <= 40 },
     h('summary', { text: `haproxy.cfg diff: +${added} −${removed} lines` }), pre);

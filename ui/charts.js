@@ -41,7 +41,7 @@ export function sparkline(values, label) {
   return h('figure', { class: 'chart', 'data-series': label },
     h('figcaption', null,
       h('span', { class: 'chart-label', text: label }),
-      h('span', { class: 'chart-value', text: `${num(current)} now · ${num(peak)} peak` })),
+      h('span', { class: 'chart-value', text: present.length ? `${num(current)} now · ${num(peak)} peak` : 'no data' })),
     svg);
 }
 

@@ -43,14 +43,15 @@ export function reconcile(container, blocks) {
   for (const child of Array.from(container.children)) existing.set(child.dataset.key, child);
   const wanted = [];
   for (const block of blocks) {
-    let el = existing.get(block.key);
-    if (el && el.dataset.sig !== block.sig && !holdsFocus(el)) el = null;
-    if (!el) {
+    const old = existing.get(block.key);
+    existing.delete(block.key);
+    let el = old;
+    if (!el || (el.dataset.sig !== block.sig && !holdsFocus(el))) {
       el = block.build();
       el.dataset.key = block.key;
       el.dataset.sig = block.sig;
+      if (old) old.replaceWith(el);
     }
-    existing.delete(block.key);
     wanted.push(el);
   }
   for (const stale of existing.values()) stale.remove();

@@ -56,13 +56,15 @@ function fillFrontend(el, f) {
   const waitingFor = f.waitingForBackend ? (typeof f.waitingForBackend === 'string' ? f.waitingForBackend : f.backend) : null;
   const status = waitingFor ? 'WAITING' : sample ? sample.status : 'PENDING';
   const http = (f.mode || 'http') === 'http';
+  // HTTP frontends count requests; TCP ones only have connections.
+  const [rateColumn, rateLabel] = http ? ['reqRate', 'req/s'] : ['rate', 'conn/s'];
   reconcile(el, [
     block('head', [status, f.key, waitingFor], () => h('header', { class: 'card-head' },
       badge(status, waitingFor ? 'warn' : null),
       h('h3', { class: 'key', text: f.key }),
       waitingFor ? h('p', { class: 'waiting', role: 'note', text: `waiting for backend ${waitingFor}` }) : null)),
-    block('numbers', [sample, http], () => traffic(sample, http)),
-    block('charts', chartSig('frontends', f.key), () => charts('frontends', f.key, http ? 'reqRate' : 'rate', http ? 'req/s' : 'conn/s')),
+    block('numbers', [sample, http], () => traffic(sample, rateColumn, rateLabel)),
+    block('charts', chartSig('frontends', f.key), () => charts('frontends', f.key, rateColumn, rateLabel)),
     block('facts', [f.bind, f.backend, f.mode, f.keepalive, f.rules, f.natives], () => h('dl', { class: 'facts' },
       fact('bind', f.bind),
       fact('default backend', f.backend),
@@ -80,12 +82,13 @@ function ruleText(r) {
   return parts.filter(Boolean).join(' ');
 }
 
-function traffic(sample, http) {
+/** "N connections / M max · R req/s": `rateColumn` and `rateLabel` say which rate is shown. */
+function traffic(sample, rateColumn, rateLabel) {
   if (!sample) return h('p', { class: 'numbers muted', text: 'no traffic figures yet' });
   return h('p', { class: 'numbers' },
     h('strong', { text: num(sample.scur) }), ` ${sample.scur === 1 ? 'connection' : 'connections'} / `,
     h('strong', { text: num(sample.smax) }), ' max · ',
-    h('strong', { text: num(http && sample.reqRate ? sample.reqRate : sample.rate) }), http && sample.reqRate ? ' req/s' : ' conn/s');
+    h('strong', { text: num(sample[rateColumn]) }), ` ${rateLabel}`);
 }
 
 // ---- backends -------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ function fillBackend(el, v) {
       h('h3', { class: 'key', text: b.key }),
       dynamic ? versionPicker(b, versions, sw) : h('span', { class: 'kind', text: 'static' }))),
     block('health', [v.healthy, v.total, v.sample], () => h('div', { class: 'health' },
-      ring(v.healthy, v.total), traffic(v.sample, false))),
+      ring(v.healthy, v.total), traffic(v.sample, 'rate', 'sess/s'))),
     block('charts', chartSig('backends', b.key), () => charts('backends', b.key, 'rate', 'sess/s')),
     block('facts', [b.balance, b.mode, check, b.natives, b.host], () => h('dl', { class: 'facts' },
       fact('balance', b.balance || 'roundrobin'),
@@ -175,9 +178,9 @@ function memberList(v) {
     return h('li', { class: 'member', 'data-member': address },
       badge(status),
       h('span', { class: 'address mono', text: address }),
-      h('span', { class: 'check', title: 'last health check', text: `check ${checkText}` }),
-      sample && sample.lastChangeS !== null && sample.lastChangeS !== undefined
-        ? h('span', { class: 'since', text: `for ${duration(sample.lastChangeS)}` }) : null,
+      h('span', { class: 'check', title: 'last health check, and how long the status has held',
+        text: `check ${checkText}${sample && typeof sample.lastChangeS === 'number' ? ` · ${status} for ${duration(sample.lastChangeS)}` : ''}` }),
+
       h('span', { class: 'load', text: sample ? `${num(sample.scur)} sess · ${num(sample.rate)}/s` : '' }),
       leaving ? h('span', { class: 'leaving', text: 'leaving' }) : null);
   }));
