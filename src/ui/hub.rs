@@ -129,6 +129,11 @@ impl Hub {
         self.lock().activity.before(before, limit)
     }
 
+    /// The snapshot a newly connected page receives, as JSON.
+    pub fn snapshot_json(&self) -> String {
+        self.subscribe().0
+    }
+
     /// The snapshot JSON and a receiver of every delta after it. Both are taken under the
     /// state lock, and deltas are sent under it too, so nothing is missed or seen twice.
     pub(crate) fn subscribe(&self) -> (String, broadcast::Receiver<Delta>) {
