@@ -47,16 +47,19 @@ export function mount(main) {
     }
     verb.value = wantedVerb;
     const needle = text.value.trim().toLowerCase();
-    const matches = [];
-    for (let i = store.activity.length - 1; i >= 0 && matches.length < SHOWN_AT_MOST; i--) {
+    const all = [];
+    for (let i = store.activity.length - 1; i >= 0; i--) {
       const r = store.activity[i];
       if (wantedVerb && r.verb !== wantedVerb) continue;
       if (needle && !haystack(r).includes(needle)) continue;
-      matches.push(r);
+      all.push(r);
     }
-    count.textContent = needle || wantedVerb
-      ? `${num(matches.length)} of ${num(store.activity.length)} entries match`
-      : `${num(store.activity.length)} entries, newest first`;
+    // Drawing a thousand entries with diffs is slow on a phone; the newest are what matter.
+    const matches = all.slice(0, SHOWN_AT_MOST);
+    const capped = all.length > SHOWN_AT_MOST ? ` (showing the newest ${num(SHOWN_AT_MOST)})` : '';
+    count.textContent = (needle || wantedVerb
+      ? `${num(all.length)} of ${num(store.activity.length)} entries match`
+      : `${num(store.activity.length)} entries, newest first`) + capped;
     if (!matches.length) {
       reconcile(list, [{ key: 'none', sig: '', build: () => h('li', { class: 'empty', text: store.activity.length ? 'Nothing matches the filter.' : 'Nothing has happened yet.' }) }]);
     } else {

@@ -4,7 +4,7 @@
 import * as overview from './overview.js';
 import * as activity from './activity.js';
 import * as registry from './registry.js';
-import { store, onChange, connect } from './live.js';
+import { store, onChange, connect, refreshRegistry } from './live.js';
 
 const PAGES = { overview, activity, registry };
 const CONNECTION_TEXT = {
@@ -20,7 +20,9 @@ let current = null;
 let scheduled = false;
 
 // Exposed for the browser tests and for a curious operator's console.
-window.thalassa = { store, renders: 0, lastRender: null };
+window.thalassa = { store, renders: 0, lastRender: null, errors: [] };
+window.addEventListener('error', (e) => window.thalassa.errors.push(String(e.message)));
+window.addEventListener('unhandledrejection', (e) => window.thalassa.errors.push(String(e.reason)));
 
 function pageName() {
   const name = location.pathname.replace(/^\/+|\/+$/g, '');
@@ -78,3 +80,6 @@ document.addEventListener('focusout', () => setTimeout(schedule, 0));
 onChange(schedule);
 mount();
 connect();
+// Version counts for the drop-downs also change without an activity this page would see
+// (e.g. a registry this aqueduct does not follow): refresh them now and then while visible.
+setInterval(() => { if (!document.hidden) refreshRegistry(); }, 15000);

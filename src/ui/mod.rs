@@ -10,6 +10,17 @@
 //! - `GET /ui/api/registry` -> registrations with expiries and version counts (502 when the
 //!   registry is down).
 //! - `GET /ui/api/activity?before=<id>&limit=<n>` -> older activity, oldest first.
+//!
+//! Wiring, in short:
+//! ```ignore
+//! let hub = ui::Hub::open(&data_dir)?;                   // loads <data_dir>/activity.jsonl
+//! let app = api_router.merge(ui::router(hub.clone(), registry_url));
+//! hub.config(json!({"frontends": [..], "backends": [..]})); // after every model change
+//! hub.stats(sample);                                      // every stats poll (1-2 s)
+//! hub.activity(Activity::now("member-up", "backend/web/web_127.0.0.1:8080", detail));
+//! hub.close();                                            // before a graceful shutdown
+//! ```
+//! `/events` is a never-ending response: keep request timeouts and compression off it.
 
 mod activity;
 mod assets;

@@ -333,7 +333,20 @@ impl Browser {
         self.screenshot(name).await
     }
 
+    /// Fails the test if the page reported a script error (collected by app.js).
+    pub async fn assert_no_script_errors(&self) {
+        let errors = self
+            .js(
+                "return window.thalassa ? window.thalassa.errors : ['app.js did not start'];",
+                vec![],
+            )
+            .await;
+        assert_eq!(errors, json!([]), "script errors on the page");
+    }
+
+    /// Checks the page had no script errors, then ends the session.
     pub async fn close(self) {
+        self.assert_no_script_errors().await;
         let _ = self.client.close().await;
     }
 }
