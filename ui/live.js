@@ -92,7 +92,12 @@ function setConnection(state) {
 /** Appends one sample to the column history, as the server does, trimmed to its capacity. */
 function appendHistory(sample) {
   const hist = store.history;
-  if (hist.times.length && hist.times[hist.times.length - 1] >= sample.time) return;
+  const last = hist.times.length ? hist.times[hist.times.length - 1] : -Infinity;
+  if (last === sample.time) return;
+  if (last > sample.time) {
+    // The server's clock stepped back; it restarts its history too.
+    hist.times = []; hist.frontends = {}; hist.backends = {};
+  }
   const len = hist.times.length;
   hist.times.push(sample.time);
   for (const kind of ['frontends', 'backends']) {
