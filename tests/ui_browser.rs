@@ -664,6 +664,13 @@ async fn the_page_recovers_after_the_aqueduct_restarts() {
             t.is_some_and(|t| t != "live")
         })
         .await;
+    let stale = browser
+        .js("return document.body.classList.contains('stale');", vec![])
+        .await;
+    assert_eq!(
+        stale, true,
+        "the last known state is dimmed while disconnected"
+    );
     browser.screenshot("overview-reconnecting").await;
 
     // The next process: same data dir, same port; the member is DOWN after the restart.

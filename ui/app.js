@@ -62,9 +62,12 @@ function schedule() {
 function showConnection() {
   const state = store.connection;
   indicator.dataset.state = state;
+  // While the stream is down the page shows the last known state: dim it so it does not pass
+  // for live.
+  document.body.classList.toggle('stale', state === 'reconnecting' || state === 'offline');
   indicator.className = `conn conn-${state}`;
   indicator.querySelector('.text').textContent = CONNECTION_TEXT[state] || state;
-  indicator.title = state === 'live' ? 'receiving live updates' : 'not receiving live updates';
+  indicator.title = state === 'live' ? 'receiving live updates' : 'not receiving live updates: showing the last known state';
 }
 
 document.addEventListener('click', (event) => {

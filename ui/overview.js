@@ -173,13 +173,13 @@ function memberList(v) {
     // "DOWN" until a check has passed: HAProxy has not vouched for a member it has not checked.
     const status = sample ? sample.status : 'DOWN';
     const checkText = sample && sample.checkStatus
-      ? `${sample.checkStatus}${sample.checkDurationMs !== null && sample.checkDurationMs !== undefined ? ` in ${num(sample.checkDurationMs)} ms` : ''}`
+      ? `check ${sample.checkStatus}${sample.checkDurationMs !== null && sample.checkDurationMs !== undefined ? ` in ${num(sample.checkDurationMs)} ms` : ''}`
       : 'no check yet';
     return h('li', { class: 'member', 'data-member': address },
       badge(status),
       h('span', { class: 'address mono', text: address }),
       h('span', { class: 'check', title: 'last health check, and how long the status has held',
-        text: `check ${checkText}${sample && typeof sample.lastChangeS === 'number' ? ` · ${status} for ${duration(sample.lastChangeS)}` : ''}` }),
+        text: `${checkText}${sample && typeof sample.lastChangeS === 'number' ? ` · ${status} for ${duration(sample.lastChangeS)}` : ''}` }),
 
       h('span', { class: 'load', text: sample ? `${num(sample.scur)} sess · ${num(sample.rate)}/s` : '' }),
       leaving ? h('span', { class: 'leaving', text: 'leaving' }) : null);
