@@ -76,6 +76,10 @@ impl DynamicMembers {
         }
     }
 
+    pub fn backend_keys(&self) -> impl Iterator<Item = &str> {
+        self.by_backend.keys().map(String::as_str)
+    }
+
     pub fn remove_backend(&mut self, backend_key: &str) {
         self.by_backend.remove(backend_key);
     }
