@@ -114,6 +114,8 @@ pub struct CheckOnlyTarget {
     dir: tempfile::TempDir,
     pub reloads: Mutex<Vec<String>>,
     pub checks: Mutex<usize>,
+    /// Reload calls started (held ones included).
+    pub reload_calls: std::sync::atomic::AtomicUsize,
     gate: tokio::sync::Semaphore,
     gated: std::sync::atomic::AtomicBool,
     pub fail_reloads_with: Mutex<Option<ReloadError>>,
@@ -126,6 +128,7 @@ impl CheckOnlyTarget {
             dir: tempfile::tempdir().unwrap(),
             reloads: Mutex::new(Vec::new()),
             checks: Mutex::new(0),
+            reload_calls: std::sync::atomic::AtomicUsize::new(0),
             gate: tokio::sync::Semaphore::new(0),
             gated: std::sync::atomic::AtomicBool::new(false),
             fail_reloads_with: Mutex::new(None),
@@ -177,6 +180,8 @@ impl ConfigTarget for CheckOnlyTarget {
     ) -> BoxFuture<'a, Result<ReloadReport, ReloadError>> {
         Box::pin(async move {
             let started = Instant::now();
+            self.reload_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if self.gated.load(std::sync::atomic::Ordering::SeqCst) {
                 self.gate.acquire().await.unwrap().forget();
             }
