@@ -815,3 +815,42 @@ async fn deleting_a_backend_makes_its_frontends_wait_again() {
             .contains("# waiting for backend webapp-backend")
     );
 }
+
+#[tokio::test]
+async fn a_bind_on_a_port_in_use_is_refused_before_any_reload() {
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = free.local_addr().unwrap().to_string();
+    drop(free);
+    api.assert_ok(
+        "PUT",
+        "/frontends/fe",
+        json!({"bind": ours, "backend":"be"}),
+    )
+    .await;
+    // Stand-in for HAProxy holding the running config's address.
+    let _held_by_haproxy = std::net::TcpListener::bind(&ours).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (status, answer) = api
+        .put("/frontends/clash", json!({"bind": address, "backend":"be"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["field"], "bind");
+    assert_eq!(
+        answer["error"],
+        format!("frontend clash: cannot bind {address}: address already in use")
+    );
+    assert_eq!(api.get("/frontends/clash").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.target.reload_count(), 1, "nothing half-applied");
+    // An address the running config already binds is HAProxy's own, not a clash.
+    api.assert_ok(
+        "PUT",
+        "/frontends/fe",
+        json!({"bind": ours, "backend":"be","keepalive":"close"}),
+    )
+    .await;
+    assert_eq!(api.target.reload_count(), 2);
+}

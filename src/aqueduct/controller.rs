@@ -7,6 +7,7 @@
 //! Callers wait for their own change's outcome, so an answered PUT is live in HAProxy.
 
 use super::apply_metrics::ApplyMetrics;
+use super::bind_check;
 use super::members::DynamicMembers;
 use super::model::{Backend, Config, Frontend};
 use super::state_file;
@@ -112,6 +113,9 @@ pub enum ApplyError {
     ReloadFailed(String),
     #[error("haproxy unavailable: {0}")]
     Unavailable(String),
+    /// A new `bind` address that another process already listens on.
+    #[error("frontend {frontend}: cannot bind {address}: address already in use")]
+    BindInUse { frontend: String, address: String },
     #[error("{0}")]
     Persist(String),
 }
@@ -134,6 +138,7 @@ impl From<ApplyError> for ApiError {
                 ApiError::not_found(message)
             }
             ApplyError::Rejected(_) | ApplyError::ReloadFailed(_) => ApiError::bad_request(message),
+            ApplyError::BindInUse { .. } => ApiError::bad_field("bind", message),
             ApplyError::Unavailable(_) => ApiError::unavailable(message),
             ApplyError::Persist(_) => ApiError::internal(message),
         }
@@ -391,12 +396,23 @@ impl Shared {
         };
         let mut candidate = (*base).clone();
         let mut candidate_text = live_text.clone();
+        let bound_now = bind_check::bound_addresses(&base);
         let mut accepted = Vec::new();
         let mut reasons = Vec::new();
         for pending in batch {
             let mut next = candidate.clone();
             if let Err(err) = pending.change.apply_to(&mut next) {
                 let _ = pending.reply.send(Err(err));
+                continue;
+            }
+            if let Change::PutFrontend(frontend) = &pending.change
+                && let Some(address) = bind_check::first_in_use(&frontend.bind, &bound_now)
+            {
+                self.metrics.changes.inc(&["rejected"]);
+                let _ = pending.reply.send(Err(ApplyError::BindInUse {
+                    frontend: frontend.key.clone(),
+                    address: address.to_string(),
+                }));
                 continue;
             }
             let text = render(&next, &members.render_members(&next), &self.options.render);

@@ -2,6 +2,7 @@
 
 pub mod apply_metrics;
 pub mod balance;
+pub mod bind_check;
 pub mod controller;
 pub mod members;
 pub mod model;
