@@ -854,3 +854,30 @@ async fn a_bind_on_a_port_in_use_is_refused_before_any_reload() {
     .await;
     assert_eq!(api.target.reload_count(), 2);
 }
+
+#[tokio::test]
+async fn a_corrupt_state_file_stops_the_start_and_is_left_alone() {
+    let Some(bin) = haproxy_bin() else { return };
+    let dir = TestDir::new();
+    let path = state_file::path_in(dir.path());
+    std::fs::write(&path, "{\"version\":1,\"frontends\":[{\"key\":\"fe\"").unwrap();
+    let options = ControllerOptions {
+        state_file: path.clone(),
+        render: dir.settings.clone(),
+    };
+    let target = Arc::new(CheckOnlyTarget::new(bin));
+    let Err(err) = Controller::start_from_state_file(target.clone(), options.clone()) else {
+        panic!("a corrupt state file must not start");
+    };
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"version\":1,\"frontends\":[{\"key\":\"fe\""
+    );
+    std::fs::remove_file(&path).unwrap();
+    let empty = Controller::start_from_state_file(target, options).unwrap();
+    assert!(empty.config().frontends.is_empty());
+}

@@ -209,6 +209,16 @@ impl Controller {
         Controller { shared, queue }
     }
 
+    /// Loads the state file named in `options` (none yet = empty config; a corrupt one is an
+    /// error and the caller must refuse to start) and starts the pipeline on it.
+    pub fn start_from_state_file(
+        target: Arc<dyn ConfigTarget>,
+        options: ControllerOptions,
+    ) -> Result<Self, state_file::StateFileError> {
+        let config = state_file::load(&options.state_file)?.unwrap_or_default();
+        Ok(Self::start(target, options, config))
+    }
+
     /// Makes the current config live, reloading even if the text looks unchanged (HAProxy
     /// may run anything at startup). Call once HAProxy's supervisor is up.
     pub async fn apply_startup(&self) -> Result<ReloadReport, ApplyError> {
