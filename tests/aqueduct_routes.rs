@@ -18,6 +18,9 @@ use thalassa::haproxy::ReloadError;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+// Frontends here bind 127.77.0.1: the check-only target never binds them, but the bind
+// pre-flight probes new addresses, and no other process on the machine uses that address.
+
 struct Api {
     base: String,
     client: reqwest::Client,
@@ -135,11 +138,11 @@ impl Api {
 }
 
 fn mysql_frontend() -> Value {
-    json!({ "bind": "127.0.0.1:13306", "backend": "mysql-backend", "mode": "tcp"})
+    json!({ "bind": "127.77.0.1:13306", "backend": "mysql-backend", "mode": "tcp"})
 }
 
 fn webapp_frontend() -> Value {
-    json!({ "bind": "127.0.0.1:18080", "backend": "webapp-backend", "mode": "http"})
+    json!({ "bind": "127.77.0.1:18080", "backend": "webapp-backend", "mode": "http"})
 }
 
 fn mysql_backend() -> Value {
@@ -187,7 +190,7 @@ async fn walkthrough_frontends_first_then_backends() {
         (
             StatusCode::OK,
             json!({"id":"frontend/mysql-frontend","_type":"frontend","key":"mysql-frontend",
-            "bind":"127.0.0.1:13306","backend":"mysql-backend","mode":"tcp","keepalive":"default","rules":[],"natives":[]})
+            "bind":"127.77.0.1:13306","backend":"mysql-backend","mode":"tcp","keepalive":"default","rules":[],"natives":[]})
         )
     );
     let (_, webapp) = api.get("/backends/webapp-backend").await;
@@ -255,7 +258,7 @@ async fn set_members_renders_servers_without_a_reload() {
     api.assert_ok(
         "PUT",
         "/frontends/db",
-        json!({"bind":"127.0.0.1:13306","backend":"mysql-backend","mode":"tcp"}),
+        json!({"bind":"127.77.0.1:13306","backend":"mysql-backend","mode":"tcp"}),
     )
     .await;
     assert!(
@@ -387,7 +390,7 @@ async fn validation_rules_of_checklist_26_to_31() {
     );
 
     // 28: the path key wins; id and _type of a GET round trip are accepted.
-    api.assert_ok("PUT", "/frontends/fe", json!({"key":"other","id":"frontend/other","_type":"frontend","bind":"127.0.0.1:18086","backend":"x"})).await;
+    api.assert_ok("PUT", "/frontends/fe", json!({"key":"other","id":"frontend/other","_type":"frontend","bind":"127.77.0.1:18086","backend":"x"})).await;
     let (_, row) = api.get("/frontends/fe").await;
     assert_eq!(row["key"], "fe");
     assert_eq!(api.get("/frontends/other").await.0, StatusCode::NOT_FOUND);
@@ -498,7 +501,7 @@ async fn smuggled_newlines_are_refused_and_change_nothing() {
     api.assert_ok(
         "PUT",
         "/frontends/fe",
-        json!({"bind":"127.0.0.1:18087","backend":"be"}),
+        json!({"bind":"127.77.0.1:18087","backend":"be"}),
     )
     .await;
     let before = api.config_text().await;
@@ -615,7 +618,7 @@ async fn concurrent_changes_coalesce_into_one_reload() {
         async move {
             api.put(
                 "/frontends/first",
-                json!({"bind":"127.0.0.1:18090","backend":"be"}),
+                json!({"bind":"127.77.0.1:18090","backend":"be"}),
             )
             .await
         }
@@ -629,9 +632,9 @@ async fn concurrent_changes_coalesce_into_one_reload() {
         let api = api.clone();
         let body = if i == 3 {
             // One change HAProxy refuses: answered 400 alone, the others still go through.
-            json!({"bind":"127.0.0.1:18099","backend":"be","natives":["option no-such-option"]})
+            json!({"bind":"127.77.0.1:18099","backend":"be","natives":["option no-such-option"]})
         } else {
-            json!({"bind": format!("127.0.0.1:{}", 18091 + i), "backend":"be"})
+            json!({"bind": format!("127.77.0.1:{}", 18091 + i), "backend":"be"})
         };
         queued.push(tokio::spawn(async move {
             api.put(&format!("/frontends/f{i}"), body).await
@@ -673,19 +676,19 @@ async fn a_failed_reload_rolls_the_whole_batch_back() {
     api.assert_ok(
         "PUT",
         "/frontends/fe",
-        json!({"bind":"127.0.0.1:18100","backend":"be"}),
+        json!({"bind":"127.77.0.1:18100","backend":"be"}),
     )
     .await;
     let before = api.config_text().await;
     let saved_before = std::fs::read_to_string(state_file::path_in(api.dir.path())).unwrap();
 
     *api.target.fail_reloads_with.lock().unwrap() = Some(ReloadError::Failed(
-        "cannot bind socket (Address already in use) [127.0.0.1:18101]".into(),
+        "cannot bind socket (Address already in use) [127.77.0.1:18101]".into(),
     ));
     let (status, answer) = api
         .put(
             "/frontends/taken",
-            json!({"bind":"127.0.0.1:18101","backend":"be"}),
+            json!({"bind":"127.77.0.1:18101","backend":"be"}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -708,7 +711,7 @@ async fn a_failed_reload_rolls_the_whole_batch_back() {
     let (status, _) = api
         .put(
             "/frontends/later",
-            json!({"bind":"127.0.0.1:18102","backend":"be"}),
+            json!({"bind":"127.77.0.1:18102","backend":"be"}),
         )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -717,7 +720,7 @@ async fn a_failed_reload_rolls_the_whole_batch_back() {
     api.assert_ok(
         "PUT",
         "/frontends/later",
-        json!({"bind":"127.0.0.1:18102","backend":"be"}),
+        json!({"bind":"127.77.0.1:18102","backend":"be"}),
     )
     .await;
     let metrics = api.controller.metrics_text();
