@@ -1,3 +1,23 @@
 //! The aqueduct: HAProxy frontends and backends over REST, applied to a supervised HAProxy.
+//!
+//! Flow of a change: `routes` (HTTP) -> `validate` (JSON body -> `model`) -> `controller`
+//! (queue; per batch: apply, `haproxy::render`, `ConfigTarget::check`, one
+//! `ConfigTarget::reload`, `state_file::save`, swap) -> the answer to the request.
+//!
+//! Invariants:
+//! - only the controller's worker changes the live config, and only after HAProxy runs it;
+//! - only `state_file` writes `<data-dir>/aqueduct.json`, and only after a successful reload;
+//! - the apply pipeline talks to HAProxy only through `Arc<dyn ConfigTarget>`;
+//! - an unchanged rendered text never reloads; membership changes (`set_members`) never reload;
+//! - nothing a client sends reaches haproxy.cfg with a control character (natives included).
 
+pub mod apply_metrics;
+pub mod balance;
+pub mod bind_check;
+pub mod controller;
+pub mod members;
+pub mod model;
+pub mod routes;
 pub mod server;
+pub mod state_file;
+pub mod validate;

@@ -1,0 +1,539 @@
+//! The apply pipeline: the only writer of the aqueduct's config. A change is queued, and one
+//! worker applies everything pending as a batch: each change is applied to a candidate config,
+//! rendered and checked with `haproxy -c` (a refused change is answered 400 and dropped, the
+//! others go on), then the batch costs at most ONE reload, none when the text is unchanged.
+//! Only once HAProxy runs the new config is the state file written and the live config
+//! swapped; a failed reload or save leaves config, file and HAProxy at the old state.
+//! Callers wait for their own change's outcome, so an answered PUT is live in HAProxy.
+
+use super::apply_metrics::ApplyMetrics;
+use super::bind_check;
+use super::members::DynamicMembers;
+use super::model::{Backend, Config, Frontend};
+use super::state_file;
+use super::validate::VersionSwitch;
+use crate::api_error::ApiError;
+use crate::haproxy::render::{RenderMembers, RenderSettings, render};
+use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
+use crate::metrics::PromText;
+use crate::registry::model::Registration;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Where the controller keeps its state and how it renders.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// `<data-dir>/aqueduct.json`, see [`state_file::path_in`].
+    pub state_file: PathBuf,
+    pub render: RenderSettings,
+}
+
+/// One structural change requested through the API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    PutFrontend(Frontend),
+    DeleteFrontend(String),
+    PutBackend(Backend),
+    DeleteBackend(String),
+    /// `POST /backends/{key}`: follow another version (and maybe name) in the registry.
+    SwitchVersion {
+        key: String,
+        switch: VersionSwitch,
+    },
+}
+
+impl Change {
+    fn describe(&self) -> String {
+        match self {
+            Change::PutFrontend(f) => format!("put frontend {}", f.key),
+            Change::DeleteFrontend(key) => format!("delete frontend {key}"),
+            Change::PutBackend(b) => format!("put backend {}", b.key),
+            Change::DeleteBackend(key) => format!("delete backend {key}"),
+            Change::SwitchVersion { key, switch } => format!(
+                "switch backend {key} to {}@{}",
+                switch.name.as_deref().unwrap_or("(same name)"),
+                switch.version
+            ),
+        }
+    }
+
+    fn apply_to(&self, config: &mut Config) -> Result<(), ApplyError> {
+        match self {
+            Change::PutFrontend(frontend) => {
+                config
+                    .frontends
+                    .insert(frontend.key.clone(), frontend.clone());
+            }
+            Change::DeleteFrontend(key) => {
+                config
+                    .frontends
+                    .remove(key)
+                    .ok_or_else(|| ApplyError::FrontendNotFound(key.clone()))?;
+            }
+            Change::PutBackend(backend) => {
+                config.backends.insert(backend.key.clone(), backend.clone());
+            }
+            Change::DeleteBackend(key) => {
+                config
+                    .backends
+                    .remove(key)
+                    .ok_or_else(|| ApplyError::BackendNotFound(key.clone()))?;
+            }
+            Change::SwitchVersion { key, switch } => {
+                let backend = config
+                    .backends
+                    .get_mut(key)
+                    .ok_or_else(|| ApplyError::BackendNotFound(key.clone()))?;
+                backend.version = Some(switch.version.clone());
+                if let Some(name) = &switch.name {
+                    backend.name = Some(name.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a change did not become live. Config, state file and HAProxy are unchanged in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("frontend {0} not found")]
+    FrontendNotFound(String),
+    #[error("backend {0} not found")]
+    BackendNotFound(String),
+    /// `haproxy -c` refused the config with this change; its own lines are kept.
+    #[error(transparent)]
+    Rejected(ConfigRejected),
+    /// The reload did not take (e.g. a bind on a port in use) and was rolled back.
+    #[error("haproxy reload failed: {0}")]
+    ReloadFailed(String),
+    #[error("haproxy unavailable: {0}")]
+    Unavailable(String),
+    /// A new `bind` address that another process already listens on.
+    #[error("frontend {frontend}: cannot bind {address}: address already in use")]
+    BindInUse { frontend: String, address: String },
+    #[error("{0}")]
+    Persist(String),
+}
+
+impl From<ReloadError> for ApplyError {
+    fn from(err: ReloadError) -> Self {
+        match err {
+            ReloadError::Rejected(rejected) => ApplyError::Rejected(rejected),
+            ReloadError::Failed(reason) => ApplyError::ReloadFailed(reason),
+            ReloadError::Unavailable(reason) => ApplyError::Unavailable(reason),
+        }
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(err: ApplyError) -> Self {
+        let message = err.to_string();
+        match err {
+            ApplyError::FrontendNotFound(_) | ApplyError::BackendNotFound(_) => {
+                ApiError::not_found(message)
+            }
+            ApplyError::Rejected(_) | ApplyError::ReloadFailed(_) => ApiError::bad_request(message),
+            ApplyError::BindInUse { .. } => ApiError::bad_field("bind", message),
+            ApplyError::Unavailable(_) => ApiError::unavailable(message),
+            ApplyError::Persist(_) => ApiError::internal(message),
+        }
+    }
+}
+
+/// Extra metrics appended to `GET /metrics` (e.g. the supervisor's restart count).
+pub type MetricsSource = Arc<dyn Fn(&mut PromText) + Send + Sync>;
+
+/// Handle to the apply pipeline; cheap to clone. The worker stops when every handle is gone.
+#[derive(Clone)]
+pub struct Controller {
+    shared: Arc<Shared>,
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+struct Shared {
+    target: Arc<dyn ConfigTarget>,
+    options: ControllerOptions,
+    live: RwLock<Live>,
+    /// Held while a batch is applied or members change, so a reload never misses a member.
+    apply_lock: tokio::sync::Mutex<()>,
+    pending: AtomicUsize,
+    metrics: ApplyMetrics,
+    config_tx: watch::Sender<Arc<Config>>,
+    metrics_sources: RwLock<Vec<MetricsSource>>,
+}
+
+/// What HAProxy runs now.
+struct Live {
+    config: Arc<Config>,
+    members: DynamicMembers,
+    /// The config text in effect; empty until the first successful reload.
+    text: String,
+}
+
+struct Pending {
+    change: Change,
+    reply: oneshot::Sender<Result<(), ApplyError>>,
+}
+
+impl Controller {
+    /// Starts the worker task (call inside a Tokio runtime) with the config loaded from the
+    /// state file. HAProxy is not touched until [`Controller::apply_startup`] or a change.
+    pub fn start(
+        target: Arc<dyn ConfigTarget>,
+        options: ControllerOptions,
+        config: Config,
+    ) -> Self {
+        let config = Arc::new(config);
+        let (config_tx, _) = watch::channel(config.clone());
+        let shared = Arc::new(Shared {
+            target,
+            options,
+            live: RwLock::new(Live {
+                config,
+                members: DynamicMembers::default(),
+                text: String::new(),
+            }),
+            apply_lock: tokio::sync::Mutex::new(()),
+            pending: AtomicUsize::new(0),
+            metrics: ApplyMetrics::default(),
+            config_tx,
+            metrics_sources: RwLock::new(Vec::new()),
+        });
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run_worker(shared.clone(), receiver));
+        Controller { shared, queue }
+    }
+
+    /// Loads the state file named in `options` (none yet = empty config; a corrupt one is an
+    /// error and the caller must refuse to start) and starts the pipeline on it.
+    pub fn start_from_state_file(
+        target: Arc<dyn ConfigTarget>,
+        options: ControllerOptions,
+    ) -> Result<Self, state_file::StateFileError> {
+        let config = state_file::load(&options.state_file)?.unwrap_or_default();
+        Ok(Self::start(target, options, config))
+    }
+
+    /// Makes the current config live, reloading even if the text looks unchanged (HAProxy
+    /// may run anything at startup). Call once HAProxy's supervisor is up.
+    pub async fn apply_startup(&self) -> Result<ReloadReport, ApplyError> {
+        let shared = &self.shared;
+        let _guard = shared.apply_lock.lock().await;
+        let text = {
+            let live = shared.read_live();
+            render(
+                &live.config,
+                &live.members.render_members(&live.config),
+                &shared.options.render,
+            )
+        };
+        let report = shared.reload(&text, "startup").await?;
+        shared.write_live().text = text;
+        shared
+            .metrics
+            .config_bytes
+            .set(shared.read_live().text.len() as f64);
+        Ok(report)
+    }
+
+    /// Queues a change and waits until it is live (or refused).
+    pub async fn submit(&self, change: Change) -> Result<(), ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        self.shared.publish_pending();
+        if self.queue.send(Pending { change, reply }).is_err() {
+            self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApplyError::Unavailable(
+                "the apply pipeline has stopped".to_owned(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ApplyError::Unavailable(
+                "the apply pipeline has stopped".to_owned(),
+            ))
+        })
+    }
+
+    /// Records the current members of a dynamic backend. This never reloads HAProxy: the
+    /// caller applies membership at runtime (`add server` / `del server`, with the ids from
+    /// [`Controller::render_members`]); the next structural reload renders these members under
+    /// the same server names and ids, so nothing is lost.
+    pub async fn set_members(&self, backend_key: &str, registrations: Vec<Registration>) {
+        let shared = &self.shared;
+        let _guard = shared.apply_lock.lock().await;
+        let mut live = shared.write_live();
+        live.members.set(backend_key, registrations);
+        if !live.text.is_empty() {
+            let members = live.members.render_members(&live.config);
+            live.text = render(&live.config, &members, &shared.options.render);
+            shared.metrics.config_bytes.set(live.text.len() as f64);
+        }
+    }
+
+    /// Members of the dynamic backends with their server ids, as the config renders them.
+    pub fn render_members(&self) -> RenderMembers {
+        let live = self.shared.read_live();
+        live.members.render_members(&live.config)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.read_live().config.clone()
+    }
+
+    /// Notified with the new config after every applied change (the registry follower uses it
+    /// to learn which `name@version` each dynamic backend wants).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
+        self.shared.config_tx.subscribe()
+    }
+
+    /// `GET /frontends`: rows sorted by id.
+    pub fn frontend_rows(&self) -> Vec<Value> {
+        let live = self.shared.read_live();
+        let config = &live.config;
+        config
+            .frontends
+            .values()
+            .map(|f| f.to_row(!config.missing_backends_of(f).is_empty()))
+            .collect()
+    }
+
+    pub fn frontend_row(&self, key: &str) -> Option<Value> {
+        let live = self.shared.read_live();
+        let config = &live.config;
+        let frontend = config.frontends.get(key)?;
+        Some(frontend.to_row(!config.missing_backends_of(frontend).is_empty()))
+    }
+
+    /// `GET /backends`: rows sorted by id.
+    pub fn backend_rows(&self) -> Vec<Value> {
+        let live = self.shared.read_live();
+        live.config
+            .backends
+            .values()
+            .map(|b| b.to_row(&live.members.registrations(&b.key)))
+            .collect()
+    }
+
+    pub fn backend_row(&self, key: &str) -> Option<Value> {
+        let live = self.shared.read_live();
+        let backend = live.config.backends.get(key)?;
+        Some(backend.to_row(&live.members.registrations(key)))
+    }
+
+    pub fn members_json(&self, key: &str) -> Option<Value> {
+        let live = self.shared.read_live();
+        let backend = live.config.backends.get(key)?;
+        Some(backend.members_json(&live.members.registrations(key)))
+    }
+
+    /// `GET /haproxy/config`: the text HAProxy runs; empty before the first reload.
+    pub fn haproxy_config(&self) -> String {
+        self.shared.read_live().text.clone()
+    }
+
+    /// Changes queued and not yet taken into a batch.
+    pub fn pending_changes(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    pub fn metrics(&self) -> &ApplyMetrics {
+        &self.shared.metrics
+    }
+
+    pub fn add_metrics_source(&self, source: MetricsSource) {
+        self.shared
+            .metrics_sources
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub fn metrics_text(&self) -> String {
+        let mut text = PromText::new();
+        self.shared.metrics.render(&mut text);
+        let sources = self
+            .shared
+            .metrics_sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for source in sources {
+            source(&mut text);
+        }
+        text.finish()
+    }
+}
+
+async fn run_worker(shared: Arc<Shared>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+    while let Some(first) = receiver.recv().await {
+        let _guard = shared.apply_lock.lock().await;
+        // Everything that arrived meanwhile joins this batch: one reload for all of it.
+        let mut batch = vec![first];
+        while let Ok(next) = receiver.try_recv() {
+            batch.push(next);
+        }
+        shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+        shared.publish_pending();
+        shared.apply_batch(batch).await;
+    }
+}
+
+impl Shared {
+    fn read_live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_live(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_pending(&self) {
+        self.metrics
+            .pending
+            .set(self.pending.load(Ordering::SeqCst) as f64);
+    }
+
+    async fn apply_batch(&self, batch: Vec<Pending>) {
+        let (base, members, live_text) = {
+            let live = self.read_live();
+            (live.config.clone(), live.members.clone(), live.text.clone())
+        };
+        let mut candidate = (*base).clone();
+        let mut candidate_text = live_text.clone();
+        let bound_now = bind_check::bound_addresses(&base);
+        let mut accepted = Vec::new();
+        let mut reasons = Vec::new();
+        for pending in batch {
+            let mut next = candidate.clone();
+            if let Err(err) = pending.change.apply_to(&mut next) {
+                let _ = pending.reply.send(Err(err));
+                continue;
+            }
+            if let Change::PutFrontend(frontend) = &pending.change
+                && let Some(address) = bind_check::first_in_use(&frontend.bind, &bound_now)
+            {
+                self.metrics.changes.inc(&["rejected"]);
+                let _ = pending.reply.send(Err(ApplyError::BindInUse {
+                    frontend: frontend.key.clone(),
+                    address: address.to_string(),
+                }));
+                continue;
+            }
+            let text = render(&next, &members.render_members(&next), &self.options.render);
+            if text != candidate_text
+                && let Err(rejected) = self.target.check(&text).await
+            {
+                tracing::warn!(change = %pending.change.describe(), error = %rejected,
+                        "haproxy refused a change; it is dropped");
+                self.metrics.changes.inc(&["rejected"]);
+                let _ = pending.reply.send(Err(ApplyError::Rejected(rejected)));
+                continue;
+            }
+            candidate = next;
+            candidate_text = text;
+            reasons.push(pending.change.describe());
+            accepted.push(pending);
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let outcome = self
+            .commit(
+                candidate,
+                candidate_text,
+                &base,
+                &members,
+                &live_text,
+                &reasons.join(", "),
+            )
+            .await;
+        let label = if outcome.is_ok() { "applied" } else { "failed" };
+        self.metrics.changes.add(&[label], accepted.len() as u64);
+        for pending in accepted {
+            let _ = pending.reply.send(outcome.clone());
+        }
+    }
+
+    /// Reload (if the text changed), then save (if the model changed), then swap.
+    async fn commit(
+        &self,
+        candidate: Config,
+        text: String,
+        base: &Config,
+        members: &DynamicMembers,
+        live_text: &str,
+        reason: &str,
+    ) -> Result<(), ApplyError> {
+        let reloaded = text != live_text;
+        if reloaded {
+            self.reload(&text, reason).await?;
+        }
+        if candidate != *base
+            && let Err(err) = state_file::save(&self.options.state_file, &candidate, members)
+        {
+            tracing::error!(error = %err, changes = %reason,
+                    "state file not saved; rolling the change back");
+            if reloaded
+                && !live_text.is_empty()
+                && let Err(rollback) = self
+                    .reload(live_text, "rollback: state file not saved")
+                    .await
+            {
+                tracing::error!(error = %rollback, "rollback reload failed");
+            }
+            return Err(ApplyError::Persist(err.to_string()));
+        }
+        let candidate = Arc::new(candidate);
+        {
+            let mut live = self.write_live();
+            let gone: Vec<String> = members_of_deleted_backends(&live.members, &candidate);
+            for key in gone {
+                live.members.remove_backend(&key);
+            }
+            live.config = candidate.clone();
+            live.text = text;
+            self.metrics.config_bytes.set(live.text.len() as f64);
+        }
+        self.config_tx.send_replace(candidate);
+        Ok(())
+    }
+
+    async fn reload(&self, text: &str, reason: &str) -> Result<ReloadReport, ApplyError> {
+        let started = Instant::now();
+        match self.target.reload(text, reason).await {
+            Ok(report) => {
+                self.metrics.reloads.inc(&["ok"]);
+                self.metrics
+                    .reload_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(changes = %reason, duration_ms = started.elapsed().as_millis() as u64,
+                    bytes = text.len(), worker_pid = ?report.worker_pid, "haproxy reloaded");
+                Ok(report)
+            }
+            Err(err) => {
+                let outcome = match &err {
+                    ReloadError::Rejected(_) => "rejected",
+                    ReloadError::Failed(_) => "failed",
+                    ReloadError::Unavailable(_) => "unavailable",
+                };
+                self.metrics.reloads.inc(&[outcome]);
+                tracing::error!(changes = %reason, error = %err, "haproxy reload did not take");
+                Err(err.into())
+            }
+        }
+    }
+}
+
+fn members_of_deleted_backends(members: &DynamicMembers, config: &Config) -> Vec<String> {
+    members
+        .backend_keys()
+        .filter(|key| !config.backends.contains_key(*key))
+        .map(str::to_owned)
+        .collect()
+}

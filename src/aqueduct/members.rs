@@ -1,0 +1,183 @@
+//! The current members of each dynamic backend (registry registrations), with the stable
+//! numeric server id each one keeps for as long as it stays a member.
+
+use crate::aqueduct::model::{BackendType, Config};
+use crate::haproxy::render::{RenderMember, RenderMembers};
+use crate::registry::model::Registration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DynamicMembers {
+    by_backend: BTreeMap<String, Vec<Member>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    registration: Registration,
+    host: IpAddr,
+    /// Server id, unique in its backend, kept while the member stays.
+    server_id: u32,
+}
+
+impl DynamicMembers {
+    /// Replaces a backend's members. A member already present (same host and port) keeps its
+    /// server id; a new one gets the lowest free id. Registrations whose host is not an IP
+    /// address are left out: HAProxy never resolves names of runtime servers.
+    pub fn set(&mut self, backend_key: &str, registrations: Vec<Registration>) {
+        let previous: BTreeMap<(IpAddr, u16), u32> = self
+            .by_backend
+            .get(backend_key)
+            .into_iter()
+            .flatten()
+            .map(|m| ((m.host, m.registration.port), m.server_id))
+            .collect();
+        let mut kept = Vec::new();
+        let mut seen = BTreeSet::new();
+        for registration in registrations {
+            let Ok(host) = registration.host.parse::<IpAddr>() else {
+                tracing::warn!(backend = %backend_key, id = %registration.id,
+                    "member left out: its host is not an IP address");
+                continue;
+            };
+            if seen.insert((host, registration.port)) {
+                kept.push((host, registration));
+            }
+        }
+        let mut used: BTreeSet<u32> = kept
+            .iter()
+            .filter_map(|(host, r)| previous.get(&(*host, r.port)).copied())
+            .collect();
+        let mut next_free = 1u32;
+        let members: Vec<Member> = kept
+            .into_iter()
+            .map(|(host, registration)| {
+                let server_id = match previous.get(&(host, registration.port)) {
+                    Some(id) => *id,
+                    None => {
+                        while used.contains(&next_free) {
+                            next_free += 1;
+                        }
+                        used.insert(next_free);
+                        next_free
+                    }
+                };
+                Member {
+                    registration,
+                    host,
+                    server_id,
+                }
+            })
+            .collect();
+        if members.is_empty() {
+            self.by_backend.remove(backend_key);
+        } else {
+            self.by_backend.insert(backend_key.to_owned(), members);
+        }
+    }
+
+    pub fn backend_keys(&self) -> impl Iterator<Item = &str> {
+        self.by_backend.keys().map(String::as_str)
+    }
+
+    pub fn remove_backend(&mut self, backend_key: &str) {
+        self.by_backend.remove(backend_key);
+    }
+
+    /// The registrations of a backend, in the order they were given.
+    pub fn registrations(&self, backend_key: &str) -> Vec<Registration> {
+        self.by_backend
+            .get(backend_key)
+            .into_iter()
+            .flatten()
+            .map(|m| m.registration.clone())
+            .collect()
+    }
+
+    /// What the renderer needs: members of the dynamic backends of `config`, each with its id.
+    pub fn render_members(&self, config: &Config) -> RenderMembers {
+        let mut out = RenderMembers::new();
+        for (key, members) in &self.by_backend {
+            let dynamic = config
+                .backends
+                .get(key)
+                .is_some_and(|b| b.kind == BackendType::Dynamic);
+            if dynamic {
+                let render = members
+                    .iter()
+                    .map(|m| RenderMember {
+                        host: m.host,
+                        port: m.registration.port,
+                        id: Some(m.server_id),
+                    })
+                    .collect();
+                out.set(key, render);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::model::RegistrationKey;
+
+    fn reg(host: &str, port: &str) -> Registration {
+        let key = RegistrationKey::parse("svc", "1", host, port).unwrap();
+        Registration::new(key, 0, Default::default())
+    }
+
+    fn ids(members: &DynamicMembers) -> Vec<(String, u32)> {
+        members.by_backend["be"]
+            .iter()
+            .map(|m| (m.registration.id.clone(), m.server_id))
+            .collect()
+    }
+
+    #[test]
+    fn ids_are_stable_and_reuse_the_lowest_free() {
+        let mut members = DynamicMembers::default();
+        members.set(
+            "be",
+            vec![
+                reg("10.0.0.1", "1"),
+                reg("10.0.0.2", "1"),
+                reg("10.0.0.3", "1"),
+            ],
+        );
+        members.set("be", vec![reg("10.0.0.3", "1"), reg("10.0.0.1", "1")]);
+        assert_eq!(
+            ids(&members),
+            [
+                ("/svc/1/10.0.0.3/1".into(), 3),
+                ("/svc/1/10.0.0.1/1".into(), 1)
+            ]
+        );
+        members.set(
+            "be",
+            vec![
+                reg("10.0.0.3", "1"),
+                reg("10.0.0.1", "1"),
+                reg("10.0.0.9", "1"),
+            ],
+        );
+        assert_eq!(ids(&members)[2], ("/svc/1/10.0.0.9/1".into(), 2));
+    }
+
+    #[test]
+    fn names_and_duplicates_are_left_out() {
+        let mut members = DynamicMembers::default();
+        members.set(
+            "be",
+            vec![
+                reg("db.example", "1"),
+                reg("10.0.0.1", "1"),
+                reg("10.0.0.1", "1"),
+            ],
+        );
+        assert_eq!(members.registrations("be").len(), 1);
+        members.set("be", Vec::new());
+        assert!(members.registrations("be").is_empty());
+    }
+}

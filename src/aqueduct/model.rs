@@ -1,0 +1,319 @@
+//! The aqueduct's configuration model: frontends and backends as validated values, and their
+//! JSON rows in the original Aqueduct's shape and key order.
+
+use super::balance::Balance;
+use crate::registry::model::Registration;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Every frontend and backend, by key. BTreeMaps give the byte-order sorting of ids the
+/// original used for list endpoints and for the rendered config.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub frontends: BTreeMap<String, Frontend>,
+    pub backends: BTreeMap<String, Backend>,
+}
+
+impl Config {
+    /// Backends a frontend names (default and rules) that do not exist yet, sorted, no repeats.
+    pub fn missing_backends_of(&self, frontend: &Frontend) -> Vec<String> {
+        let mut missing: Vec<String> = frontend
+            .referenced_backends()
+            .filter(|name| !self.backends.contains_key(*name))
+            .map(str::to_owned)
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Http,
+    Tcp,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        }
+    }
+}
+
+/// How an HTTP frontend treats client keep-alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keepalive {
+    #[default]
+    Default,
+    Close,
+    ServerClose,
+}
+
+impl Keepalive {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keepalive::Default => "default",
+            Keepalive::Close => "close",
+            Keepalive::ServerClose => "server-close",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frontend {
+    pub key: String,
+    /// Verbatim `bind` arguments, e.g. `*:3306` or `127.0.0.1:80,127.0.0.1:81`.
+    pub bind: String,
+    /// Key of the default backend (need not exist yet).
+    pub backend: String,
+    pub mode: Mode,
+    pub keepalive: Keepalive,
+    pub rules: Vec<Rule>,
+    /// Raw config lines, emitted verbatim in the frontend section.
+    pub natives: Vec<String>,
+}
+
+impl Frontend {
+    pub fn referenced_backends(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.backend.as_str()).chain(self.rules.iter().map(|r| r.backend.as_str()))
+    }
+
+    /// The JSON row: `id,_type,key,bind,backend,mode,keepalive,rules,natives`, plus
+    /// `waitingForBackend: true` when one of its backends does not exist yet.
+    pub fn to_row(&self, waiting_for_backend: bool) -> Value {
+        let mut row = Map::new();
+        row.insert("id".into(), format!("frontend/{}", self.key).into());
+        row.insert("_type".into(), "frontend".into());
+        row.insert("key".into(), self.key.clone().into());
+        row.insert("bind".into(), self.bind.clone().into());
+        row.insert("backend".into(), self.backend.clone().into());
+        row.insert("mode".into(), self.mode.as_str().into());
+        row.insert("keepalive".into(), self.keepalive.as_str().into());
+        row.insert(
+            "rules".into(),
+            self.rules
+                .iter()
+                .map(Rule::to_json)
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        row.insert("natives".into(), self.natives.clone().into());
+        if waiting_for_backend {
+            row.insert("waitingForBackend".into(), true.into());
+        }
+        Value::Object(row)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Path,
+    Url,
+    Header,
+}
+
+impl RuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Path => "path",
+            RuleKind::Url => "url",
+            RuleKind::Header => "header",
+        }
+    }
+}
+
+/// A routing rule of an HTTP frontend: requests matching it go to `backend`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub kind: RuleKind,
+    /// Header name, for header rules only.
+    pub header: Option<String>,
+    /// ACL match method, e.g. `path_beg` or `hdr_dom`.
+    pub operation: String,
+    /// Pattern(s), emitted verbatim.
+    pub value: String,
+    pub backend: String,
+}
+
+impl Rule {
+    pub fn to_json(&self) -> Value {
+        let mut rule = Map::new();
+        rule.insert("type".into(), self.kind.as_str().into());
+        if let Some(header) = &self.header {
+            rule.insert("header".into(), header.clone().into());
+        }
+        rule.insert("operation".into(), self.operation.clone().into());
+        rule.insert("value".into(), self.value.clone().into());
+        rule.insert("backend".into(), self.backend.clone().into());
+        Value::Object(rule)
+    }
+}
+
+/// Where a backend's members come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendType {
+    /// Members are the registry's registrations of `name@version`.
+    Dynamic,
+    /// Members are listed in the backend itself.
+    Static,
+}
+
+impl BackendType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendType::Dynamic => "dynamic",
+            BackendType::Static => "static",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub key: String,
+    pub kind: BackendType,
+    /// Registry service name (dynamic backends).
+    pub name: Option<String>,
+    /// Registry service version (dynamic backends).
+    pub version: Option<String>,
+    pub balance: Balance,
+    /// Host header set on requests and HTTP/1.1 health checks.
+    pub host: Option<String>,
+    pub mode: Mode,
+    /// Members of a static backend; always empty for a dynamic one.
+    pub static_members: Vec<StaticMember>,
+    pub natives: Vec<String>,
+    /// HTTP health check; only ever set in HTTP mode.
+    pub health: Option<Health>,
+}
+
+impl Backend {
+    /// Check interval of every server, in milliseconds.
+    pub fn check_interval_ms(&self) -> u32 {
+        self.health
+            .as_ref()
+            .map_or(Health::DEFAULT_INTERVAL_MS, |h| h.interval_ms)
+    }
+
+    /// The JSON row: `id,_type,key,type,name,version,balance,host,mode,members,natives,health`.
+    /// `dynamic_members` are the current registrations of a dynamic backend.
+    pub fn to_row(&self, dynamic_members: &[Registration]) -> Value {
+        let mut row = Map::new();
+        row.insert("id".into(), format!("backend/{}", self.key).into());
+        row.insert("_type".into(), "backend".into());
+        row.insert("key".into(), self.key.clone().into());
+        row.insert("type".into(), self.kind.as_str().into());
+        if let Some(name) = &self.name {
+            row.insert("name".into(), name.clone().into());
+        }
+        if let Some(version) = &self.version {
+            row.insert("version".into(), version.clone().into());
+        }
+        row.insert("balance".into(), self.balance.as_str().into());
+        row.insert(
+            "host".into(),
+            self.host.clone().map_or(Value::Null, Value::from),
+        );
+        row.insert("mode".into(), self.mode.as_str().into());
+        row.insert("members".into(), self.members_json(dynamic_members));
+        row.insert("natives".into(), self.natives.clone().into());
+        if let Some(health) = &self.health {
+            row.insert("health".into(), health.to_json());
+        }
+        Value::Object(row)
+    }
+
+    /// `GET /backends/{key}/members`: static members as sent, or the registrations.
+    pub fn members_json(&self, dynamic_members: &[Registration]) -> Value {
+        match self.kind {
+            BackendType::Static => Value::Array(
+                self.static_members
+                    .iter()
+                    .map(|m| Value::Object(m.as_sent.clone()))
+                    .collect(),
+            ),
+            BackendType::Dynamic => {
+                serde_json::to_value(dynamic_members).unwrap_or_else(|_| Value::Array(Vec::new()))
+            }
+        }
+    }
+}
+
+/// A member listed in a static backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticMember {
+    pub host: IpAddr,
+    pub port: u16,
+    /// The object as the client sent it (`port` may be a string), returned unchanged by GET.
+    pub as_sent: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+impl HealthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthMethod::Get => "GET",
+            HealthMethod::Post => "POST",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpVersion {
+    #[default]
+    Http10,
+    Http11,
+}
+
+impl HttpVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Http10 => "HTTP/1.0",
+            HttpVersion::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// An HTTP health check of every server of a backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub method: HealthMethod,
+    pub uri: String,
+    pub http_version: HttpVersion,
+    /// Milliseconds between checks.
+    pub interval_ms: u32,
+}
+
+impl Health {
+    pub const DEFAULT_INTERVAL_MS: u32 = 2000;
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "method": self.method.as_str(),
+            "uri": self.uri,
+            "httpVersion": self.http_version.as_str(),
+            "interval": self.interval_ms,
+        })
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            method: HealthMethod::Get,
+            uri: "/".to_owned(),
+            http_version: HttpVersion::Http10,
+            interval_ms: Self::DEFAULT_INTERVAL_MS,
+        }
+    }
+}

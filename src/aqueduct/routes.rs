@@ -1,0 +1,164 @@
+//! The aqueduct's HTTP API, wire-compatible with Aqueduct: `/frontends`, `/backends`,
+//! `/haproxy/config`, plus `/metrics`. Successes answer the original's `200` body; every
+//! failure is an [`ApiError`] (JSON `{"error","field"}`), including unknown routes.
+
+use super::controller::{Change, Controller};
+use super::validate;
+use crate::api_error::{ApiError, ok_200, route_not_found};
+use crate::json_body::JsonBody;
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::Value;
+
+pub fn router(controller: Controller) -> Router {
+    Router::new()
+        .route("/frontends", get(list_frontends))
+        .route(
+            "/frontends/{key}",
+            get(get_frontend).put(put_frontend).delete(delete_frontend),
+        )
+        .route("/backends", get(list_backends))
+        .route(
+            "/backends/{key}",
+            get(get_backend)
+                .put(put_backend)
+                .delete(delete_backend)
+                .post(switch_version),
+        )
+        .route("/backends/{key}/members", get(get_members))
+        .route("/haproxy/config", get(haproxy_config))
+        .route("/metrics", get(metrics))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(controller)
+}
+
+type KeyPath = Result<Path<String>, PathRejection>;
+
+fn key_of(path: KeyPath) -> Result<String, ApiError> {
+    path.map(|Path(key)| key)
+        .map_err(|err| ApiError::bad_field("key", err.body_text()))
+}
+
+fn frontend_not_found(key: &str) -> ApiError {
+    ApiError::not_found(format!("frontend {key} not found"))
+}
+
+fn backend_not_found(key: &str) -> ApiError {
+    ApiError::not_found(format!("backend {key} not found"))
+}
+
+async fn list_frontends(State(controller): State<Controller>) -> Response {
+    axum::Json(Value::Array(controller.frontend_rows())).into_response()
+}
+
+async fn get_frontend(
+    State(controller): State<Controller>,
+    path: KeyPath,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let row = controller
+        .frontend_row(&key)
+        .ok_or_else(|| frontend_not_found(&key))?;
+    Ok(axum::Json(row).into_response())
+}
+
+async fn put_frontend(
+    State(controller): State<Controller>,
+    path: KeyPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let frontend = validate::frontend(&key_of(path)?, &body)?;
+    controller.submit(Change::PutFrontend(frontend)).await?;
+    Ok(ok_200())
+}
+
+async fn delete_frontend(
+    State(controller): State<Controller>,
+    path: KeyPath,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    controller.submit(Change::DeleteFrontend(key)).await?;
+    Ok(ok_200())
+}
+
+async fn list_backends(State(controller): State<Controller>) -> Response {
+    axum::Json(Value::Array(controller.backend_rows())).into_response()
+}
+
+async fn get_backend(
+    State(controller): State<Controller>,
+    path: KeyPath,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let row = controller
+        .backend_row(&key)
+        .ok_or_else(|| backend_not_found(&key))?;
+    Ok(axum::Json(row).into_response())
+}
+
+async fn get_members(
+    State(controller): State<Controller>,
+    path: KeyPath,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let members = controller
+        .members_json(&key)
+        .ok_or_else(|| backend_not_found(&key))?;
+    Ok(axum::Json(members).into_response())
+}
+
+async fn put_backend(
+    State(controller): State<Controller>,
+    path: KeyPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let backend = validate::backend(&key_of(path)?, &body)?;
+    controller.submit(Change::PutBackend(backend)).await?;
+    Ok(ok_200())
+}
+
+async fn delete_backend(
+    State(controller): State<Controller>,
+    path: KeyPath,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    controller.submit(Change::DeleteBackend(key)).await?;
+    Ok(ok_200())
+}
+
+async fn switch_version(
+    State(controller): State<Controller>,
+    path: KeyPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let switch = validate::version_switch(&body)?;
+    controller
+        .submit(Change::SwitchVersion { key, switch })
+        .await?;
+    Ok(ok_200())
+}
+
+async fn haproxy_config(State(controller): State<Controller>) -> Response {
+    (
+        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+        controller.haproxy_config(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(controller): State<Controller>) -> Response {
+    crate::metrics::response(controller.metrics_text())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    )
+}

@@ -1,0 +1,86 @@
+//! One `backend` section, or the placeholder of a backend a frontend waits for.
+
+use super::{RenderMember, Waiting, line, server_address, server_name};
+use crate::aqueduct::model::{Backend, BackendType, HttpVersion, Mode};
+
+pub(super) fn render(out: &mut String, backend: &Backend, dynamic_members: &[RenderMember]) {
+    out.push_str(&format!("backend {}\n", backend.key));
+    line(out, format_args!("mode {}", backend.mode.as_str()));
+    line(out, format_args!("balance {}", backend.balance.as_str()));
+    if backend.balance.needs_consistent_hashing() {
+        // Map-based hashing refuses `add server`; consistent hashing lets members join live.
+        line(out, format_args!("hash-type consistent"));
+    }
+    if backend.mode == Mode::Http {
+        if let Some(host) = &backend.host {
+            line(out, format_args!("http-request set-header Host {host}"));
+        }
+        if let Some(health) = &backend.health {
+            match (health.http_version, &backend.host) {
+                (HttpVersion::Http11, Some(host)) => {
+                    line(out, format_args!("option httpchk"));
+                    line(
+                        out,
+                        format_args!(
+                            "http-check send meth {} uri {} ver HTTP/1.1 hdr Host {host}",
+                            health.method.as_str(),
+                            health.uri
+                        ),
+                    );
+                }
+                (version, _) => line(
+                    out,
+                    format_args!(
+                        "option httpchk {} {} {}",
+                        health.method.as_str(),
+                        health.uri,
+                        version.as_str()
+                    ),
+                ),
+            }
+        }
+    }
+    for native in &backend.natives {
+        line(out, format_args!("{native}"));
+    }
+    let interval = backend.check_interval_ms();
+    let explicit_ids = backend.balance.needs_explicit_server_ids();
+    let servers: Vec<RenderMember> = match backend.kind {
+        BackendType::Static => backend
+            .static_members
+            .iter()
+            .map(|m| RenderMember {
+                host: m.host,
+                port: m.port,
+                id: None,
+            })
+            .collect(),
+        BackendType::Dynamic => dynamic_members.to_vec(),
+    };
+    for server in servers {
+        let id = match server.id {
+            Some(id) if explicit_ids => format!(" id {id}"),
+            _ => String::new(),
+        };
+        line(
+            out,
+            format_args!(
+                "server {} {} check inter {interval}{id}",
+                server_name(&backend.key, server.host, server.port),
+                server_address(server.host, server.port),
+            ),
+        );
+    }
+}
+
+/// A frontend may name a backend before it exists (the walkthrough PUTs frontends first). It
+/// still binds: its traffic goes to this empty backend, which answers 503 (HTTP) or closes
+/// the connection (TCP) until the real backend replaces it under the same name.
+pub(super) fn render_placeholder(out: &mut String, name: &str, waiting: &Waiting) {
+    out.push_str(&format!(
+        "# waiting for backend {name}: used by frontend {}, not created yet\n",
+        waiting.frontends.join(", ")
+    ));
+    out.push_str(&format!("backend {name}\n"));
+    line(out, format_args!("mode {}", waiting.mode.as_str()));
+}

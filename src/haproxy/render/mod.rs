@@ -1,0 +1,245 @@
+//! Model to haproxy.cfg text. Rendering is a pure function and byte-for-byte deterministic:
+//! sections sorted by key, ACL names derived from each rule's position, servers sorted, so an
+//! unchanged model renders an unchanged config and causes no reload. Natives and rule values
+//! are emitted verbatim (never escaped); validation has already refused control characters.
+
+mod backend;
+mod frontend;
+
+use crate::aqueduct::model::{Config, Mode};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The fixed `global` and `defaults` sections, with `{{placeholders}}` for [`RenderSettings`].
+pub const BASE_TEMPLATE: &str = include_str!("../../../haproxy/base.cfg");
+
+/// What the rendered config needs to know about the process that will run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderSettings {
+    /// The admin-level stats socket (the runtime API).
+    pub stats_socket: PathBuf,
+    /// Where the supervisor dumps `show servers state` before a reload.
+    pub server_state_file: PathBuf,
+    /// Address of a `listen stats` page, e.g. `127.0.0.1:1988`; none when unset.
+    pub stats_bind: Option<String>,
+    /// How long an old worker may keep serving its clients after a reload.
+    pub hard_stop_after: Duration,
+    /// Arguments of the global `log` line. `stdout` writes are non-blocking in HAProxy, so a
+    /// slow reader loses log lines rather than stalling traffic.
+    pub log_target: String,
+}
+
+impl RenderSettings {
+    pub fn new(stats_socket: PathBuf, server_state_file: PathBuf) -> Self {
+        RenderSettings {
+            stats_socket,
+            server_state_file,
+            stats_bind: None,
+            hard_stop_after: Duration::from_secs(30),
+            log_target: "stdout format raw local0".to_owned(),
+        }
+    }
+}
+
+/// A member of a dynamic backend, as it must appear in the config so that a structural
+/// reload keeps every server added at runtime under the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RenderMember {
+    pub host: IpAddr,
+    pub port: u16,
+    /// Explicit server id, for algorithms that need one (random, consistent hashing).
+    pub id: Option<u32>,
+}
+
+/// The current members of each dynamic backend, by backend key. Static backends list their
+/// members in the config itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderMembers {
+    by_backend: BTreeMap<String, Vec<RenderMember>>,
+}
+
+impl RenderMembers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces a backend's members; duplicates of one address keep the first.
+    pub fn set(&mut self, backend_key: &str, mut members: Vec<RenderMember>) {
+        members.sort_by_key(|m| (m.host, m.port));
+        members.dedup_by_key(|m| (m.host, m.port));
+        if members.is_empty() {
+            self.by_backend.remove(backend_key);
+        } else {
+            self.by_backend.insert(backend_key.to_owned(), members);
+        }
+    }
+
+    pub fn get(&self, backend_key: &str) -> &[RenderMember] {
+        self.by_backend.get(backend_key).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The server name of a member: `<backendKey>_<host>:<port>`. The UI and stats matching
+/// depend on this exact shape, as they did in the original.
+pub fn server_name(backend_key: &str, host: IpAddr, port: u16) -> String {
+    format!("{backend_key}_{host}:{port}")
+}
+
+/// The server address: `10.0.0.1:80`, or `[::1]:80` for IPv6.
+pub fn server_address(host: IpAddr, port: u16) -> String {
+    SocketAddr::new(host, port).to_string()
+}
+
+/// Renders the whole haproxy.cfg.
+pub fn render(config: &Config, members: &RenderMembers, settings: &RenderSettings) -> String {
+    let mut out = fill_base(settings);
+    if let Some(bind) = &settings.stats_bind {
+        out.push_str("\nlisten stats\n");
+        line(&mut out, format_args!("bind {bind}"));
+        line(&mut out, format_args!("mode http"));
+        line(&mut out, format_args!("stats enable"));
+        line(&mut out, format_args!("stats uri /"));
+        line(&mut out, format_args!("stats refresh 2s"));
+    }
+    for frontend in config.frontends.values() {
+        out.push('\n');
+        frontend::render(&mut out, frontend);
+    }
+    let placeholders = placeholders(config);
+    let mut backend_names: Vec<&str> = config
+        .backends
+        .keys()
+        .chain(placeholders.keys())
+        .map(String::as_str)
+        .collect();
+    backend_names.sort_unstable();
+    for name in backend_names {
+        out.push('\n');
+        match (config.backends.get(name), placeholders.get(name)) {
+            (Some(backend), _) => backend::render(&mut out, backend, members.get(name)),
+            (None, Some(waiting)) => backend::render_placeholder(&mut out, name, waiting),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// Frontends waiting for a backend that does not exist yet, by that backend's name.
+pub(crate) struct Waiting {
+    /// Mode of the first (sorted) frontend that names it: a backend must match its frontend.
+    pub mode: Mode,
+    pub frontends: Vec<String>,
+}
+
+fn placeholders(config: &Config) -> BTreeMap<String, Waiting> {
+    let mut waiting: BTreeMap<String, Waiting> = BTreeMap::new();
+    for frontend in config.frontends.values() {
+        for name in config.missing_backends_of(frontend) {
+            let entry = waiting.entry(name).or_insert_with(|| Waiting {
+                mode: frontend.mode,
+                frontends: Vec::new(),
+            });
+            entry.frontends.push(frontend.key.clone());
+        }
+    }
+    waiting
+}
+
+fn fill_base(settings: &RenderSettings) -> String {
+    BASE_TEMPLATE
+        .replace("{{log_target}}", &settings.log_target)
+        .replace("{{stats_socket}}", &config_path(&settings.stats_socket))
+        .replace(
+            "{{server_state_file}}",
+            &config_path(&settings.server_state_file),
+        )
+        .replace(
+            "{{hard_stop_after}}",
+            &config_duration(settings.hard_stop_after),
+        )
+}
+
+/// A path as a config word: bare when it is plain, single-quoted otherwise (HAProxy expands
+/// nothing inside single quotes).
+fn config_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+@:".contains(c))
+    {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace(['\'', '\n', '\r'], "_"))
+    }
+}
+
+/// A duration in HAProxy's time format: whole seconds as `30s`, otherwise milliseconds.
+fn config_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
+/// Writes one indented line of a section body.
+fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
+    out.push_str("    ");
+    let _ = out.write_fmt(args);
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_durations() {
+        assert_eq!(
+            config_path(Path::new("/tmp/x/admin.sock")),
+            "/tmp/x/admin.sock"
+        );
+        assert_eq!(config_path(Path::new("/tmp/a b/s")), "'/tmp/a b/s'");
+        assert_eq!(config_path(Path::new("/tmp/$HOME/s")), "'/tmp/$HOME/s'");
+        assert_eq!(config_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(config_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(server_name("be", v4, 3306), "be_10.0.0.1:3306");
+        assert_eq!(server_address(v4, 3306), "10.0.0.1:3306");
+        assert_eq!(server_name("be", v6, 80), "be_::1:80");
+        assert_eq!(server_address(v6, 80), "[::1]:80");
+    }
+
+    #[test]
+    fn members_are_sorted_and_deduplicated() {
+        let m = |host: &str, port, id| RenderMember {
+            host: host.parse().unwrap(),
+            port,
+            id,
+        };
+        let mut members = RenderMembers::new();
+        members.set(
+            "be",
+            vec![
+                m("10.0.0.2", 1, None),
+                m("10.0.0.1", 2, Some(7)),
+                m("10.0.0.2", 1, Some(3)),
+            ],
+        );
+        assert_eq!(
+            members.get("be"),
+            &[m("10.0.0.1", 2, Some(7)), m("10.0.0.2", 1, None)]
+        );
+        members.set("be", Vec::new());
+        assert!(members.get("be").is_empty());
+    }
+}
