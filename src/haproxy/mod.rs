@@ -1,6 +1,8 @@
 //! Everything that talks to HAProxy: rendering haproxy.cfg, supervising the master-worker
 //! process, the runtime (stats socket) and master CLI clients, and parsing their output.
 
+pub mod master_cli;
+pub mod runtime;
 pub mod stat;
 
 use std::future::Future;
