@@ -4,6 +4,7 @@
 pub mod master_cli;
 pub mod runtime;
 pub mod stat;
+pub mod supervisor;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -260,7 +260,7 @@ impl RuntimeClient {
         })
     }
 
-    /// The raw `show servers state` text: the server-state file format.
+    /// The raw `show servers state` text, newline-terminated: the server-state file format.
     pub async fn show_servers_state_text(&self) -> Result<String, RuntimeError> {
         let reply = self.command("show servers state").await?;
         // Validate before anyone writes it to the state file HAProxy will load.
@@ -268,7 +268,7 @@ impl RuntimeClient {
             command: "show servers state".to_owned(),
             source,
         })?;
-        Ok(reply)
+        Ok(as_state_file(reply))
     }
 
     /// `show stat`: every frontend, backend, server and listener.
@@ -356,7 +356,7 @@ impl ReloadLock {
             command: line,
             source,
         })?;
-        Ok(reply)
+        Ok(as_state_file(reply))
     }
 
     /// `show info` through the held connection (after `disconnect`, a fresh one).
@@ -386,6 +386,13 @@ impl Drop for ReloadLock {
     fn drop(&mut self) {
         *self.session = None;
     }
+}
+
+/// Replies come without their final newline; HAProxy's state-file loader rejects a last line
+/// without one ("corrupted global server state file").
+fn as_state_file(mut reply: String) -> String {
+    reply.push('\n');
+    reply
 }
 
 /// Joins rendered commands with `;` into lines of at most `MAX_LINE_BYTES`.
