@@ -195,7 +195,6 @@ async fn show_proc_until(
     patience: Duration,
     done: impl Fn(&ProcList) -> bool,
 ) -> Result<ProcList, MasterCliError> {
-    let mut backoff = POLL_INTERVAL;
     loop {
         let result = master_cli::show_proc(master_socket).await;
         match result {
@@ -206,7 +205,7 @@ async fn show_proc_until(
             Ok(_) => return Err(MasterCliError::Timeout(patience)),
             Err(err) => return Err(err),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(50));
+        // A refused connect costs microseconds; polling fast keeps reloads short.
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
