@@ -1,7 +1,7 @@
 //! Runtime API latency through `RuntimeClient` against a real HAProxy (loopback only), plus
 //! parser throughput and reload time. Prints medians and tails; asserts nothing.
 //!
-//! cargo bench --bench runtime
+//! cargo bench --bench runtime   (RUST_LOG=thalassa::haproxy=debug for reload timelines)
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -110,6 +110,12 @@ async fn ok(runtime: &RuntimeClient, commands: &[ServerCommand]) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // RUST_LOG=thalassa=debug shows e.g. each reload's timeline.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let Some(bin) = [
         "/usr/sbin/haproxy",
         "/usr/local/sbin/haproxy",

@@ -253,9 +253,17 @@ async fn kill_9_of_the_worker_restarts_haproxy() {
 async fn kill_9_of_the_master_restarts_haproxy_without_a_second_one() {
     let Some(bin) = haproxy_bin() else { return };
     let one = Origin::start("one").await;
+    let two = Origin::start("two").await;
     let port = free_port();
     let lab = Lab::start(bin, |s| proxy_config(s, port, &[("s1", one.port)])).await;
-    wait_for_body(port, "one").await;
+    // The restart must use the last config HAProxy accepted, not the initial one.
+    lab.supervisor
+        .reload(
+            &proxy_config(&lab.settings, port, &[("s2", two.port)]),
+            "test",
+        )
+        .await
+        .unwrap();
     let mut restarts = lab.supervisor.restarts();
     let master = lab.supervisor.master_pid().unwrap();
     let worker = lab
@@ -280,7 +288,7 @@ async fn kill_9_of_the_master_restarts_haproxy_without_a_second_one() {
         "the orphaned worker is gone: {pids:?}"
     );
     assert_eq!(pids.len(), 2, "one master, one worker: {pids:?}");
-    wait_for_body(port, "one").await;
+    assert_eq!(http_get(port, "/").await.unwrap(), (200, "two".to_owned()));
     // Reloads still work on the new master.
     let report = lab
         .supervisor
@@ -288,6 +296,37 @@ async fn kill_9_of_the_master_restarts_haproxy_without_a_second_one() {
         .await
         .expect("reload after restart");
     assert!(report.worker_pid.is_some());
+}
+
+#[tokio::test]
+async fn concurrent_reloads_are_serialised() {
+    let Some(bin) = haproxy_bin() else { return };
+    let one = Origin::start("one").await;
+    let port = free_port();
+    let lab = Lab::start(bin, |s| proxy_config(s, port, &[("s1", one.port)])).await;
+    let configs: Vec<String> = (0..4)
+        .map(|i| {
+            let mut config = proxy_config(&lab.settings, port, &[("s1", one.port)]);
+            config.push_str(&format!("\nbackend extra{i}\n    server x 127.0.0.1:1\n"));
+            config
+        })
+        .collect();
+    let reloads = configs
+        .iter()
+        .map(|config| lab.supervisor.reload(config, "concurrent"));
+    let reports = futures_util::future::join_all(reloads).await;
+    let mut workers: Vec<u32> = reports
+        .into_iter()
+        .map(|report| report.expect("every reload succeeds").worker_pid.unwrap())
+        .collect();
+    workers.sort();
+    workers.dedup();
+    assert_eq!(workers.len(), 4, "each reload got its own worker");
+    let procs = lab.supervisor.show_proc().await.unwrap();
+    assert_eq!((procs.master.reloads, procs.master.failed_reloads), (4, 0));
+    assert_eq!(*lab.supervisor.reloads().borrow(), 4);
+    assert!(configs.contains(&lab.supervisor.current_config().await));
+    assert_eq!(http_get(port, "/").await.unwrap(), (200, "one".to_owned()));
 }
 
 #[tokio::test]

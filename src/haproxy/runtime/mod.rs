@@ -313,7 +313,7 @@ impl RuntimeClient {
 
     /// Takes the connection for the duration of a reload: other callers wait, so no command
     /// reaches the old worker after its state was saved. Dropping the lock disconnects.
-    pub async fn lock_for_reload(&self) -> ReloadLock {
+    pub(crate) async fn lock_for_reload(&self) -> ReloadLock {
         ReloadLock {
             client: self.clone(),
             session: self.session.clone().lock_owned().await,
@@ -334,14 +334,14 @@ impl RuntimeClient {
 }
 
 /// Exclusive use of the admin connection while HAProxy reloads.
-pub struct ReloadLock {
+pub(crate) struct ReloadLock {
     client: RuntimeClient,
     session: OwnedMutexGuard<Option<Session>>,
 }
 
 impl ReloadLock {
     /// The server-state file contents (`show servers state`), validated.
-    pub async fn show_servers_state_text(&mut self) -> Result<String, RuntimeError> {
+    pub(crate) async fn show_servers_state_text(&mut self) -> Result<String, RuntimeError> {
         let line = "show servers state".to_owned();
         let mut replies = exchange(
             &mut self.session,
@@ -360,7 +360,7 @@ impl ReloadLock {
     }
 
     /// `show info` through the held connection (after `disconnect`, a fresh one).
-    pub async fn show_info(&mut self) -> Result<ShowInfo, RuntimeError> {
+    pub(crate) async fn show_info(&mut self) -> Result<ShowInfo, RuntimeError> {
         let line = "show info".to_owned();
         let mut replies = exchange(
             &mut self.session,
@@ -377,7 +377,7 @@ impl ReloadLock {
     }
 
     /// Forgets the connection (to the old worker); the next exchange reconnects.
-    pub fn disconnect(&mut self) {
+    pub(crate) fn disconnect(&mut self) {
         *self.session = None;
     }
 }

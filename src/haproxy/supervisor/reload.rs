@@ -63,6 +63,7 @@ async fn reload_locked(
     started: Instant,
 ) -> Result<ReloadReport, ReloadError> {
     shared.check(config_text).await?;
+    let checked = started.elapsed();
     if shared.master_pid.load(Ordering::SeqCst) == 0 {
         return Err(ReloadError::Unavailable(
             "haproxy is not running (it is being restarted)".to_owned(),
@@ -94,6 +95,7 @@ async fn reload_locked(
         .map_err(|err| ReloadError::Unavailable(format!("cannot write config: {err}")))?;
 
     let mark = shared.logs.mark();
+    let state_saved = started.elapsed();
     tracing::debug!(reason, "sending reload to the haproxy master");
     let restore = |why: String| {
         if let Err(err) = write_atomic(&settings.config_path(), previous_config.as_bytes()) {
@@ -150,6 +152,7 @@ async fn reload_locked(
     };
 
     // The master is done; wait until the new worker owns the admin socket.
+    let master_done = started.elapsed();
     runtime.disconnect();
     loop {
         match runtime.show_info().await {
@@ -164,6 +167,13 @@ async fn reload_locked(
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+    tracing::debug!(
+        check_ms = checked.as_millis() as u64,
+        state_saved_ms = state_saved.as_millis() as u64,
+        master_done_ms = master_done.as_millis() as u64,
+        worker_ready_ms = started.elapsed().as_millis() as u64,
+        "reload timeline"
+    );
     // The state was consumed; a later restart must not apply it again.
     shared.write_empty_server_state();
     Ok(ReloadReport {
