@@ -1,7 +1,11 @@
 //! Everything that talks to HAProxy: rendering haproxy.cfg, supervising the master-worker
 //! process, the runtime (stats socket) and master CLI clients, and parsing their output.
 
+pub mod master_cli;
 pub mod render;
+pub mod runtime;
+pub mod stat;
+pub mod supervisor;
 
 use std::future::Future;
 use std::pin::Pin;

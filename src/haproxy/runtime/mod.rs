@@ -1,0 +1,504 @@
+//! `RuntimeClient`: the only writer to HAProxy's admin stats socket. One persistent
+//! prompt-mode connection behind a mutex (commands are serialised, replies never interleave),
+//! reconnecting on error; typed server operations with HAProxy's reply texts mapped to
+//! `RuntimeError`, and `show` reads parsed by `haproxy::stat`.
+//!
+//! Invariant: during a reload the supervisor holds the connection (`lock_for_reload`) and
+//! drops it afterwards, so no command lands on an old worker that is about to exit.
+
+mod command;
+mod session;
+
+pub use crate::haproxy::stat::AdminState;
+pub use command::{CommandFailure, ServerCommand, ServerOptions, validate_name};
+
+use crate::haproxy::stat::{
+    ParseError, ServerConnRow, ServerStateRow, ShowInfo, StatRow, parse_servers_conn,
+    parse_servers_state, parse_show_info, parse_show_stat,
+};
+use session::Session;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// HAProxy reads one CLI line into a buffer of `tune.bufsize` (16 KiB by default); batches
+/// are cut into lines well below that.
+const MAX_LINE_BYTES: usize = 8 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot connect to the haproxy admin socket {path}: {source}")]
+    Connect { path: PathBuf, source: io::Error },
+    /// The connection failed mid-exchange; whether the command ran is unknown.
+    #[error("admin socket i/o: {0}")]
+    Io(#[source] io::Error),
+    #[error("admin socket did not answer within {0:?}")]
+    Timeout(Duration),
+    /// HAProxy answered with an error; `failure()` classifies the reply.
+    #[error("haproxy refused `{command}`: {reply}")]
+    Command { command: String, reply: String },
+    /// Refused before reaching the socket.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidArgument {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("unexpected reply to `{command}`: {source}")]
+    Parse {
+        command: String,
+        #[source]
+        source: ParseError,
+    },
+}
+
+impl RuntimeError {
+    /// For `Command` errors, what HAProxy's reply means.
+    pub fn failure(&self) -> Option<CommandFailure> {
+        match self {
+            RuntimeError::Command { reply, .. } => Some(CommandFailure::classify(reply)),
+            _ => None,
+        }
+    }
+}
+
+/// Cheap to clone; all clones share the one connection.
+#[derive(Debug, Clone)]
+pub struct RuntimeClient {
+    path: Arc<PathBuf>,
+    timeout: Duration,
+    session: Arc<Mutex<Option<Session>>>,
+}
+
+impl RuntimeClient {
+    /// Does not connect yet: the first command does.
+    pub fn new(socket_path: impl Into<PathBuf>) -> RuntimeClient {
+        RuntimeClient {
+            path: Arc::new(socket_path.into()),
+            timeout: DEFAULT_TIMEOUT,
+            session: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Bounds every exchange (connect, write, read all replies).
+    pub fn with_timeout(mut self, timeout: Duration) -> RuntimeClient {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends one raw command line and returns HAProxy's reply text, whatever it says.
+    /// The line must be a single command (no `;`, no control characters).
+    pub async fn command(&self, line: &str) -> Result<String, RuntimeError> {
+        let line = command::validate_line(line)?;
+        let mut session = self.session.lock().await;
+        let mut replies = exchange(
+            &mut session,
+            &self.path,
+            self.timeout,
+            &[line.to_owned()],
+            1,
+        )
+        .await?;
+        Ok(replies.pop().unwrap_or_default())
+    }
+
+    /// Runs one typed command; HAProxy's refusal becomes `RuntimeError::Command`.
+    pub async fn run(&self, command: &ServerCommand) -> Result<(), RuntimeError> {
+        let mut results = self.batch(std::slice::from_ref(command)).await?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    /// Runs several commands in one round trip (`;`-joined lines, pipelined), in order.
+    /// The outer error is a transport failure (some commands may have run); the inner
+    /// results say how each command fared. HAProxy keeps going after a failed command.
+    pub async fn batch(
+        &self,
+        commands: &[ServerCommand],
+    ) -> Result<Vec<Result<(), RuntimeError>>, RuntimeError> {
+        let mut results: Vec<Option<Result<(), RuntimeError>>> = Vec::with_capacity(commands.len());
+        let mut to_send = Vec::with_capacity(commands.len());
+        for (index, command) in commands.iter().enumerate() {
+            match command.render() {
+                Ok(line) => {
+                    results.push(None);
+                    to_send.push((index, line));
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        if !to_send.is_empty() {
+            let lines = join_into_lines(to_send.iter().map(|(_, line)| line.as_str()));
+            let replies = {
+                let mut session = self.session.lock().await;
+                exchange(
+                    &mut session,
+                    &self.path,
+                    self.timeout,
+                    &lines,
+                    to_send.len(),
+                )
+                .await?
+            };
+            for ((index, line), reply) in to_send.into_iter().zip(replies) {
+                let outcome = match commands.get(index) {
+                    Some(command) if command.accepts(&reply) => Ok(()),
+                    _ => Err(RuntimeError::Command {
+                        command: line,
+                        reply,
+                    }),
+                };
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| result.unwrap_or(Ok(())))
+            .collect())
+    }
+
+    /// `add server`: the server starts in maintenance, checks off. See `ServerCommand::Add`.
+    pub async fn add_server(
+        &self,
+        backend: &str,
+        server: &str,
+        addr: IpAddr,
+        port: u16,
+        options: &ServerOptions,
+    ) -> Result<(), RuntimeError> {
+        self.run(&ServerCommand::Add {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+            addr,
+            port,
+            options: options.clone(),
+        })
+        .await
+    }
+
+    pub async fn set_server_state(
+        &self,
+        backend: &str,
+        server: &str,
+        state: AdminState,
+    ) -> Result<(), RuntimeError> {
+        self.run(&ServerCommand::SetState {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+            state,
+        })
+        .await
+    }
+
+    pub async fn enable_health(&self, backend: &str, server: &str) -> Result<(), RuntimeError> {
+        self.run(&ServerCommand::EnableHealth {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn disable_health(&self, backend: &str, server: &str) -> Result<(), RuntimeError> {
+        self.run(&ServerCommand::DisableHealth {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn set_weight(
+        &self,
+        backend: &str,
+        server: &str,
+        weight: u16,
+    ) -> Result<(), RuntimeError> {
+        self.run(&ServerCommand::SetWeight {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+            weight,
+        })
+        .await
+    }
+
+    /// `del server`: the server must be in maintenance with no connection attached.
+    pub async fn del_server(&self, backend: &str, server: &str) -> Result<(), RuntimeError> {
+        self.run(&ServerCommand::Delete {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+        })
+        .await
+    }
+
+    /// `show servers state [<backend>]`.
+    pub async fn show_servers_state(
+        &self,
+        backend: Option<&str>,
+    ) -> Result<Vec<ServerStateRow>, RuntimeError> {
+        let line = match backend {
+            Some(backend) => format!("show servers state {}", validate_name("backend", backend)?),
+            None => "show servers state".to_owned(),
+        };
+        let reply = self.command(&line).await?;
+        if backend.is_some() && reply.starts_with("Can't find backend") {
+            return Err(RuntimeError::Command {
+                command: line,
+                reply,
+            });
+        }
+        parse_servers_state(&reply).map_err(|source| RuntimeError::Parse {
+            command: line,
+            source,
+        })
+    }
+
+    /// The raw `show servers state` text, newline-terminated: the server-state file format.
+    pub async fn show_servers_state_text(&self) -> Result<String, RuntimeError> {
+        let reply = self.command("show servers state").await?;
+        // Validate before anyone writes it to the state file HAProxy will load.
+        parse_servers_state(&reply).map_err(|source| RuntimeError::Parse {
+            command: "show servers state".to_owned(),
+            source,
+        })?;
+        Ok(as_state_file(reply))
+    }
+
+    /// `show stat`: every frontend, backend, server and listener.
+    pub async fn show_stat(&self) -> Result<Vec<StatRow>, RuntimeError> {
+        self.parsed("show stat", parse_show_stat).await
+    }
+
+    /// `show stat <backend> -1 -1`: one proxy's rows only.
+    pub async fn show_stat_for(&self, proxy: &str) -> Result<Vec<StatRow>, RuntimeError> {
+        let line = format!("show stat {} -1 -1", validate_name("proxy", proxy)?);
+        self.parsed(&line, parse_show_stat).await
+    }
+
+    /// `show servers conn <backend>`: `used_cur` must reach 0 before a drained server goes.
+    pub async fn show_servers_conn(
+        &self,
+        backend: &str,
+    ) -> Result<Vec<ServerConnRow>, RuntimeError> {
+        let line = format!("show servers conn {}", validate_name("backend", backend)?);
+        let reply = self.command(&line).await?;
+        if reply.starts_with("Can't find backend") {
+            return Err(RuntimeError::Command {
+                command: line,
+                reply,
+            });
+        }
+        parse_servers_conn(&reply).map_err(|source| RuntimeError::Parse {
+            command: line,
+            source,
+        })
+    }
+
+    /// `show info`; its `pid()` says which worker answered.
+    pub async fn show_info(&self) -> Result<ShowInfo, RuntimeError> {
+        self.parsed("show info", parse_show_info).await
+    }
+
+    /// Drops the connection; the next command reconnects (to whichever worker owns the socket).
+    pub async fn disconnect(&self) {
+        *self.session.lock().await = None;
+    }
+
+    /// Takes the connection for the duration of a reload: other callers wait, so no command
+    /// reaches the old worker after its state was saved. Dropping the lock disconnects.
+    pub(crate) async fn lock_for_reload(&self) -> ReloadLock {
+        ReloadLock {
+            client: self.clone(),
+            session: self.session.clone().lock_owned().await,
+        }
+    }
+
+    async fn parsed<T>(
+        &self,
+        line: &str,
+        parse: fn(&str) -> Result<T, ParseError>,
+    ) -> Result<T, RuntimeError> {
+        let reply = self.command(line).await?;
+        parse(&reply).map_err(|source| RuntimeError::Parse {
+            command: line.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Exclusive use of the admin connection while HAProxy reloads.
+pub(crate) struct ReloadLock {
+    client: RuntimeClient,
+    session: OwnedMutexGuard<Option<Session>>,
+}
+
+impl ReloadLock {
+    /// The server-state file contents (`show servers state`), validated.
+    pub(crate) async fn show_servers_state_text(&mut self) -> Result<String, RuntimeError> {
+        let line = "show servers state".to_owned();
+        let mut replies = exchange(
+            &mut self.session,
+            &self.client.path,
+            self.client.timeout,
+            std::slice::from_ref(&line),
+            1,
+        )
+        .await?;
+        let reply = replies.pop().unwrap_or_default();
+        parse_servers_state(&reply).map_err(|source| RuntimeError::Parse {
+            command: line,
+            source,
+        })?;
+        Ok(as_state_file(reply))
+    }
+
+    /// `show info` through the held connection (after `disconnect`, a fresh one).
+    pub(crate) async fn show_info(&mut self) -> Result<ShowInfo, RuntimeError> {
+        let line = "show info".to_owned();
+        let mut replies = exchange(
+            &mut self.session,
+            &self.client.path,
+            self.client.timeout,
+            std::slice::from_ref(&line),
+            1,
+        )
+        .await?;
+        parse_show_info(&replies.pop().unwrap_or_default()).map_err(|source| RuntimeError::Parse {
+            command: line,
+            source,
+        })
+    }
+
+    /// Forgets the connection (to the old worker); the next exchange reconnects.
+    pub(crate) fn disconnect(&mut self) {
+        *self.session = None;
+    }
+}
+
+impl Drop for ReloadLock {
+    fn drop(&mut self) {
+        *self.session = None;
+    }
+}
+
+/// Replies come without their final newline; HAProxy's state-file loader rejects a last line
+/// without one ("corrupted global server state file").
+fn as_state_file(mut reply: String) -> String {
+    reply.push('\n');
+    reply
+}
+
+/// Joins rendered commands with `;` into lines of at most `MAX_LINE_BYTES`.
+fn join_into_lines<'a>(commands: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for command in commands {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + command.len() <= MAX_LINE_BYTES => {
+                line.push(';');
+                line.push_str(command);
+            }
+            _ => lines.push(command.to_owned()),
+        }
+    }
+    lines
+}
+
+/// Sends `lines` and collects `replies` replies, connecting first if needed. A connection
+/// that fails before any reply byte arrives is replaced and the request retried once: that
+/// is a connection HAProxy closed while idle, and it ran nothing.
+async fn exchange(
+    slot: &mut Option<Session>,
+    path: &Path,
+    timeout: Duration,
+    lines: &[String],
+    replies: usize,
+) -> Result<Vec<String>, RuntimeError> {
+    let mut request = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        request.push_str(line);
+        request.push('\n');
+    }
+    let attempt = async {
+        let mut retried = false;
+        loop {
+            let fresh = slot.is_none();
+            let session = match slot {
+                Some(session) => session,
+                None => slot.insert(Session::open(path).await.map_err(|source| {
+                    RuntimeError::Connect {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?),
+            };
+            match session.exchange(request.as_bytes(), replies).await {
+                Ok(texts) => return Ok(texts),
+                Err(err) => {
+                    *slot = None;
+                    if err.nothing_received && !fresh && !retried {
+                        tracing::debug!(error = %err.source, "admin connection went stale, reconnecting");
+                        retried = true;
+                        continue;
+                    }
+                    return Err(RuntimeError::Io(err.source));
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => {
+            // The reply may still be on its way: this connection is out of step for good.
+            *slot = None;
+            Err(RuntimeError::Timeout(timeout))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_bounded_lines() {
+        let command = "x".repeat(3000);
+        let commands = vec![command.as_str(); 5];
+        let lines = join_into_lines(commands.into_iter());
+        assert_eq!(lines.len(), 3);
+        assert!(lines.iter().all(|line| line.len() <= MAX_LINE_BYTES));
+        assert_eq!(lines.iter().map(|l| l.split(';').count()).sum::<usize>(), 5);
+        assert!(join_into_lines(std::iter::empty()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_arguments_never_reach_the_socket() {
+        // No socket exists: an argument error must come before any connection attempt.
+        let client = RuntimeClient::new("/nonexistent/admin.sock");
+        let err = client
+            .set_server_state("be", "s;del", AdminState::Ready)
+            .await;
+        assert!(
+            matches!(err, Err(RuntimeError::InvalidArgument { .. })),
+            "{err:?}"
+        );
+        let err = client.command("show stat;show info").await;
+        assert!(
+            matches!(err, Err(RuntimeError::InvalidArgument { .. })),
+            "{err:?}"
+        );
+        let err = client.show_servers_conn("be\nshutdown").await;
+        assert!(
+            matches!(err, Err(RuntimeError::InvalidArgument { .. })),
+            "{err:?}"
+        );
+        let err = client.show_info().await;
+        assert!(matches!(err, Err(RuntimeError::Connect { .. })), "{err:?}");
+    }
+}

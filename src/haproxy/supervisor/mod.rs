@@ -1,0 +1,466 @@
+//! `Supervisor`: owns one HAProxy in master-worker mode as a child process. It validates and
+//! applies configs (`ConfigTarget`: `haproxy -c`, then a verified reload that rolls back on
+//! failure), carries runtime server state across reloads, restarts HAProxy with backoff when
+//! it dies, and never leaves a second HAProxy of its run directory running.
+//!
+//! The config the renderer produces must contain, for this to work:
+//! ```text
+//! global
+//!     stats socket <admin_socket_path()> mode 600 level admin
+//!     server-state-file <server_state_path()>
+//! defaults
+//!     load-server-state-from-file global
+//! ```
+
+mod check;
+mod log;
+mod metrics;
+mod process;
+mod reload;
+
+pub use log::{LogLevel, LogLine, LogRing};
+pub use metrics::SupervisorMetrics;
+
+use super::master_cli::{self, MasterCliError};
+use super::runtime::RuntimeClient;
+use super::stat::ProcList;
+use super::{BoxFuture, ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
+use crate::atomic_file::write_atomic;
+use rustix::process::Signal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where HAProxy lives and how patient to be with it.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// The `haproxy` binary.
+    pub bin: PathBuf,
+    /// Holds the config, the sockets and the server-state file. Made absolute: `-S` needs an
+    /// absolute path, and HAProxy re-executes itself from its own working directory.
+    pub run_dir: PathBuf,
+    /// Longest wait for a started or reloaded HAProxy to answer with its new worker.
+    pub ready_timeout: Duration,
+    /// First delay before restarting a dead HAProxy; doubles per failed attempt.
+    pub restart_backoff_min: Duration,
+    pub restart_backoff_max: Duration,
+    /// On shutdown, how long workers may finish their connections (soft stop) before a
+    /// hard stop.
+    pub shutdown_grace: Duration,
+    /// Recent HAProxy output lines kept in memory.
+    pub log_lines: usize,
+}
+
+impl SupervisorSettings {
+    pub fn new(bin: impl Into<PathBuf>, run_dir: impl Into<PathBuf>) -> SupervisorSettings {
+        let run_dir = run_dir.into();
+        SupervisorSettings {
+            bin: bin.into(),
+            run_dir: std::path::absolute(&run_dir).unwrap_or(run_dir),
+            ready_timeout: Duration::from_secs(15),
+            restart_backoff_min: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            log_lines: 1000,
+        }
+    }
+
+    /// For `stats socket <path> mode 600 level admin` in `global`.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.run_dir.join("admin.sock")
+    }
+
+    /// For `server-state-file <path>` in `global`.
+    pub fn server_state_path(&self) -> PathBuf {
+        self.run_dir.join("server-state")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.run_dir.join("haproxy.cfg")
+    }
+
+    pub fn master_socket_path(&self) -> PathBuf {
+        self.run_dir.join("master.sock")
+    }
+}
+
+/// A `show servers state` file that carries nothing: written when there is no fresh state, so
+/// HAProxy never applies stale states (and does not warn about a missing file).
+const EMPTY_SERVER_STATE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n";
+
+/// State shared by the public handle, the reload path and the monitor task.
+struct Shared {
+    settings: SupervisorSettings,
+    /// Our `-S` argument: identifies our HAProxy processes in /proc.
+    fingerprint: String,
+    logs: Arc<LogRing>,
+    metrics: SupervisorMetrics,
+    runtime: RuntimeClient,
+    /// Serialises reloads and restarts (one at a time) and holds the config HAProxy last
+    /// accepted, which is what a restart starts from.
+    last_good_config: tokio::sync::Mutex<String>,
+    /// 0 while no master runs.
+    master_pid: AtomicU32,
+    stopping: AtomicBool,
+    reloads: watch::Sender<u64>,
+    restarts: watch::Sender<u64>,
+}
+
+/// The handle to a supervised HAProxy. Dropping it kills HAProxy; call `shutdown` to stop it
+/// gracefully.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    monitor: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Supervisor {
+    /// Validates `initial_config`, writes it, starts HAProxy and returns once its worker
+    /// answers on the admin socket. Leftover HAProxy processes of the same run directory
+    /// (from a crashed earlier run) are killed first.
+    pub async fn start(
+        settings: SupervisorSettings,
+        initial_config: &str,
+    ) -> Result<Supervisor, ReloadError> {
+        std::fs::create_dir_all(&settings.run_dir).map_err(|err| {
+            ReloadError::Unavailable(format!(
+                "cannot create run directory {}: {err}",
+                settings.run_dir.display()
+            ))
+        })?;
+        let shared = Arc::new(Shared {
+            fingerprint: process::master_socket_arg(&settings),
+            logs: Arc::new(LogRing::new(settings.log_lines)),
+            metrics: SupervisorMetrics::default(),
+            runtime: RuntimeClient::new(settings.admin_socket_path()),
+            last_good_config: tokio::sync::Mutex::new(initial_config.to_owned()),
+            master_pid: AtomicU32::new(0),
+            stopping: AtomicBool::new(false),
+            reloads: watch::Sender::new(0),
+            restarts: watch::Sender::new(0),
+            settings,
+        });
+        shared.check(initial_config).await?;
+
+        let leftovers = process::reap_leftovers(&shared.fingerprint).await;
+        if !leftovers.is_empty() {
+            tracing::warn!(pids = ?leftovers, "killed haproxy processes left by an earlier run");
+        }
+        let settings = &shared.settings;
+        write_atomic(&settings.config_path(), initial_config.as_bytes())
+            .and_then(|()| {
+                write_atomic(&settings.server_state_path(), EMPTY_SERVER_STATE.as_bytes())
+            })
+            .map_err(|err| {
+                ReloadError::Unavailable(format!("cannot write haproxy files: {err}"))
+            })?;
+
+        let child = launch(&shared).await?;
+        tracing::info!(
+            master_pid = shared.master_pid.load(Ordering::Relaxed),
+            run_dir = %shared.settings.run_dir.display(),
+            "haproxy started"
+        );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let monitor = tokio::spawn(monitor(shared.clone(), child, shutdown_rx));
+        Ok(Supervisor {
+            shared,
+            shutdown,
+            monitor: std::sync::Mutex::new(Some(monitor)),
+        })
+    }
+
+    /// The admin socket client: the only writer to HAProxy's runtime API. Clones share one
+    /// connection, which reloads and restarts re-establish to the current worker.
+    pub fn runtime(&self) -> RuntimeClient {
+        self.shared.runtime.clone()
+    }
+
+    pub fn settings(&self) -> &SupervisorSettings {
+        &self.shared.settings
+    }
+
+    /// Increments after every successful reload.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.shared.reloads.subscribe()
+    }
+
+    /// Increments after every restart of a dead HAProxy: runtime-added servers are gone and
+    /// must be added again.
+    pub fn restarts(&self) -> watch::Receiver<u64> {
+        self.shared.restarts.subscribe()
+    }
+
+    pub fn metrics(&self) -> &SupervisorMetrics {
+        &self.shared.metrics
+    }
+
+    /// HAProxy's recent output, oldest first.
+    pub fn recent_log(&self) -> Vec<LogLine> {
+        self.shared.logs.recent()
+    }
+
+    /// The master's PID, or `None` while HAProxy is down (being restarted).
+    pub fn master_pid(&self) -> Option<u32> {
+        Some(self.shared.master_pid.load(Ordering::Relaxed)).filter(|pid| *pid != 0)
+    }
+
+    /// `show proc` on the master CLI.
+    pub async fn show_proc(&self) -> Result<ProcList, MasterCliError> {
+        master_cli::show_proc(&self.shared.settings.master_socket_path()).await
+    }
+
+    /// The config HAProxy runs (the last one it accepted).
+    pub async fn current_config(&self) -> String {
+        self.shared.last_good_config.lock().await.clone()
+    }
+
+    /// Stops HAProxy: soft stop (workers finish their connections) for `shutdown_grace`, then
+    /// a hard stop. Returns once no HAProxy of this run directory is left.
+    pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        let monitor = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(monitor) = monitor {
+            let _ = monitor.await;
+        }
+        process::reap_leftovers(&self.shared.fingerprint).await;
+        tracing::info!("haproxy stopped");
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(monitor) = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            monitor.abort();
+        }
+        // Not shut down gracefully: kill the master and every worker of this run directory
+        // now, synchronously, by PID (an aborted task drops its Child only later).
+        for pid in process::find_our_haproxies(&self.shared.fingerprint) {
+            let _ = process::signal(pid, Signal::KILL);
+        }
+    }
+}
+
+impl ConfigTarget for Supervisor {
+    fn check<'a>(&'a self, config_text: &'a str) -> BoxFuture<'a, Result<(), ConfigRejected>> {
+        Box::pin(self.shared.check(config_text))
+    }
+
+    fn reload<'a>(
+        &'a self,
+        config_text: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<ReloadReport, ReloadError>> {
+        Box::pin(reload::reload(&self.shared, config_text, reason))
+    }
+}
+
+impl Shared {
+    async fn check(&self, config_text: &str) -> Result<(), ConfigRejected> {
+        let result = check::check_config(&self.settings, config_text).await;
+        let outcome = if result.is_ok() { "valid" } else { "rejected" };
+        self.metrics.config_checks.inc(&[outcome]);
+        result
+    }
+
+    fn master_socket(&self) -> PathBuf {
+        self.settings.master_socket_path()
+    }
+
+    /// ALERT messages HAProxy printed since `mark`.
+    fn alerts_since(&self, mark: u64) -> Vec<String> {
+        self.logs
+            .since(mark)
+            .into_iter()
+            .filter(|line| line.level == LogLevel::Alert)
+            .map(|line| line.message)
+            .collect()
+    }
+
+    fn write_empty_server_state(&self) {
+        if let Err(err) = write_atomic(
+            &self.settings.server_state_path(),
+            EMPTY_SERVER_STATE.as_bytes(),
+        ) {
+            tracing::warn!(error = %err, "cannot reset the server-state file");
+        }
+    }
+}
+
+/// Spawns the master from the config on disk and waits until its worker answers on the admin
+/// socket. On failure nothing is left running.
+async fn launch(shared: &Shared) -> Result<Child, ReloadError> {
+    let settings = &shared.settings;
+    let mark = shared.logs.mark();
+    let mut child = process::spawn_master(settings, &shared.logs).map_err(|err| {
+        ReloadError::Unavailable(format!("cannot run {}: {err}", settings.bin.display()))
+    })?;
+    shared
+        .master_pid
+        .store(child.id().unwrap_or(0), Ordering::SeqCst);
+    let deadline = Instant::now() + settings.ready_timeout;
+    let probe =
+        RuntimeClient::new(settings.admin_socket_path()).with_timeout(Duration::from_secs(2));
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            shared.master_pid.store(0, Ordering::SeqCst);
+            // Its last words may still be in the pipe.
+            shared
+                .logs
+                .wait_for(mark, Duration::from_millis(500), |line| {
+                    line.message.contains("Exiting") || line.message.contains("Fatal")
+                })
+                .await;
+            let alerts = shared.alerts_since(mark);
+            process::reap_leftovers(&shared.fingerprint).await;
+            return Err(ReloadError::Failed(if alerts.is_empty() {
+                format!("haproxy exited during start ({status})")
+            } else {
+                alerts.join(" | ")
+            }));
+        }
+        if let Ok(procs) = master_cli::show_proc(&shared.master_socket()).await
+            && let Some(worker) = procs.current_worker()
+            && let Ok(info) = probe.show_info().await
+            && info.pid() == Some(worker.pid)
+        {
+            return Ok(child);
+        }
+        probe.disconnect().await;
+        if Instant::now() >= deadline {
+            let _ = child.kill().await;
+            shared.master_pid.store(0, Ordering::SeqCst);
+            process::reap_leftovers(&shared.fingerprint).await;
+            return Err(ReloadError::Unavailable(format!(
+                "haproxy did not answer within {:?}",
+                settings.ready_timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Watches the master: restarts it when it dies, stops it on shutdown.
+async fn monitor(shared: Arc<Shared>, mut child: Child, mut shutdown: watch::Receiver<bool>) {
+    let mut started_at = Instant::now();
+    let mut backoff = shared.settings.restart_backoff_min;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                shared.master_pid.store(0, Ordering::SeqCst);
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                tracing::error!(
+                    status = ?status.ok(),
+                    ran_for = ?started_at.elapsed(),
+                    "haproxy exited unexpectedly; restarting it"
+                );
+                // A master that ran a good while earns a fresh backoff.
+                if started_at.elapsed() > Duration::from_secs(60) {
+                    backoff = shared.settings.restart_backoff_min;
+                }
+                match restart(&shared, &mut shutdown, &mut backoff).await {
+                    Some(restarted) => {
+                        child = restarted;
+                        started_at = Instant::now();
+                    }
+                    None => return,
+                }
+            }
+            _ = shutdown.changed() => {
+                stop(&shared, child).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Starts HAProxy again from the last good config, with exponential backoff between
+/// attempts. `None` when shutdown was requested meanwhile.
+async fn restart(
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> Option<Child> {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = shutdown.changed() => return None,
+        }
+        *backoff = (*backoff * 2).min(shared.settings.restart_backoff_max);
+        if shared.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let attempt = {
+            let config = shared.last_good_config.lock().await;
+            // A worker that outlived its master would share the ports with the new one.
+            let leftovers = process::reap_leftovers(&shared.fingerprint).await;
+            if !leftovers.is_empty() {
+                tracing::warn!(pids = ?leftovers, "killed haproxy processes left by the dead master");
+            }
+            // Saved states describe the dead process; servers start from the config.
+            shared.write_empty_server_state();
+            match write_atomic(&shared.settings.config_path(), config.as_bytes()) {
+                Ok(()) => launch(shared).await,
+                Err(err) => Err(ReloadError::Unavailable(format!(
+                    "cannot write config: {err}"
+                ))),
+            }
+        };
+        match attempt {
+            Ok(child) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    stop(shared, child).await;
+                    return None;
+                }
+                shared.metrics.restarts.inc();
+                shared.restarts.send_modify(|generation| *generation += 1);
+                shared.runtime.disconnect().await;
+                tracing::info!(
+                    master_pid = shared.master_pid.load(Ordering::Relaxed),
+                    restarts = shared.metrics.restarts.get(),
+                    "haproxy restarted"
+                );
+                return Some(child);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, retry_in = ?*backoff, "haproxy restart failed");
+            }
+        }
+    }
+}
+
+/// Soft stop (SIGUSR1: workers finish their connections), then SIGTERM, then SIGKILL.
+async fn stop(shared: &Shared, mut child: Child) {
+    let steps = [
+        (Signal::USR1, shared.settings.shutdown_grace),
+        (Signal::TERM, Duration::from_secs(2)),
+    ];
+    for (signal, grace) in steps {
+        if let Some(pid) = child.id() {
+            let _ = process::signal(pid, signal);
+        }
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            shared.master_pid.store(0, Ordering::SeqCst);
+            return;
+        }
+    }
+    let _ = child.kill().await;
+    shared.master_pid.store(0, Ordering::SeqCst);
+}
