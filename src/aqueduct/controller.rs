@@ -148,6 +148,24 @@ impl From<ApplyError> for ApiError {
 /// Extra metrics appended to `GET /metrics` (e.g. the supervisor's restart count).
 pub type MetricsSource = Arc<dyn Fn(&mut PromText) + Send + Sync>;
 
+/// What the pipeline did, for the activity log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyEvent {
+    Reloaded {
+        reason: String,
+        duration_ms: u64,
+    },
+    ReloadFailed {
+        reason: String,
+        error: String,
+    },
+    /// HAProxy (or the bind pre-flight) refused one change; it was not applied.
+    Rejected {
+        change: String,
+        error: String,
+    },
+}
+
 /// Handle to the apply pipeline; cheap to clone. The worker stops when every handle is gone.
 #[derive(Clone)]
 pub struct Controller {
@@ -164,6 +182,7 @@ struct Shared {
     pending: AtomicUsize,
     metrics: ApplyMetrics,
     config_tx: watch::Sender<Arc<Config>>,
+    events: tokio::sync::broadcast::Sender<ApplyEvent>,
     metrics_sources: RwLock<Vec<MetricsSource>>,
 }
 
@@ -202,6 +221,7 @@ impl Controller {
             pending: AtomicUsize::new(0),
             metrics: ApplyMetrics::default(),
             config_tx,
+            events: tokio::sync::broadcast::channel(256).0,
             metrics_sources: RwLock::new(Vec::new()),
         });
         let (queue, receiver) = mpsc::unbounded_channel();
@@ -275,6 +295,18 @@ impl Controller {
         }
     }
 
+    /// Records which members (by server name) are still waiting for a first passing check, so
+    /// a structural reload renders them `disabled`. Never reloads.
+    pub async fn set_joining(&self, joining: std::collections::BTreeSet<String>) {
+        let shared = &self.shared;
+        let _guard = shared.apply_lock.lock().await;
+        let mut live = shared.write_live();
+        if live.members.set_joining(joining) && !live.text.is_empty() {
+            let members = live.members.render_members(&live.config);
+            live.text = render(&live.config, &members, &shared.options.render);
+        }
+    }
+
     /// Members of the dynamic backends with their server ids, as the config renders them.
     pub fn render_members(&self) -> RenderMembers {
         let live = self.shared.read_live();
@@ -289,6 +321,11 @@ impl Controller {
     /// to learn which `name@version` each dynamic backend wants).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
         self.shared.config_tx.subscribe()
+    }
+
+    /// Reloads, failed reloads and rejected changes as they happen.
+    pub fn apply_events(&self) -> tokio::sync::broadcast::Receiver<ApplyEvent> {
+        self.shared.events.subscribe()
     }
 
     /// `GET /frontends`: rows sorted by id.
@@ -370,6 +407,15 @@ impl Controller {
     }
 }
 
+/// The config without any member: what only a reload can change.
+fn structure_text(config: &Config, settings: &RenderSettings) -> String {
+    let mut bare = config.clone();
+    for backend in bare.backends.values_mut() {
+        backend.static_members.clear();
+    }
+    render(&bare, &RenderMembers::new(), settings)
+}
+
 async fn run_worker(shared: Arc<Shared>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
     while let Some(first) = receiver.recv().await {
         let _guard = shared.apply_lock.lock().await;
@@ -419,6 +465,10 @@ impl Shared {
                 && let Some(address) = bind_check::first_in_use(&frontend.bind, &bound_now)
             {
                 self.metrics.changes.inc(&["rejected"]);
+                let _ = self.events.send(ApplyEvent::Rejected {
+                    change: pending.change.describe(),
+                    error: format!("{address} is already in use by another process"),
+                });
                 let _ = pending.reply.send(Err(ApplyError::BindInUse {
                     frontend: frontend.key.clone(),
                     address: address.to_string(),
@@ -432,6 +482,10 @@ impl Shared {
                 tracing::warn!(change = %pending.change.describe(), error = %rejected,
                         "haproxy refused a change; it is dropped");
                 self.metrics.changes.inc(&["rejected"]);
+                let _ = self.events.send(ApplyEvent::Rejected {
+                    change: pending.change.describe(),
+                    error: rejected.lines.join("\n"),
+                });
                 let _ = pending.reply.send(Err(ApplyError::Rejected(rejected)));
                 continue;
             }
@@ -470,7 +524,12 @@ impl Shared {
         live_text: &str,
         reason: &str,
     ) -> Result<(), ApplyError> {
-        let reloaded = text != live_text;
+        // Membership is applied at runtime (`membership::manager`): a change that only touches
+        // static members updates the text but never reloads.
+        let reloaded = live_text.is_empty()
+            || (text != live_text
+                && structure_text(&candidate, &self.options.render)
+                    != structure_text(base, &self.options.render));
         if reloaded {
             self.reload(&text, reason).await?;
         }
@@ -514,6 +573,10 @@ impl Shared {
                     .observe(started.elapsed().as_secs_f64());
                 tracing::info!(changes = %reason, duration_ms = started.elapsed().as_millis() as u64,
                     bytes = text.len(), worker_pid = ?report.worker_pid, "haproxy reloaded");
+                let _ = self.events.send(ApplyEvent::Reloaded {
+                    reason: reason.to_owned(),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                });
                 Ok(report)
             }
             Err(err) => {
@@ -524,6 +587,10 @@ impl Shared {
                 };
                 self.metrics.reloads.inc(&[outcome]);
                 tracing::error!(changes = %reason, error = %err, "haproxy reload did not take");
+                let _ = self.events.send(ApplyEvent::ReloadFailed {
+                    reason: reason.to_owned(),
+                    error: err.to_string(),
+                });
                 Err(err.into())
             }
         }

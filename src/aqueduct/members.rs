@@ -10,6 +10,8 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DynamicMembers {
     by_backend: BTreeMap<String, Vec<Member>>,
+    /// Server names (dynamic or static members) still waiting for a first passing check.
+    joining: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,15 @@ impl DynamicMembers {
         }
     }
 
+    /// Replaces the set of joining servers; true when it changed.
+    pub fn set_joining(&mut self, joining: BTreeSet<String>) -> bool {
+        if self.joining == joining {
+            return false;
+        }
+        self.joining = joining;
+        true
+    }
+
     pub fn backend_keys(&self) -> impl Iterator<Item = &str> {
         self.by_backend.keys().map(String::as_str)
     }
@@ -97,6 +108,7 @@ impl DynamicMembers {
     /// What the renderer needs: members of the dynamic backends of `config`, each with its id.
     pub fn render_members(&self, config: &Config) -> RenderMembers {
         let mut out = RenderMembers::new();
+        out.set_joining(self.joining.clone());
         for (key, members) in &self.by_backend {
             let dynamic = config
                 .backends

@@ -8,13 +8,16 @@ use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::json_body::JsonBody;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
+use crate::membership::status::StatusBoard;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
-pub fn router(controller: Controller) -> Router {
+/// The API routes, with members' live status from `board` (the membership manager's).
+pub fn router_with_status(controller: Controller, board: Option<StatusBoard>) -> Router {
+    let state = ApiState { controller, board };
     Router::new()
         .route("/frontends", get(list_frontends))
         .route(
@@ -34,7 +37,30 @@ pub fn router(controller: Controller) -> Router {
         .route("/metrics", get(metrics))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(controller)
+        .with_state(state)
+}
+
+/// The API routes without live member status: members are returned exactly as stored.
+pub fn router(controller: Controller) -> Router {
+    router_with_status(controller, None)
+}
+
+#[derive(Clone)]
+struct ApiState {
+    controller: Controller,
+    board: Option<StatusBoard>,
+}
+
+impl FromRef<ApiState> for Controller {
+    fn from_ref(state: &ApiState) -> Controller {
+        state.controller.clone()
+    }
+}
+
+impl FromRef<ApiState> for Option<StatusBoard> {
+    fn from_ref(state: &ApiState) -> Option<StatusBoard> {
+        state.board.clone()
+    }
 }
 
 type KeyPath = Result<Path<String>, PathRejection>;
@@ -86,29 +112,46 @@ async fn delete_frontend(
     Ok(ok_200())
 }
 
-async fn list_backends(State(controller): State<Controller>) -> Response {
-    axum::Json(Value::Array(controller.backend_rows())).into_response()
+async fn list_backends(
+    State(controller): State<Controller>,
+    State(board): State<Option<StatusBoard>>,
+) -> Response {
+    let mut rows = controller.backend_rows();
+    if let Some(board) = &board {
+        for row in &mut rows {
+            board.decorate_backend_row(row);
+        }
+    }
+    axum::Json(Value::Array(rows)).into_response()
 }
 
 async fn get_backend(
     State(controller): State<Controller>,
+    State(board): State<Option<StatusBoard>>,
     path: KeyPath,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    let row = controller
+    let mut row = controller
         .backend_row(&key)
         .ok_or_else(|| backend_not_found(&key))?;
+    if let Some(board) = &board {
+        board.decorate_backend_row(&mut row);
+    }
     Ok(axum::Json(row).into_response())
 }
 
 async fn get_members(
     State(controller): State<Controller>,
+    State(board): State<Option<StatusBoard>>,
     path: KeyPath,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    let members = controller
+    let mut members = controller
         .members_json(&key)
         .ok_or_else(|| backend_not_found(&key))?;
+    if let Some(board) = &board {
+        board.decorate_members(&key, &mut members);
+    }
     Ok(axum::Json(members).into_response())
 }
 

@@ -2,3 +2,6 @@
 //! members), and the runtime-API operations that make HAProxy agree, without reloads.
 
 pub mod plan;
+pub mod status;
+pub mod desired;
+pub mod manager;

@@ -61,13 +61,7 @@ pub struct DesiredMember {
     pub id: Option<u32>,
 }
 
-/// HAProxy's administrative state of a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminState {
-    Ready,
-    Drain,
-    Maint,
-}
+pub use crate::haproxy::stat::AdminState;
 
 /// What HAProxy reports about one server (from `show servers state`, plus `show servers conn`
 /// for servers being drained).

@@ -24,7 +24,14 @@ use fields::Fields;
 pub const READ_ONLY_FIELDS: &[&str] = &["key", "id", "_type", "waitingForBackend"];
 
 /// Fields a GET adds to each member (live status); dropped from static members on PUT.
-pub const MEMBER_READ_ONLY_FIELDS: &[&str] = &["status"];
+pub const MEMBER_READ_ONLY_FIELDS: &[&str] = &[
+    "status",
+    "check_status",
+    "check_duration_ms",
+    "last_change",
+    "sessions",
+    "server",
+];
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 128;

@@ -1,9 +1,9 @@
 //! One `backend` section, or the placeholder of a backend a frontend waits for.
 
-use super::{RenderMember, Waiting, line, server_address, server_name};
+use super::{RenderMember, RenderMembers, Waiting, line, server_address, server_name};
 use crate::aqueduct::model::{Backend, BackendType, HttpVersion, Mode};
 
-pub(super) fn render(out: &mut String, backend: &Backend, dynamic_members: &[RenderMember]) {
+pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMembers) {
     out.push_str(&format!("backend {}\n", backend.key));
     line(out, format_args!("mode {}", backend.mode.as_str()));
     line(out, format_args!("balance {}", backend.balance.as_str()));
@@ -55,18 +55,23 @@ pub(super) fn render(out: &mut String, backend: &Backend, dynamic_members: &[Ren
                 id: None,
             })
             .collect(),
-        BackendType::Dynamic => dynamic_members.to_vec(),
+        BackendType::Dynamic => members.get(&backend.key).to_vec(),
     };
     for server in servers {
         let id = match server.id {
             Some(id) if explicit_ids => format!(" id {id}"),
             _ => String::new(),
         };
+        let name = server_name(&backend.key, server.host, server.port);
+        let disabled = if members.is_joining(&name) {
+            " disabled"
+        } else {
+            ""
+        };
         line(
             out,
             format_args!(
-                "server {} {} check inter {interval}{id}",
-                server_name(&backend.key, server.host, server.port),
+                "server {name} {} check inter {interval}{id}{disabled}",
                 server_address(server.host, server.port),
             ),
         );

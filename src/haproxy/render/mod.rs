@@ -7,7 +7,7 @@ mod backend;
 mod frontend;
 
 use crate::aqueduct::model::{Config, Mode};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,9 @@ pub struct RenderMember {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenderMembers {
     by_backend: BTreeMap<String, Vec<RenderMember>>,
+    /// Server names of members still waiting for their first passing health check. They are
+    /// rendered `disabled` so that a reload never puts an unchecked member into service.
+    joining: BTreeSet<String>,
 }
 
 impl RenderMembers {
@@ -79,6 +82,15 @@ impl RenderMembers {
 
     pub fn get(&self, backend_key: &str) -> &[RenderMember] {
         self.by_backend.get(backend_key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Replaces the set of joining members (by server name).
+    pub fn set_joining(&mut self, joining: BTreeSet<String>) {
+        self.joining = joining;
+    }
+
+    pub fn is_joining(&self, server_name: &str) -> bool {
+        self.joining.contains(server_name)
     }
 }
 
@@ -119,7 +131,7 @@ pub fn render(config: &Config, members: &RenderMembers, settings: &RenderSetting
     for name in backend_names {
         out.push('\n');
         match (config.backends.get(name), placeholders.get(name)) {
-            (Some(backend), _) => backend::render(&mut out, backend, members.get(name)),
+            (Some(backend), _) => backend::render(&mut out, backend, members),
             (None, Some(waiting)) => backend::render_placeholder(&mut out, name, waiting),
             (None, None) => {}
         }

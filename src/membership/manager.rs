@@ -1,0 +1,490 @@
+//! The membership manager: follows the registry feed and the config, and keeps HAProxy's
+//! servers equal to the desired members through the runtime API. One task; every round it
+//! observes HAProxy (`show servers state`), plans (`plan::Tracker`) and applies the plan in one
+//! batch. Rounds run on every feed item or config change, every 25 ms while a member is joining
+//! or leaving, and every second otherwise (the periodic reconcile). It never reloads HAProxy.
+
+use super::desired;
+use super::plan::{AdminState, ObservedServer, Phase, RuntimeOp, ServerRef, Tracker};
+use super::status::{StatusBoard, sample_from_rows};
+use crate::aqueduct::controller::Controller;
+use crate::aqueduct::model::Config;
+use crate::haproxy::runtime::{RuntimeClient, RuntimeError, ServerCommand, ServerOptions};
+use crate::haproxy::stat::CheckResult;
+use crate::metrics::{CounterVec, PromText};
+use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
+use crate::registry::model::Registration;
+use crate::ui::{Activity, Hub, StatsSample, now_ms};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// How often a busy round repeats while members are joining or leaving.
+const FAST_ROUND: Duration = Duration::from_millis(25);
+/// The periodic reconcile and stats poll.
+const SLOW_ROUND: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct ManagerSettings {
+    /// Longest a leaving member keeps its connections before it is removed anyway.
+    pub drain_timeout: Duration,
+}
+
+/// Counters for `/metrics`.
+pub struct MembershipMetrics {
+    pub runtime_commands: CounterVec,
+    pub repairs: CounterVec,
+    members_by_status: std::sync::RwLock<BTreeMap<String, u64>>,
+}
+
+impl Default for MembershipMetrics {
+    fn default() -> Self {
+        MembershipMetrics {
+            runtime_commands: CounterVec::new(&["kind", "outcome"]),
+            repairs: CounterVec::new(&["kind"]),
+            members_by_status: std::sync::RwLock::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl MembershipMetrics {
+    pub fn render(&self, text: &mut PromText) {
+        text.counter_vec(
+            "thalassa_runtime_commands_total",
+            "HAProxy runtime API commands sent for membership, by kind and outcome",
+            &self.runtime_commands,
+        );
+        text.counter_vec(
+            "thalassa_reconcile_repairs_total",
+            "Drift between desired members and HAProxy that the reconcile loop repaired",
+            &self.repairs,
+        );
+        let samples: Vec<(Vec<String>, f64)> = self
+            .members_by_status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(status, n)| (vec![status.clone()], *n as f64))
+            .collect();
+        text.gauge_family(
+            "thalassa_members",
+            "Members of all backends by status (UP, DOWN, DRAIN, MAINT)",
+            &["status"],
+            &samples,
+        );
+    }
+}
+
+/// Everything the manager needs; see [`spawn`].
+pub struct ManagerParts {
+    pub controller: Controller,
+    pub runtime: RuntimeClient,
+    pub feed: mpsc::Receiver<FeedItem>,
+    pub restarts: watch::Receiver<u64>,
+    pub reloads: watch::Receiver<u64>,
+    pub board: StatusBoard,
+    pub hub: Option<Hub>,
+    pub metrics: Arc<MembershipMetrics>,
+    pub settings: ManagerSettings,
+}
+
+pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
+    let manager = Manager {
+        config_rx: parts.controller.subscribe(),
+        controller: parts.controller,
+        runtime: parts.runtime,
+        feed: Some(parts.feed),
+        restarts: parts.restarts,
+        reloads: parts.reloads,
+        board: parts.board,
+        hub: parts.hub,
+        metrics: parts.metrics,
+        settings: parts.settings,
+        registrations: BTreeMap::new(),
+        synced_once: false,
+        members_set: BTreeMap::new(),
+        joining_set: BTreeSet::new(),
+        tracker: Tracker::default(),
+        last_status: BTreeMap::new(),
+        next_stats: Instant::now(),
+    };
+    tokio::spawn(manager.run())
+}
+
+struct Manager {
+    controller: Controller,
+    config_rx: watch::Receiver<Arc<Config>>,
+    runtime: RuntimeClient,
+    feed: Option<mpsc::Receiver<FeedItem>>,
+    restarts: watch::Receiver<u64>,
+    reloads: watch::Receiver<u64>,
+    board: StatusBoard,
+    hub: Option<Hub>,
+    metrics: Arc<MembershipMetrics>,
+    settings: ManagerSettings,
+    /// The registry as last seen, by registration id.
+    registrations: BTreeMap<String, Registration>,
+    synced_once: bool,
+    /// What was last handed to `Controller::set_members`, by backend key.
+    members_set: BTreeMap<String, Vec<Registration>>,
+    joining_set: BTreeSet<String>,
+    tracker: Tracker,
+    /// Last shown status per server, for member-up/member-down activity.
+    last_status: BTreeMap<(String, String), String>,
+    next_stats: Instant,
+}
+
+impl Manager {
+    async fn run(mut self) {
+        loop {
+            let wait = if self.tracker.has_transitions() {
+                FAST_ROUND
+            } else {
+                SLOW_ROUND
+            };
+            tokio::select! {
+                item = recv_feed(&mut self.feed) => match item {
+                    Some(item) => self.apply_feed(item),
+                    None => {
+                        tracing::warn!("the registry feed ended; members stay as they are");
+                        self.feed = None;
+                    }
+                },
+                changed = self.config_rx.changed() => {
+                    if changed.is_err() {
+                        tracing::info!("the aqueduct stopped; membership manager exits");
+                        return;
+                    }
+                }
+                _ = self.restarts.changed() => {
+                    let generation = *self.restarts.borrow_and_update();
+                    tracing::warn!(generation, "haproxy restarted; reconciling every member");
+                    self.record("haproxy-restarted", "haproxy", json!({"generation": generation}));
+                }
+                _ = self.reloads.changed() => {
+                    self.reloads.borrow_and_update();
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // Take everything else already queued: one round for a burst of changes.
+            while let Some(item) = self.feed.as_mut().and_then(|f| f.try_recv().ok()) {
+                self.apply_feed(item);
+            }
+            self.round().await;
+        }
+    }
+
+    async fn round(&mut self) {
+        self.sync_members().await;
+        if let Err(err) = self.reconcile().await {
+            tracing::debug!(error = %err, "reconcile round failed; retrying next round");
+        }
+        if Instant::now() >= self.next_stats {
+            self.next_stats = Instant::now() + SLOW_ROUND;
+            if let Err(err) = self.poll_stats().await {
+                tracing::debug!(error = %err, "stats poll failed");
+            }
+        }
+    }
+
+    fn apply_feed(&mut self, item: FeedItem) {
+        match item {
+            FeedItem::Snapshot { registrations, .. } => {
+                let next: BTreeMap<String, Registration> = registrations
+                    .into_iter()
+                    .map(|r| (r.id.clone(), r))
+                    .collect();
+                if self.synced_once {
+                    for (id, reg) in &next {
+                        if self.registrations.get(id).map(|r| &r.meta) != Some(&reg.meta) {
+                            self.record("online", id, json!({"resync": true}));
+                        }
+                    }
+                    for id in self.registrations.keys() {
+                        if !next.contains_key(id) {
+                            self.record("offline", id, json!({"resync": true}));
+                        }
+                    }
+                } else {
+                    self.record(
+                        "registry-synced",
+                        "registry",
+                        json!({"registrations": next.len()}),
+                    );
+                }
+                self.synced_once = true;
+                self.registrations = next;
+            }
+            FeedItem::Event {
+                event: RegistryEvent::Online(reg),
+                ..
+            } => {
+                self.record("online", &reg.id, json!({"meta": reg.meta}));
+                self.registrations.insert(reg.id.clone(), reg);
+            }
+            FeedItem::Event {
+                event: RegistryEvent::Offline { id, reason },
+                ..
+            } => {
+                let verb = match reason {
+                    OfflineReason::Deleted => "offline",
+                    OfflineReason::Expired => "expired",
+                };
+                self.record(verb, &id, json!({"reason": reason.as_str()}));
+                self.registrations.remove(&id);
+            }
+        }
+    }
+
+    /// Hands each dynamic backend its registrations (for rendering, ids and the API).
+    async fn sync_members(&mut self) {
+        let config = self.controller.config();
+        let wanted = desired::registrations_by_backend(&config, &self.registrations);
+        for (key, registrations) in &wanted {
+            if self.members_set.get(key) != Some(registrations) {
+                self.controller.set_members(key, registrations.clone()).await;
+                self.members_set.insert(key.clone(), registrations.clone());
+            }
+        }
+        self.members_set.retain(|key, _| wanted.contains_key(key));
+    }
+
+    async fn reconcile(&mut self) -> Result<(), RuntimeError> {
+        let config = self.controller.config();
+        let desired = desired::desired_servers(&config, &self.controller.render_members());
+        let rows = self.runtime.show_servers_state(None).await?;
+        let managed: BTreeSet<String> = config.backends.keys().cloned().collect();
+        let mut observed: BTreeMap<ServerRef, ObservedServer> = rows
+            .iter()
+            .filter(|row| managed.contains(&row.backend))
+            .map(|row| {
+                (
+                    ServerRef {
+                        backend: row.backend.clone(),
+                        server: row.server.clone(),
+                    },
+                    ObservedServer {
+                        admin: row.admin_state(),
+                        check_passed: matches!(
+                            row.check_result,
+                            CheckResult::Passed | CheckResult::ConditionallyPassed
+                        ),
+                        check_paused: row.check_flags.paused(),
+                        connections: None,
+                    },
+                )
+            })
+            .collect();
+        self.count_connections_of_leaving(&desired, &mut observed)
+            .await;
+        let plan = self.tracker.plan(
+            &desired,
+            &observed,
+            &managed,
+            Instant::now(),
+            self.settings.drain_timeout,
+        );
+        if plan.repairs > 0 {
+            tracing::info!(repairs = plan.repairs, "reconcile repaired drift");
+            self.metrics.repairs.add(&["member"], plan.repairs);
+        }
+        if !plan.ops.is_empty() {
+            self.apply(&plan.ops).await;
+        }
+        self.publish_joining().await;
+        Ok(())
+    }
+
+    /// Fills `connections` for servers that are leaving (not desired any more).
+    async fn count_connections_of_leaving(
+        &self,
+        desired: &BTreeMap<ServerRef, super::plan::DesiredMember>,
+        observed: &mut BTreeMap<ServerRef, ObservedServer>,
+    ) {
+        let backends: BTreeSet<String> = observed
+            .keys()
+            .filter(|s| !desired.contains_key(*s))
+            .map(|s| s.backend.clone())
+            .collect();
+        for backend in backends {
+            match self.runtime.show_servers_conn(&backend).await {
+                Ok(rows) => {
+                    for row in rows {
+                        let server = ServerRef {
+                            backend: row.backend.clone(),
+                            server: row.server.clone(),
+                        };
+                        if let Some(seen) = observed.get_mut(&server) {
+                            seen.connections = Some(row.used_cur);
+                        }
+                    }
+                }
+                Err(err) => tracing::debug!(backend = %backend, error = %err,
+                    "show servers conn failed; leaving members wait"),
+            }
+        }
+    }
+
+    async fn apply(&mut self, ops: &[RuntimeOp]) {
+        let mut commands = Vec::new();
+        let mut kinds = Vec::new();
+        for op in ops {
+            let (backend, server) = (op.server().backend.clone(), op.server().server.clone());
+            match op {
+                RuntimeOp::Add { member, .. } => {
+                    let options = ServerOptions {
+                        check: true,
+                        inter_ms: u32::try_from(member.check.inter_ms).unwrap_or(u32::MAX),
+                        rise: member.check.rise,
+                        fall: member.check.fall,
+                        id: member.id,
+                        ..ServerOptions::default()
+                    };
+                    tracing::info!(backend = %backend, server = %server, "adding member (health-gated)");
+                    commands.push(ServerCommand::Add {
+                        backend: backend.clone(),
+                        server: server.clone(),
+                        addr: member.addr,
+                        port: member.port,
+                        options,
+                    });
+                    kinds.push("add");
+                    commands.push(ServerCommand::EnableHealth { backend, server });
+                    kinds.push("enable-health");
+                }
+                RuntimeOp::SetState { state, .. } => {
+                    tracing::info!(backend = %backend, server = %server, state = state.keyword(), "member state");
+                    commands.push(ServerCommand::SetState {
+                        backend,
+                        server,
+                        state: *state,
+                    });
+                    kinds.push(op.kind());
+                }
+                RuntimeOp::Delete { force, .. } => {
+                    if *force {
+                        tracing::warn!(backend = %backend, server = %server,
+                            "drain timeout passed; closing the member's remaining sessions");
+                        let line = format!("shutdown sessions server {backend}/{server}");
+                        let outcome = self.runtime.command(&line).await;
+                        self.count("shutdown-sessions", outcome.is_ok());
+                    }
+                    tracing::info!(backend = %backend, server = %server, "removing member");
+                    commands.push(ServerCommand::Delete { backend, server });
+                    kinds.push("delete");
+                }
+            }
+        }
+        match self.runtime.batch(&commands).await {
+            Ok(results) => {
+                for ((kind, result), command) in kinds.iter().zip(&results).zip(&commands) {
+                    if let Err(err) = result {
+                        tracing::debug!(command = ?command, error = %err, "runtime command refused");
+                    }
+                    self.count(kind, result.is_ok());
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "runtime batch failed; the next round repairs");
+                for kind in kinds {
+                    self.count(kind, false);
+                }
+            }
+        }
+    }
+
+    fn count(&self, kind: &str, ok: bool) {
+        self.metrics
+            .runtime_commands
+            .inc(&[kind, if ok { "ok" } else { "error" }]);
+    }
+
+    /// Tells the controller which members are joining, so a reload renders them `disabled`.
+    async fn publish_joining(&mut self) {
+        let joining: BTreeSet<String> = self
+            .tracker
+            .phases()
+            .filter(|(_, phase)| matches!(phase, Phase::Joining))
+            .map(|(server, _)| server.server.clone())
+            .collect();
+        if joining != self.joining_set {
+            self.controller.set_joining(joining.clone()).await;
+            self.joining_set = joining;
+        }
+    }
+
+    async fn poll_stats(&mut self) -> Result<(), RuntimeError> {
+        let rows = self.runtime.show_stat().await?;
+        let config = self.controller.config();
+        let phases: BTreeMap<(String, String), Phase> = self
+            .tracker
+            .phases()
+            .map(|(s, p)| ((s.backend.clone(), s.server.clone()), *p))
+            .collect();
+        let frontends: Vec<String> = config.frontends.keys().cloned().collect();
+        let backends: Vec<String> = config.backends.keys().cloned().collect();
+        let sample = sample_from_rows(&rows, &phases, &frontends, &backends, now_ms());
+        self.note_transitions(&sample);
+        self.board.replace(sample.clone());
+        if let Some(hub) = &self.hub {
+            hub.stats(sample);
+        }
+        Ok(())
+    }
+
+    /// Member UP/DOWN transitions become activity entries and update the status gauge.
+    fn note_transitions(&mut self, sample: &StatsSample) {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seen = BTreeMap::new();
+        for (backend, members) in &sample.members {
+            for member in members {
+                *counts.entry(member.status.clone()).or_default() += 1;
+                let key = (backend.clone(), member.server.clone());
+                let before = self.last_status.get(&key);
+                let is_up = member.status == "UP";
+                let was_up = before.is_some_and(|s| s == "UP");
+                if before.is_some() && is_up != was_up && member.status != "DRAIN" {
+                    let verb = if is_up { "member-up" } else { "member-down" };
+                    tracing::info!(backend = %backend, server = %member.server, status = %member.status,
+                        check = ?member.check_status, "member status changed");
+                    self.record(
+                        verb,
+                        &format!("{backend}/{}", member.server),
+                        json!({
+                            "status": member.status,
+                            "check_status": member.check_status,
+                            "check_duration_ms": member.check_duration_ms,
+                        }),
+                    );
+                }
+                seen.insert(key, member.status.clone());
+            }
+        }
+        self.last_status = seen;
+        *self
+            .metrics
+            .members_by_status
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+
+    fn record(&self, verb: &str, object: &str, detail: serde_json::Value) {
+        if let Some(hub) = &self.hub {
+            hub.activity(Activity::now(verb, object, detail));
+        }
+    }
+}
+
+async fn recv_feed(feed: &mut Option<mpsc::Receiver<FeedItem>>) -> Option<FeedItem> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Admin states as HAProxy reports them, for tests and logs.
+pub fn admin_state_name(state: AdminState) -> &'static str {
+    state.keyword()
+}

@@ -1,0 +1,194 @@
+//! Member health as the API and UI show it: HAProxy's `show stat` rows combined with the
+//! planner's phases (a joining member is `DOWN` until its first passing check, whatever HAProxy
+//! says; a leaving one is `DRAIN`). Written by the membership manager, read by the routes.
+
+use super::plan::Phase;
+use crate::haproxy::stat::{ProxyKind, StatRow, StatStatus};
+use crate::ui::{MemberSample, ProxySample, StatsSample};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// The latest status sample, shared between the manager (writer) and the routes (readers).
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    latest: Arc<RwLock<StatsSample>>,
+}
+
+impl StatusBoard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn replace(&self, sample: StatsSample) {
+        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = sample;
+    }
+
+    pub fn latest(&self) -> StatsSample {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Adds the live status fields to every member object of a backend row (as `GET
+    /// /backends/{key}` returns it). Members HAProxy has not reported yet show `DOWN`.
+    pub fn decorate_backend_row(&self, row: &mut Value) {
+        let Some(key) = row.get("key").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        if let Some(members) = row.get_mut("members") {
+            self.decorate_members(&key, members);
+        }
+    }
+
+    /// Adds the live status fields to each member object of `members` (an array).
+    pub fn decorate_members(&self, backend_key: &str, members: &mut Value) {
+        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        let samples = latest.members.get(backend_key);
+        let Some(members) = members.as_array_mut() else {
+            return;
+        };
+        for member in members {
+            let Some(object) = member.as_object_mut() else {
+                continue;
+            };
+            let host = object.get("host").and_then(Value::as_str).unwrap_or("");
+            let port = match object.get("port") {
+                Some(Value::Number(n)) => n.as_u64(),
+                Some(Value::String(s)) => s.parse().ok(),
+                _ => None,
+            };
+            let Some(port) = port else { continue };
+            // Server names use the canonical address text, as the renderer writes it.
+            let host = host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|_| host.to_owned());
+            let server = format!("{backend_key}_{host}:{port}");
+            let sample = samples.and_then(|s| s.iter().find(|m| m.server == server));
+            let status = sample.map_or("DOWN", |s| s.status.as_str());
+            object.insert("status".into(), Value::from(status));
+            object.insert(
+                "check_status".into(),
+                sample
+                    .and_then(|s| s.check_status.clone())
+                    .map_or(Value::Null, Value::from),
+            );
+            object.insert(
+                "last_change".into(),
+                sample
+                    .and_then(|s| s.last_change_s)
+                    .map_or(Value::Null, Value::from),
+            );
+            object.insert(
+                "sessions".into(),
+                Value::from(sample.map_or(0, |s| s.scur)),
+            );
+        }
+    }
+}
+
+/// Builds one sample from `show stat` rows. `phases` says which servers are joining or
+/// leaving; `frontends`/`backends` are the configured keys (other proxies, like `stats` or a
+/// placeholder, are left out).
+pub fn sample_from_rows(
+    rows: &[StatRow],
+    phases: &BTreeMap<(String, String), Phase>,
+    frontends: &[String],
+    backends: &[String],
+    time_ms: u64,
+) -> StatsSample {
+    let mut sample = StatsSample {
+        time_ms,
+        ..StatsSample::default()
+    };
+    for row in rows {
+        match row.kind {
+            ProxyKind::Frontend if frontends.contains(&row.pxname) => {
+                sample
+                    .frontends
+                    .insert(row.pxname.clone(), proxy_sample(row));
+            }
+            ProxyKind::Backend if backends.contains(&row.pxname) => {
+                sample.backends.insert(row.pxname.clone(), proxy_sample(row));
+            }
+            ProxyKind::Server if backends.contains(&row.pxname) => {
+                let phase = phases.get(&(row.pxname.clone(), row.svname.clone()));
+                sample
+                    .members
+                    .entry(row.pxname.clone())
+                    .or_default()
+                    .push(member_sample(row, phase));
+            }
+            _ => {}
+        }
+    }
+    sample
+}
+
+fn proxy_sample(row: &StatRow) -> ProxySample {
+    ProxySample {
+        status: row.status.clone().unwrap_or_default(),
+        scur: row.scur.unwrap_or(0),
+        smax: row.smax.unwrap_or(0),
+        req_rate: row.req_rate.unwrap_or(0),
+        rate: row.rate.unwrap_or(0),
+    }
+}
+
+fn member_sample(row: &StatRow, phase: Option<&Phase>) -> MemberSample {
+    let (host, port) = split_server_name(&row.svname);
+    MemberSample {
+        server: row.svname.clone(),
+        host,
+        port,
+        status: member_status(row, phase).to_owned(),
+        check_status: row.check_status.clone(),
+        check_duration_ms: row.check_duration_ms,
+        last_change_s: row.lastchg_secs,
+        scur: row.scur.unwrap_or(0),
+        rate: row.rate.unwrap_or(0),
+    }
+}
+
+/// UP, DOWN, DRAIN or MAINT.
+pub fn member_status(row: &StatRow, phase: Option<&Phase>) -> &'static str {
+    match phase {
+        Some(Phase::Joining) => return "DOWN",
+        Some(Phase::Leaving { .. }) => return "DRAIN",
+        _ => {}
+    }
+    match row.status_kind() {
+        Some(StatStatus::Up | StatStatus::NoCheck) => "UP",
+        Some(StatStatus::Drain | StatStatus::NoLb) => "DRAIN",
+        Some(StatStatus::Maint) => "MAINT",
+        _ => "DOWN",
+    }
+}
+
+/// `<key>_<host>:<port>` -> (host, port); the key may itself contain `_`, the host never has
+/// one, so split at the last `_`.
+fn split_server_name(server: &str) -> (String, u16) {
+    let Some((_, address)) = server.rsplit_once('_') else {
+        return (server.to_owned(), 0);
+    };
+    match address.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(0)),
+        None => (address.to_owned(), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_split_at_the_last_underscore() {
+        assert_eq!(
+            split_server_name("my_backend_10.0.0.1:3306"),
+            ("10.0.0.1".to_owned(), 3306)
+        );
+        assert_eq!(split_server_name("be_::1:80"), ("::1".to_owned(), 80));
+    }
+}
