@@ -1,0 +1,112 @@
+//! The registry's HTTP API, wire-compatible with the original Thalassa on port 9000, plus
+//! `/leases`, `/metrics` and the `/events` change feed. Handlers only translate HTTP to
+//! [`Registry`] calls; every failure leaves through [`ApiError`].
+
+use super::events;
+use super::handle::Registry;
+use super::model::RegistrationKey;
+use super::store::ListFilter;
+use crate::api_error::{ApiError, ok_200, route_not_found};
+use crate::json_body::{MAX_BODY_BYTES, parse_json_body};
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// The registry's routes over `registry`.
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route("/registrations", get(list_all))
+        .route("/registrations/{name}", get(list_name))
+        .route("/registrations/{name}/{version}", get(list_name_version))
+        .route(
+            "/registrations/{name}/{version}/{host}/{port}",
+            axum::routing::post(post_registration).delete(delete_registration),
+        )
+        .route("/leases", get(leases))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/events", get(events::stream))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Refuse oversized bodies while reading, not after buffering megabytes.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(registry)
+}
+
+type Segments = (String, String, String, String);
+
+fn registration_key(
+    path: Result<Path<Segments>, PathRejection>,
+) -> Result<RegistrationKey, ApiError> {
+    let Path((name, version, host, port)) =
+        path.map_err(|err| ApiError::bad_field("path", err.body_text()))?;
+    RegistrationKey::parse(&name, &version, &host, &port)
+        .map_err(|err| ApiError::bad_field(err.field, format!("{}: {}", err.field, err.message)))
+}
+
+async fn post_registration(
+    State(registry): State<Registry>,
+    path: Result<Path<Segments>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let applied = registration_key(path).and_then(|key| {
+        let body = body.map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
+        registry.post(key, parse_json_body(&body)?)
+    });
+    match applied {
+        Ok(_) => ok_200(),
+        Err(err) => {
+            registry.record_rejected_post();
+            err.into_response()
+        }
+    }
+}
+
+async fn delete_registration(
+    State(registry): State<Registry>,
+    path: Result<Path<Segments>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = registration_key(path)?;
+    // Like the original, deleting an unknown registration is not an error.
+    registry.deregister(&key.id());
+    Ok(ok_200())
+}
+
+async fn list_all(State(registry): State<Registry>) -> Response {
+    Json(registry.list(&ListFilter::all())).into_response()
+}
+
+async fn list_name(State(registry): State<Registry>, Path(name): Path<String>) -> Response {
+    Json(registry.list(&ListFilter::name(name))).into_response()
+}
+
+async fn list_name_version(
+    State(registry): State<Registry>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    Json(registry.list(&ListFilter::name_version(name, version))).into_response()
+}
+
+async fn leases(State(registry): State<Registry>) -> Response {
+    Json(registry.leases()).into_response()
+}
+
+async fn status(State(registry): State<Registry>) -> Response {
+    Json(registry.status()).into_response()
+}
+
+async fn metrics(State(registry): State<Registry>) -> Response {
+    crate::metrics::response(registry.metrics_text())
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
