@@ -8,6 +8,7 @@ use super::feed::FeedItem;
 use super::memory_store::MemoryStore;
 use super::meter::{Meter, TICK_INTERVAL};
 use super::model::{Registration, RegistrationKey};
+use super::record::RegistrationRecord;
 use super::snapshot::{self, Loaded};
 use super::status::{MemoryUsage, Stats, Status, ThalassaStats, resident_bytes};
 use super::store::{Lease, ListFilter, RegistrationStore, StoreExport, UpsertOutcome};
@@ -196,6 +197,17 @@ impl Registry {
 
     /// Registrations matching `filter`, sorted by id.
     pub fn list(&self, filter: &ListFilter) -> Vec<Registration> {
+        self.inner
+            .store
+            .list(filter)
+            .iter()
+            .map(RegistrationRecord::to_registration)
+            .collect()
+    }
+
+    /// Like [`Registry::list`], as compact records (the HTTP listing writes JSON from these
+    /// without building full values).
+    pub fn list_records(&self, filter: &ListFilter) -> Vec<RegistrationRecord> {
         self.inner.store.list(filter)
     }
 
@@ -367,7 +379,7 @@ fn restore(store: &MemoryStore, loaded: Loaded, now: u64) {
                 fresh_start_seq(export.seq, now)
             };
             tracing::info!(
-                registrations = export.registrations.len(),
+                registrations = export.records.len(),
                 clean,
                 seq = start_seq,
                 "restored registrations from the snapshot"

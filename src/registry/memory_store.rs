@@ -1,4 +1,4 @@
-//! The in-memory [`RegistrationStore`]: a hash map of registrations, an ordered deadline index
+//! The in-memory [`RegistrationStore`]: a hash map of compact records, an ordered deadline index
 //! and the event log, all behind one mutex so a change and its event are one atomic step.
 //!
 //! Why an ordered index (a `BTreeSet` of `(deadline, id)`) rather than a timer wheel: it answers
@@ -8,37 +8,20 @@
 
 use super::event_log::{EventLog, RETAINED_EVENTS};
 use super::feed::{FeedItem, OfflineReason, RegistryEvent};
-use super::model::{Registration, RegistrationKey};
+use super::model::{Registration, RegistrationKey, default_hostname};
+use super::record::{RegistrationRecord, meta_string};
 use super::store::{
-    Lease, LeasedRegistration, ListFilter, RegistrationStore, StoreExport, Subscription,
-    UpsertOutcome, Upserted,
+    Lease, ListFilter, RegistrationStore, StoreExport, Subscription, UpsertOutcome, Upserted,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// One live registration. `registration` is shared (listings and snapshots clone the `Arc`, not
-/// the meta); its own `last_known` is stale, the entry's fields are authoritative.
-#[derive(Debug)]
-struct Entry {
-    registration: Arc<Registration>,
-    /// Epoch ms of the most recent upsert.
-    last_known: u64,
-    /// Epoch ms after which the registration expires.
-    expires_at: u64,
-}
-
-impl Entry {
-    fn to_registration(&self) -> Registration {
-        let mut registration = (*self.registration).clone();
-        registration.last_known = self.last_known;
-        registration
-    }
-}
-
 #[derive(Debug)]
 struct State {
-    entries: HashMap<Arc<str>, Entry>,
+    /// Keyed by the record's own shared id string.
+    records: HashMap<Arc<str>, RegistrationRecord>,
+    /// `(expires_at, id)` for every record: the earliest deadline is the first element.
     deadlines: BTreeSet<(u64, Arc<str>)>,
     log: EventLog,
 }
@@ -48,30 +31,35 @@ impl State {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
-    /// Live entries as shared pointers: cheap to collect under the lock, cloned outside it.
-    fn collect(&self, filter: &ListFilter) -> Vec<(Arc<Registration>, u64, u64)> {
-        self.entries
+    /// Matching records, unsorted: cheap clones, so the lock is held briefly.
+    fn collect(&self, filter: &ListFilter) -> Vec<RegistrationRecord> {
+        self.records
             .values()
-            .filter(|e| filter.matches(&e.registration))
-            .map(|e| (e.registration.clone(), e.last_known, e.expires_at))
+            .filter(|r| filter.matches(r))
+            .cloned()
             .collect()
+    }
+
+    fn insert(&mut self, record: RegistrationRecord) {
+        let id = record.shared_id().clone();
+        self.deadlines.insert((record.expires_at, id.clone()));
+        self.records.insert(id, record);
     }
 }
 
-fn materialise(mut shared: Vec<(Arc<Registration>, u64, u64)>) -> Vec<LeasedRegistration> {
-    shared.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
-    shared
-        .into_iter()
-        .map(|(registration, last_known, expires_at)| {
-            let mut registration =
-                Arc::try_unwrap(registration).unwrap_or_else(|shared| (*shared).clone());
-            registration.last_known = last_known;
-            LeasedRegistration {
-                expires_at,
-                registration,
-            }
-        })
-        .collect()
+fn sorted(mut records: Vec<RegistrationRecord>) -> Vec<RegistrationRecord> {
+    records.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+    records
+}
+
+fn snapshot_item(seq: u64, records: Vec<RegistrationRecord>) -> FeedItem {
+    FeedItem::Snapshot {
+        seq,
+        registrations: sorted(records)
+            .iter()
+            .map(RegistrationRecord::to_registration)
+            .collect(),
+    }
 }
 
 #[derive(Debug)]
@@ -91,7 +79,7 @@ impl MemoryStore {
     pub fn new(start_seq: u64, retained_events: usize) -> Self {
         MemoryStore {
             state: Mutex::new(State {
-                entries: HashMap::new(),
+                records: HashMap::new(),
                 deadlines: BTreeSet::new(),
                 log: EventLog::new(start_seq, retained_events),
             }),
@@ -104,19 +92,14 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn snapshot_parts(&self) -> (u64, Vec<(Arc<Registration>, u64, u64)>) {
+    fn snapshot_parts(&self) -> (u64, Vec<RegistrationRecord>) {
         let state = self.lock();
         (state.log.seq(), state.collect(&ListFilter::all()))
     }
-}
 
-fn snapshot_item(seq: u64, shared: Vec<(Arc<Registration>, u64, u64)>) -> FeedItem {
-    FeedItem::Snapshot {
-        seq,
-        registrations: materialise(shared)
-            .into_iter()
-            .map(|l| l.registration)
-            .collect(),
+    /// One registration, for tests and diagnostics.
+    pub fn get(&self, id: &str) -> Option<RegistrationRecord> {
+        self.lock().records.get(id).cloned()
     }
 }
 
@@ -124,49 +107,51 @@ impl RegistrationStore for MemoryStore {
     fn upsert(
         &self,
         key: RegistrationKey,
-        meta: Map<String, Value>,
+        mut meta: Map<String, Value>,
         now_ms: u64,
         expires_at: u64,
     ) -> Upserted {
+        default_hostname(&mut meta, &key.host);
+        // Serialise outside the lock; comparing texts is the cheap "did meta change" test.
+        let text = meta_string(&meta);
         let id = key.id();
         let mut guard = self.lock();
         let state = &mut *guard;
         let earliest_before = state.earliest();
-        let existing = state
-            .entries
-            .get_key_value(id.as_str())
-            .map(|(shared_id, entry)| (shared_id.clone(), entry.expires_at));
-        let outcome = match existing {
-            Some((shared_id, old_deadline)) => {
-                state.deadlines.remove(&(old_deadline, shared_id.clone()));
-                state.deadlines.insert((expires_at, shared_id.clone()));
-                let candidate = Registration::new(key, now_ms, meta);
-                let Some(entry) = state.entries.get_mut(&shared_id) else {
-                    unreachable!("the entry was just looked up under the same lock");
-                };
-                entry.last_known = now_ms;
-                entry.expires_at = expires_at;
-                if candidate.meta == entry.registration.meta {
+        let outcome = match state.records.get_mut(id.as_str()) {
+            Some(record) => {
+                let shared_id = record.shared_id().clone();
+                state
+                    .deadlines
+                    .remove(&(record.expires_at, shared_id.clone()));
+                state.deadlines.insert((expires_at, shared_id));
+                record.last_known = now_ms;
+                record.expires_at = expires_at;
+                if **record.meta_json() == *text {
                     UpsertOutcome::Refreshed
                 } else {
-                    entry.registration = Arc::new(candidate.clone());
-                    state.log.push(RegistryEvent::Online(candidate));
+                    *record = RegistrationRecord::with_meta_json(
+                        &key,
+                        Arc::from(text),
+                        now_ms,
+                        expires_at,
+                    );
+                    state
+                        .log
+                        .push(RegistryEvent::Online(Registration::new(key, now_ms, meta)));
                     UpsertOutcome::MetaChanged
                 }
             }
             None => {
-                let registration = Registration::new(key, now_ms, meta);
-                let shared_id: Arc<str> = Arc::from(id.as_str());
-                state.deadlines.insert((expires_at, shared_id.clone()));
-                state.entries.insert(
-                    shared_id,
-                    Entry {
-                        registration: Arc::new(registration.clone()),
-                        last_known: now_ms,
-                        expires_at,
-                    },
-                );
-                state.log.push(RegistryEvent::Online(registration));
+                state.insert(RegistrationRecord::with_meta_json(
+                    &key,
+                    Arc::from(text),
+                    now_ms,
+                    expires_at,
+                ));
+                state
+                    .log
+                    .push(RegistryEvent::Online(Registration::new(key, now_ms, meta)));
                 UpsertOutcome::Created
             }
         };
@@ -180,10 +165,10 @@ impl RegistrationStore for MemoryStore {
 
     fn remove(&self, id: &str) -> bool {
         let mut state = self.lock();
-        let Some((shared_id, entry)) = state.entries.remove_entry(id) else {
+        let Some((shared_id, record)) = state.records.remove_entry(id) else {
             return false;
         };
-        state.deadlines.remove(&(entry.expires_at, shared_id));
+        state.deadlines.remove(&(record.expires_at, shared_id));
         state.log.push(RegistryEvent::Offline {
             id: id.to_owned(),
             reason: OfflineReason::Deleted,
@@ -191,32 +176,25 @@ impl RegistrationStore for MemoryStore {
         true
     }
 
-    fn list(&self, filter: &ListFilter) -> Vec<Registration> {
-        let shared = self.lock().collect(filter);
-        materialise(shared)
-            .into_iter()
-            .map(|l| l.registration)
-            .collect()
+    fn list(&self, filter: &ListFilter) -> Vec<RegistrationRecord> {
+        let records = self.lock().collect(filter);
+        sorted(records)
     }
 
     fn leases(&self) -> Vec<Lease> {
-        let state = self.lock();
-        let mut leases: Vec<Lease> = state
-            .entries
+        let records = self.lock().collect(&ListFilter::all());
+        sorted(records)
             .iter()
-            .map(|(id, e)| Lease {
-                id: id.to_string(),
-                expires_at: e.expires_at,
-                last_known: e.last_known,
+            .map(|r| Lease {
+                id: r.id().to_owned(),
+                expires_at: r.expires_at,
+                last_known: r.last_known,
             })
-            .collect();
-        drop(state);
-        leases.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        leases
+            .collect()
     }
 
     fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().records.len()
     }
 
     fn next_deadline(&self) -> Option<u64> {
@@ -233,7 +211,7 @@ impl RegistrationStore for MemoryStore {
             let Some((_, id)) = state.deadlines.pop_first() else {
                 break;
             };
-            state.entries.remove(&id);
+            state.records.remove(&id);
             state.log.push(RegistryEvent::Offline {
                 id: id.to_string(),
                 reason: OfflineReason::Expired,
@@ -254,52 +232,36 @@ impl RegistrationStore for MemoryStore {
                 live,
             };
         }
-        let shared = state.collect(&ListFilter::all());
+        let records = state.collect(&ListFilter::all());
         drop(state);
         Subscription {
-            backlog: vec![snapshot_item(seq, shared)],
+            backlog: vec![snapshot_item(seq, records)],
             covered_seq: seq,
             live,
         }
     }
 
     fn snapshot(&self) -> FeedItem {
-        let (seq, shared) = self.snapshot_parts();
-        snapshot_item(seq, shared)
+        let (seq, records) = self.snapshot_parts();
+        snapshot_item(seq, records)
     }
 
     fn export(&self) -> StoreExport {
-        let (seq, shared) = self.snapshot_parts();
+        let (seq, records) = self.snapshot_parts();
         StoreExport {
             seq,
-            registrations: materialise(shared),
+            records: sorted(records),
         }
     }
 
     fn import(&self, export: StoreExport, start_seq: u64) {
         let mut state = self.lock();
-        state.entries.clear();
+        state.records.clear();
         state.deadlines.clear();
-        for leased in export.registrations {
-            let id: Arc<str> = Arc::from(leased.registration.id.as_str());
-            state.deadlines.insert((leased.expires_at, id.clone()));
-            state.entries.insert(
-                id,
-                Entry {
-                    last_known: leased.registration.last_known,
-                    expires_at: leased.expires_at,
-                    registration: Arc::new(leased.registration),
-                },
-            );
+        for record in export.records {
+            state.insert(record);
         }
         state.log.restart_at(start_seq);
-    }
-}
-
-impl MemoryStore {
-    /// One registration, for tests and diagnostics.
-    pub fn get(&self, id: &str) -> Option<Registration> {
-        self.lock().entries.get(id).map(Entry::to_registration)
     }
 }
 
@@ -352,7 +314,10 @@ mod tests {
         assert_eq!(events(&store, 0), ["online /svc/1.0.0/10.0.0.1/80"; 2]);
         let reg = store.get("/svc/1.0.0/10.0.0.1/80").unwrap();
         assert_eq!(reg.last_known, 4);
-        assert_eq!(reg.meta, meta(json!({"a": 2, "hostname": "10.0.0.1"})));
+        assert_eq!(
+            reg.to_registration().meta,
+            meta(json!({"a": 2, "hostname": "10.0.0.1"}))
+        );
     }
 
     #[test]
@@ -436,7 +401,7 @@ mod tests {
         assert_eq!(export.seq, 1);
         let copy = MemoryStore::default();
         copy.import(export.clone(), 40);
-        assert_eq!(copy.export().registrations, export.registrations);
+        assert_eq!(copy.export().records, export.records);
         assert_eq!(copy.leases()[0].expires_at, 2000);
         assert_eq!(copy.leases()[0].last_known, 7);
         assert_eq!(copy.subscribe(Some(40)).backlog, vec![]);

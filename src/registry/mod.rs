@@ -2,7 +2,8 @@
 //! change feed the aqueducts follow.
 //!
 //! Map (read in this order):
-//! - [`model`]: the `Registration` and its validated key; [`ttl`]: lease length from a body.
+//! - [`model`]: the `Registration` and its validated key; [`record`]: its compact stored form;
+//!   [`ttl`]: lease length from a body.
 //! - [`store`]: the `RegistrationStore` trait (and what a distributed store must provide);
 //!   [`memory_store`] + [`event_log`]: the in-memory implementation shipped now.
 //! - [`handle`]: `Registry`, the cheap-to-clone handle everything else uses; it runs
@@ -31,6 +32,7 @@ pub mod local_ip;
 pub mod memory_store;
 pub mod meter;
 pub mod model;
+pub mod record;
 pub mod register;
 pub mod routes;
 pub mod server;

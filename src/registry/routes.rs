@@ -5,15 +5,16 @@
 use super::events;
 use super::handle::Registry;
 use super::model::RegistrationKey;
+use super::record::json_array;
 use super::store::ListFilter;
 use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::json_body::{MAX_BODY_BYTES, parse_json_body};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::rejection::{BytesRejection, RawPathParamsRejection};
+use axum::extract::{DefaultBodyLimit, Path, RawPathParams, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -38,28 +39,50 @@ pub fn router(registry: Registry) -> Router {
         .with_state(registry)
 }
 
-type Segments = (String, String, String, String);
-
+/// Reads `{name}/{version}/{host}/{port}` (percent-decoded) and validates them.
+/// `RawPathParams` borrows the router's captures instead of allocating four strings: this is
+/// the heartbeat path.
 fn registration_key(
-    path: Result<Path<Segments>, PathRejection>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
 ) -> Result<RegistrationKey, ApiError> {
-    let Path((name, version, host, port)) =
-        path.map_err(|err| ApiError::bad_field("path", err.body_text()))?;
-    RegistrationKey::parse(&name, &version, &host, &port)
+    let params = params.map_err(|err| ApiError::bad_field("path", err.body_text()))?;
+    let mut segments = ["", "", "", ""];
+    for (name, value) in &params {
+        let slot = match name {
+            "name" => 0,
+            "version" => 1,
+            "host" => 2,
+            "port" => 3,
+            _ => continue,
+        };
+        segments[slot] = value;
+    }
+    let [name, version, host, port] = segments;
+    RegistrationKey::parse(name, version, host, port)
         .map_err(|err| ApiError::bad_field(err.field, format!("{}: {}", err.field, err.message)))
+}
+
+/// The original's success answer, the JSON number `200` (what `ok_200` sends), built without
+/// serialising anything.
+fn ok_200_static() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from_static(b"200"),
+    )
+        .into_response()
 }
 
 async fn post_registration(
     State(registry): State<Registry>,
-    path: Result<Path<Segments>, PathRejection>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let applied = registration_key(path).and_then(|key| {
+    let applied = registration_key(params).and_then(|key| {
         let body = body.map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
         registry.post(key, parse_json_body(&body)?)
     });
     match applied {
-        Ok(_) => ok_200(),
+        Ok(_) => ok_200_static(),
         Err(err) => {
             registry.record_rejected_post();
             err.into_response()
@@ -69,27 +92,33 @@ async fn post_registration(
 
 async fn delete_registration(
     State(registry): State<Registry>,
-    path: Result<Path<Segments>, PathRejection>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
 ) -> Result<Response, ApiError> {
-    let key = registration_key(path)?;
+    let key = registration_key(params)?;
     // Like the original, deleting an unknown registration is not an error.
     registry.deregister(&key.id());
     Ok(ok_200())
 }
 
 async fn list_all(State(registry): State<Registry>) -> Response {
-    Json(registry.list(&ListFilter::all())).into_response()
+    listing(&registry, &ListFilter::all())
 }
 
 async fn list_name(State(registry): State<Registry>, Path(name): Path<String>) -> Response {
-    Json(registry.list(&ListFilter::name(name))).into_response()
+    listing(&registry, &ListFilter::name(name))
 }
 
 async fn list_name_version(
     State(registry): State<Registry>,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    Json(registry.list(&ListFilter::name_version(name, version))).into_response()
+    listing(&registry, &ListFilter::name_version(name, version))
+}
+
+/// A JSON array of the original's Registration objects (`[]` when nothing matches).
+fn listing(registry: &Registry, filter: &ListFilter) -> Response {
+    let body = json_array(&registry.list_records(filter));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn leases(State(registry): State<Registry>) -> Response {

@@ -8,6 +8,7 @@ use super::model::RegistrationKey;
 use super::shutdown_signal::stop_requested;
 use crate::BoxError;
 use crate::cli::RegistryArgs;
+use axum::serve::ListenerExt;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,6 +89,12 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
 
     let stop_serving = CancellationToken::new();
     let app = router(registry.clone());
+    // Responses are small and latency matters more than packet count.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(stop_serving.clone().cancelled_owned())

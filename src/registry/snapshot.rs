@@ -3,26 +3,88 @@
 //! rename). Loading never fails the start: a torn or corrupt file is reported, moved aside for
 //! inspection, and the registry starts empty.
 
-use super::model::RegistrationKey;
-use super::store::{LeasedRegistration, StoreExport};
-use crate::atomic_file::write_atomic;
-use serde::{Deserialize, Serialize};
+use super::model::{Registration, RegistrationKey, default_hostname};
+use super::record::RegistrationRecord;
+use super::store::StoreExport;
+use crate::atomic_file::write_atomic_with;
+use serde::Deserialize;
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "registrations.json";
 const FORMAT_VERSION: u32 = 1;
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The file as read. Entries are validated and compacted one by one while parsing, so loading
+/// 100,000 registrations never holds them all as full `Registration` values.
+#[derive(Debug, Deserialize)]
 struct SnapshotFile {
     version: u32,
     /// Sequence number of the last event reflected in `registrations`.
     seq: u64,
     /// Written by a graceful shutdown, after the last event: nothing happened after `seq`.
     clean: bool,
-    /// Epoch ms of the write.
-    #[serde(rename = "savedAt")]
-    saved_at: u64,
-    registrations: Vec<LeasedRegistration>,
+    registrations: Entries,
+}
+
+/// One entry of the `registrations` array.
+#[derive(Debug, Deserialize)]
+struct FileEntry {
+    /// Epoch ms after which the registration expires.
+    #[serde(rename = "expiresAt")]
+    expires_at: u64,
+    registration: Registration,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    records: Vec<RegistrationRecord>,
+    skipped: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(EntriesVisitor)
+    }
+}
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Entries;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of {expiresAt, registration}")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
+        let mut entries = Entries::default();
+        while let Some(entry) = seq.next_element::<FileEntry>()? {
+            match validate(entry) {
+                Ok(record) => entries.records.push(record),
+                Err(reason) => entries.skipped.push(reason),
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// An entry whose id does not match its validated key is refused, so a hand-edited file
+/// cannot smuggle bad data in.
+fn validate(entry: FileEntry) -> Result<RegistrationRecord, String> {
+    let r = entry.registration;
+    let key = RegistrationKey::parse(&r.name, &r.version, &r.host, &r.port.to_string())
+        .map_err(|err| format!("{}: {err}", r.id))?;
+    if key.id() != r.id {
+        return Err(format!("{}: id does not match {}", r.id, key.id()));
+    }
+    let mut meta = r.meta;
+    default_hostname(&mut meta, &key.host);
+    Ok(RegistrationRecord::new(
+        &key,
+        &meta,
+        r.last_known,
+        entry.expires_at,
+    ))
 }
 
 /// What was found in the data directory.
@@ -48,40 +110,41 @@ pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
-/// Writes the snapshot atomically.
+/// Writes the snapshot atomically, streaming one record at a time.
 pub fn save(
     data_dir: &Path,
     export: &StoreExport,
     clean: bool,
     now_ms: u64,
 ) -> std::io::Result<()> {
-    let file = SnapshotFileRef {
-        version: FORMAT_VERSION,
-        seq: export.seq,
-        clean,
-        saved_at: now_ms,
-        registrations: &export.registrations,
-    };
-    let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-    write_atomic(&path_in(data_dir), &bytes)
-}
-
-/// Borrowing twin of [`SnapshotFile`] so saving does not copy every registration.
-#[derive(Serialize)]
-struct SnapshotFileRef<'a> {
-    version: u32,
-    seq: u64,
-    clean: bool,
-    #[serde(rename = "savedAt")]
-    saved_at: u64,
-    registrations: &'a [LeasedRegistration],
+    write_atomic_with(&path_in(data_dir), |out| {
+        write!(
+            out,
+            "{{\"version\":{FORMAT_VERSION},\"seq\":{},\"clean\":{clean},\"savedAt\":{now_ms},\"registrations\":[",
+            export.seq
+        )?;
+        let mut entry = Vec::with_capacity(512);
+        for (i, record) in export.records.iter().enumerate() {
+            entry.clear();
+            if i > 0 {
+                entry.push(b',');
+            }
+            entry.extend_from_slice(
+                format!("{{\"expiresAt\":{},\"registration\":", record.expires_at).as_bytes(),
+            );
+            record.write_json(&mut entry);
+            entry.push(b'}');
+            out.write_all(&entry)?;
+        }
+        out.write_all(b"]}")
+    })
 }
 
 /// Reads the snapshot in `data_dir`. Never panics and never fails: see [`Loaded`].
 pub fn load(data_dir: &Path, now_ms: u64) -> Loaded {
     let path = path_in(data_dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
         Err(err) => {
             return Loaded::Corrupt {
@@ -90,7 +153,7 @@ pub fn load(data_dir: &Path, now_ms: u64) -> Loaded {
             };
         }
     };
-    match decode(&bytes) {
+    match decode(std::io::BufReader::with_capacity(256 * 1024, file)) {
         Ok((export, clean, skipped)) => Loaded::Snapshot {
             export,
             clean,
@@ -107,27 +170,21 @@ pub fn load(data_dir: &Path, now_ms: u64) -> Loaded {
     }
 }
 
-/// Parses and validates a snapshot: an entry whose id does not match its validated key is
-/// dropped (and named in the third element), so a hand-edited file cannot smuggle bad data in.
-pub fn decode(bytes: &[u8]) -> Result<(StoreExport, bool, Vec<String>), String> {
-    let file: SnapshotFile = serde_json::from_slice(bytes).map_err(|err| err.to_string())?;
+/// Parses and validates a snapshot; the third element names the dropped entries.
+pub fn decode(reader: impl std::io::Read) -> Result<(StoreExport, bool, Vec<String>), String> {
+    let file: SnapshotFile = serde_json::from_reader(reader).map_err(|err| err.to_string())?;
     if file.version != FORMAT_VERSION {
         return Err(format!("unsupported snapshot version {}", file.version));
     }
-    let mut skipped = Vec::new();
-    let mut registrations = Vec::with_capacity(file.registrations.len());
-    for leased in file.registrations {
-        let r = &leased.registration;
-        match RegistrationKey::parse(&r.name, &r.version, &r.host, &r.port.to_string()) {
-            Ok(key) if key.id() == r.id => registrations.push(leased),
-            Ok(key) => skipped.push(format!("{}: id does not match {}", r.id, key.id())),
-            Err(err) => skipped.push(format!("{}: {err}", r.id)),
-        }
-    }
+    let Entries {
+        mut records,
+        skipped,
+    } = file.registrations;
+    records.sort_unstable_by(|a, b| a.id().cmp(b.id()));
     Ok((
         StoreExport {
             seq: file.seq,
-            registrations,
+            records,
         },
         file.clean,
         skipped,
@@ -137,14 +194,16 @@ pub fn decode(bytes: &[u8]) -> Result<(StoreExport, bool, Vec<String>), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::model::Registration;
+    use serde_json::json;
 
-    fn leased(port: &str, expires_at: u64) -> LeasedRegistration {
+    fn record(port: &str, expires_at: u64) -> RegistrationRecord {
         let key = RegistrationKey::parse("svc", "1", "127.0.0.1", port).unwrap();
-        LeasedRegistration {
-            expires_at,
-            registration: Registration::new(key, 5, serde_json::Map::new()),
-        }
+        let mut meta = json!({"secondsToExpire": "5"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        default_hostname(&mut meta, &key.host);
+        RegistrationRecord::new(&key, &meta, 5, expires_at)
     }
 
     #[test]
@@ -152,7 +211,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let export = StoreExport {
             seq: 42,
-            registrations: vec![leased("80", 1000), leased("81", 2000)],
+            records: vec![record("80", 1000), record("81", 2000)],
         };
         save(dir.path(), &export, true, 7).unwrap();
         match load(dir.path(), 8) {
@@ -167,6 +226,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_file_is_plain_json_in_a_documented_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let export = StoreExport {
+            seq: 3,
+            records: vec![record("80", 1000)],
+        };
+        save(dir.path(), &export, false, 9).unwrap();
+        let text = std::fs::read_to_string(path_in(dir.path())).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            json!({"version": 1, "seq": 3, "clean": false, "savedAt": 9, "registrations": [
+                {"expiresAt": 1000, "registration": {"name": "svc", "version": "1",
+                 "host": "127.0.0.1", "port": 80, "lastKnown": 5,
+                 "meta": {"secondsToExpire": "5", "hostname": "127.0.0.1"},
+                 "id": "/svc/1/127.0.0.1/80"}}]})
+        );
     }
 
     #[test]
@@ -193,11 +272,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let export = StoreExport {
             seq: 1,
-            registrations: vec![leased("80", 1000)],
+            records: vec![record("80", 1000)],
         };
         save(dir.path(), &export, false, 1).unwrap();
         let whole = std::fs::read(path_in(dir.path())).unwrap();
         check_corrupt(&whole[..whole.len() / 2]);
+        check_corrupt(&whole[..whole.len() - 1]);
         check_corrupt(b"");
         check_corrupt(b"\x00\xff garbage");
         check_corrupt(br#"{"version":2,"seq":0,"clean":true,"savedAt":0,"registrations":[]}"#);
@@ -206,20 +286,20 @@ mod tests {
 
     #[test]
     fn invalid_entries_are_dropped_and_named() {
-        let mut bad_id = leased("80", 1000);
-        bad_id.registration.id = "/other/1/127.0.0.1/80".to_owned();
-        let mut bad_name = leased("81", 1000);
-        bad_name.registration.name = "a b".to_owned();
-        let file = SnapshotFileRef {
-            version: 1,
-            seq: 3,
-            clean: false,
-            saved_at: 0,
-            registrations: &[leased("82", 1000), bad_id, bad_name],
+        let entry = |name: &str, port: u16, id: &str| {
+            json!({"expiresAt": 1000, "registration": {"name": name, "version": "1",
+                "host": "h", "port": port, "lastKnown": 1, "meta": {}, "id": id}})
         };
-        let (export, clean, skipped) = decode(&serde_json::to_vec(&file).unwrap()).unwrap();
+        let file = json!({"version": 1, "seq": 3, "clean": false, "savedAt": 0, "registrations": [
+            entry("ok", 80, "/ok/1/h/80"),
+            entry("ok", 80, "/other/1/h/80"),
+            entry("a b", 80, "/a b/1/h/80"),
+            entry("ok", 0, "/ok/1/h/0"),
+        ]});
+        let (export, clean, skipped) = decode(file.to_string().as_bytes()).unwrap();
         assert!(!clean);
-        assert_eq!(export.registrations.len(), 1);
-        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert_eq!(export.records.len(), 1);
+        assert_eq!(export.records[0].to_registration().meta["hostname"], "h");
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
     }
 }

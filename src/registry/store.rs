@@ -24,7 +24,8 @@
 //!   only used by the in-memory store's snapshot file.
 
 use super::feed::FeedItem;
-use super::model::{Registration, RegistrationKey};
+use super::model::RegistrationKey;
+use super::record::RegistrationRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
@@ -82,12 +83,12 @@ impl ListFilter {
         }
     }
 
-    pub fn matches(&self, registration: &Registration) -> bool {
-        self.name.as_deref().is_none_or(|n| n == registration.name)
+    pub fn matches(&self, record: &RegistrationRecord) -> bool {
+        self.name.as_deref().is_none_or(|n| n == record.name())
             && self
                 .version
                 .as_deref()
-                .is_none_or(|v| v == registration.version)
+                .is_none_or(|v| v == record.version())
     }
 }
 
@@ -101,21 +102,13 @@ pub struct Lease {
     pub last_known: u64,
 }
 
-/// One registration with its absolute deadline, as exported to and imported from a snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeasedRegistration {
-    /// Epoch milliseconds after which the registration expires.
-    #[serde(rename = "expiresAt")]
-    pub expires_at: u64,
-    pub registration: Registration,
-}
-
 /// Everything a store holds, consistent at one sequence number.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoreExport {
-    /// Sequence number of the last event reflected in `registrations`.
+    /// Sequence number of the last event reflected in `records`.
     pub seq: u64,
-    pub registrations: Vec<LeasedRegistration>,
+    /// Sorted by id.
+    pub records: Vec<RegistrationRecord>,
 }
 
 /// A new follower's starting point: what it missed, then the live events.
@@ -134,7 +127,8 @@ pub struct Subscription {
 /// internally synchronised; every method is a short, non-blocking critical section (the
 /// heartbeat path calls `upsert` tens of thousands of times per second).
 pub trait RegistrationStore: Send + Sync + 'static {
-    /// Creates or refreshes a registration. `meta` replaces the old meta entirely.
+    /// Creates or refreshes a registration. `meta` replaces the old meta entirely (its
+    /// `hostname` default is applied here). Meta counts as changed when its JSON text differs.
     /// `now_ms` becomes `lastKnown`; `expires_at` is the absolute deadline (epoch ms).
     fn upsert(
         &self,
@@ -149,7 +143,7 @@ pub trait RegistrationStore: Send + Sync + 'static {
     fn remove(&self, id: &str) -> bool;
 
     /// Registrations matching `filter`, sorted by id.
-    fn list(&self, filter: &ListFilter) -> Vec<Registration>;
+    fn list(&self, filter: &ListFilter) -> Vec<RegistrationRecord>;
 
     /// Every lease, sorted by id.
     fn leases(&self) -> Vec<Lease>;
