@@ -54,15 +54,15 @@ impl RunningRegistry {
         &self.self_id
     }
 
-    /// Stops accepting requests, withdraws the registry's own registration, ends the event
-    /// streams, lets in-flight requests finish (up to 10 s), and writes the final snapshot.
+    /// Stops accepting requests, ends the event streams, lets in-flight requests finish (up to
+    /// 10 s), and writes the final snapshot. The registry's own registration is left to its
+    /// lease, like any registration: a restart within a minute keeps it without an event, so
+    /// followers see no churn from a registry restart.
     pub async fn shutdown(mut self) {
         self.stop_self_refresh.cancel();
         let _ = (&mut self.self_refresh).await;
         self.stop_serving.cancel();
-        self.registry.deregister(&self.self_id);
-        // Followers get the offline event above, then their streams end, so the server's
-        // graceful shutdown does not wait on them.
+        // End the followers' streams so the server's graceful shutdown does not wait on them.
         self.registry.closing().cancel();
         match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
@@ -87,6 +87,18 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
     let local_addr = listener.local_addr()?;
     let registry = Registry::open(RegistryConfig::from_args(args))?;
 
+    let self_key = RegistrationKey::parse(
+        "thalassa",
+        env!("CARGO_PKG_VERSION"),
+        &advertised_host(local_addr),
+        &local_addr.port().to_string(),
+    )
+    .map_err(|err| format!("cannot build the registry's own registration: {err}"))?;
+    let self_id = self_key.id();
+    // Registered before the first request is served, so no client ever sees the registry
+    // without its own registration.
+    registry.register(self_key.clone(), self_meta(), SELF_LEASE);
+
     let stop_serving = CancellationToken::new();
     let app = router(registry.clone());
     // Responses are small and latency matters more than packet count.
@@ -101,14 +113,6 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
             .into_future(),
     );
 
-    let self_key = RegistrationKey::parse(
-        "thalassa",
-        env!("CARGO_PKG_VERSION"),
-        &advertised_host(local_addr),
-        &local_addr.port().to_string(),
-    )
-    .map_err(|err| format!("cannot build the registry's own registration: {err}"))?;
-    let self_id = self_key.id();
     let stop_self_refresh = CancellationToken::new();
     let self_refresh = tokio::spawn(refresh_self(
         registry.clone(),
@@ -152,14 +156,19 @@ fn advertised_host(listen: SocketAddr) -> String {
     }
 }
 
-async fn refresh_self(registry: Registry, key: RegistrationKey, stop: CancellationToken) {
+fn self_meta() -> Map<String, Value> {
     let mut meta = Map::new();
     meta.insert("eventsPath".to_owned(), Value::String("/events".to_owned()));
+    meta
+}
+
+/// Renews the registry's own lease until `stop` (the first registration is made by `start`).
+async fn refresh_self(registry: Registry, key: RegistrationKey, stop: CancellationToken) {
     loop {
-        registry.register(key.clone(), meta.clone(), SELF_LEASE);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(SELF_REFRESH_EVERY) => {}
         }
+        registry.register(key.clone(), self_meta(), SELF_LEASE);
     }
 }
