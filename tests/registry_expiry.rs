@@ -116,8 +116,8 @@ async fn absent_zero_null_or_empty_expiry_means_the_default() {
             .unwrap_or_else(|| panic!("no lease for {id}"));
         lease["expiresAt"].as_u64().unwrap() - lease["lastKnown"].as_u64().unwrap()
     };
-    for i in 0..bodies.len() {
-        assert_eq!(lease_ms(100 + i as u16), 2000, "{:?}", bodies[i]);
+    for (i, body) in bodies.iter().enumerate() {
+        assert_eq!(lease_ms(100 + i as u16), 2000, "{body:?}");
     }
     assert_eq!(lease_ms(200), 30_000);
     assert_eq!(lease_ms(201), 1500);
