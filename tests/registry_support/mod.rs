@@ -288,7 +288,9 @@ impl EventStream {
         let response = request.send().await.expect("GET /events");
         assert_eq!(response.status(), 200);
         assert_eq!(
-            response.headers()["content-type"].to_str().expect("ASCII header"),
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ASCII header"),
             "text/event-stream"
         );
         EventStream {
