@@ -146,7 +146,10 @@ fn apply(view: &mut BTreeMap<String, String>, item: FeedItem) -> bool {
         FeedItem::Snapshot { registrations, .. } => {
             view.clear();
             for r in registrations {
-                view.insert(r.id.clone(), serde_json::to_string(&r.meta).unwrap());
+                view.insert(
+                    r.id.clone(),
+                    serde_json::to_string(&r.meta).expect("meta serialises"),
+                );
             }
             true
         }
@@ -154,7 +157,10 @@ fn apply(view: &mut BTreeMap<String, String>, item: FeedItem) -> bool {
             event: RegistryEvent::Online(r),
             ..
         } => {
-            view.insert(r.id.clone(), serde_json::to_string(&r.meta).unwrap());
+            view.insert(
+                r.id.clone(),
+                serde_json::to_string(&r.meta).expect("meta serialises"),
+            );
             false
         }
         FeedItem::Event {
@@ -209,7 +215,12 @@ async fn a_follower_that_lags_is_resynchronised_by_a_snapshot() {
     let expected: BTreeMap<String, String> = registry
         .list(&thalassa::registry::ListFilter::all())
         .into_iter()
-        .map(|r| (r.id.clone(), serde_json::to_string(&r.meta).unwrap()))
+        .map(|r| {
+            (
+                r.id.clone(),
+                serde_json::to_string(&r.meta).expect("meta serialises"),
+            )
+        })
         .collect();
     assert_eq!(view, expected);
 }

@@ -38,7 +38,7 @@ async fn last_known(registry: &Registry, id: &str) -> Option<u64> {
 
 async fn check_deregisters_on(signal: &str) {
     let registry = Registry::start(&[]).await;
-    let temp = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().expect("temp dir");
     let mut register = start_register(
         &registry.url,
         "web@1.0.0:8080,api@2.0.0:9090",
@@ -62,7 +62,7 @@ async fn check_deregisters_on(signal: &str) {
     // Heartbeats keep refreshing lastKnown, without events (the meta does not change).
     let first = last_known(&registry, "/web/1.0.0/127.0.0.1/8080")
         .await
-        .unwrap();
+        .expect("registered");
     eventually(WAIT, "a heartbeat", || async {
         let now = last_known(&registry, "/web/1.0.0/127.0.0.1/8080").await?;
         (now > first).then_some(())
