@@ -92,8 +92,9 @@ impl Process {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
+        // The shell's `kill` builtin: no dependency on a procps binary being installed.
+        let status = Command::new("sh")
+            .args(["-c", "kill \"$0\" \"$1\"", signal, &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill {signal} {} failed", self.pid());
