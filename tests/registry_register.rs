@@ -156,3 +156,82 @@ async fn invalid_registrations_fail_fast() {
         );
     }
 }
+
+#[tokio::test]
+async fn everything_can_be_configured_from_the_environment() {
+    // The registry: listen address, data dir and default lease from THALASSA_* variables.
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data_dir = temp.path().join("env-data");
+    let data = data_dir.to_string_lossy().into_owned();
+    let _registry_process = Process::spawn_with_env(
+        &["registry"],
+        &[
+            ("THALASSA_LISTEN", listen.as_str()),
+            ("THALASSA_DATA_DIR", data.as_str()),
+            ("THALASSA_DEFAULT_SECS_TO_EXPIRE", "42"),
+        ],
+        temp.path().join("registry.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let status_url = format!("{url}/status");
+    eventually(WAIT, "the registry from the environment", || {
+        let status_url = status_url.clone();
+        async move {
+            let response = registry_support::client()
+                .get(&status_url)
+                .send()
+                .await
+                .ok()?;
+            response.status().is_success().then_some(())
+        }
+    })
+    .await;
+    registry_support::send(
+        registry_support::client().post(format!("{url}/registrations/d/1/127.0.0.1/1")),
+    )
+    .await;
+    let leases = registry_support::get_json(&format!("{url}/leases")).await;
+    let lease = leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == "/d/1/127.0.0.1/1")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        lease["expiresAt"].as_u64().unwrap() - lease["lastKnown"].as_u64().unwrap(),
+        42_000
+    );
+    eventually(WAIT, "the snapshot in THALASSA_DATA_DIR", || {
+        let file = data_dir.join("registrations.json");
+        async move { file.exists().then_some(()) }
+    })
+    .await;
+
+    // The register command: services, registry, host, lease and period.
+    let mut register = Process::spawn_with_env(
+        &["register"],
+        &[
+            ("THALASSA_REGISTER", "envsvc@3.0.0:3000,other@1:3001"),
+            ("THALASSA_REGISTRY", url.as_str()),
+            ("THALASSA_HOST", "127.0.0.2"),
+            ("THALASSA_SECS_TO_EXPIRE", "7"),
+            ("THALASSA_EVERY", "100ms"),
+        ],
+        temp.path().join("register.log"),
+    );
+    let registrations_url = format!("{url}/registrations/envsvc/3.0.0");
+    let registration = eventually(WAIT, "the registration from the environment", || {
+        let registrations_url = registrations_url.clone();
+        async move {
+            let list = registry_support::get_json(&registrations_url).await;
+            list.as_array()?.first().cloned()
+        }
+    })
+    .await;
+    assert_eq!(registration["id"], "/envsvc/3.0.0/127.0.0.2/3000");
+    assert_eq!(registration["meta"]["secondsToExpire"], 7);
+    assert!(register.terminate().await.success());
+}

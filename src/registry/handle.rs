@@ -265,7 +265,10 @@ impl Registry {
             .render(self.len(), self.inner.subscribers.load(Ordering::Relaxed))
     }
 
-    /// A token cancelled when the registry closes (long-lived responses end with it).
+    /// A token cancelled when the registry closes; long-lived responses end with it.
+    /// Cancelling it ends every follower's feed and stops the background tasks early (the
+    /// server does this at shutdown so open event streams do not hold up the drain);
+    /// [`Registry::close`] must still be called for the final snapshot.
     pub fn closing(&self) -> CancellationToken {
         self.inner.shutdown.clone()
     }

@@ -48,9 +48,15 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(args: &[&str], log: PathBuf) -> Process {
+        Self::spawn_with_env(args, &[], log)
+    }
+
+    /// Like [`Process::spawn`] with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Process {
         let stderr = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .env("THALASSA_LOG", "info")
             .stdout(Stdio::null())
