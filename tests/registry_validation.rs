@@ -133,3 +133,24 @@ async fn oversized_bodies_get_413_and_change_nothing() {
     let (status, _) = registry.post(GOOD, &fits).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn undecodable_path_segments_get_a_json_400() {
+    let registry = Registry::start(&[]).await;
+    for path in [
+        "/registrations/%FF",
+        "/registrations/a/%FF",
+        "/registrations/a/1/h/%FF",
+    ] {
+        let (status, body) = send(client().get(format!("{}{path}", registry.url))).await;
+        if path.ends_with("/h/%FF") {
+            // Only POST and DELETE exist on the four-segment path.
+            assert_eq!(status, 405, "{path}");
+            check(&registry, path, "{}", 400, Some("path")).await;
+            continue;
+        }
+        assert_eq!(status, 400, "{path}: {body}");
+        let error: Value = serde_json::from_str(&body).expect("JSON error body");
+        assert_eq!(error["field"], "path", "{error}");
+    }
+}

@@ -12,7 +12,7 @@ use crate::json_body::{MAX_BODY_BYTES, parse_json_body};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, RawPathParamsRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, RawPathParamsRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawPathParams, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -104,15 +104,25 @@ async fn list_all(State(registry): State<Registry>) -> Response {
     listing(&registry, &ListFilter::all())
 }
 
-async fn list_name(State(registry): State<Registry>, Path(name): Path<String>) -> Response {
-    listing(&registry, &ListFilter::name(name))
+async fn list_name(
+    State(registry): State<Registry>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(path_error)?;
+    Ok(listing(&registry, &ListFilter::name(name)))
 }
 
 async fn list_name_version(
     State(registry): State<Registry>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    listing(&registry, &ListFilter::name_version(name, version))
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path((name, version)) = path.map_err(path_error)?;
+    Ok(listing(&registry, &ListFilter::name_version(name, version)))
+}
+
+/// A path segment that is not valid UTF-8 once percent-decoded.
+fn path_error(err: PathRejection) -> ApiError {
+    ApiError::bad_field("path", err.body_text())
 }
 
 /// A JSON array of the original's Registration objects (`[]` when nothing matches).
