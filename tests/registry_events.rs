@@ -171,6 +171,13 @@ async fn last_event_id_resumes_without_loss() {
     assert_eq!(caught_up.try_next(QUIET).await, None);
     registry.delete("/registrations/r/1/127.0.0.1/3").await;
     assert_eq!(caught_up.next(WAIT).await.seq(), live.seq() + 1);
+
+    // The query parameter works like the header (for clients that cannot set headers).
+    let url = format!("{}/events?lastEventId={}", registry.url, live.seq());
+    let mut by_query = EventStream::open_url(&url, None).await;
+    let replayed = by_query.next(WAIT).await;
+    assert_eq!(replayed.seq(), live.seq() + 1);
+    assert_eq!(offline(&replayed).0, "/r/1/127.0.0.1/3");
 }
 
 #[tokio::test]

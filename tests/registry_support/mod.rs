@@ -288,7 +288,12 @@ pub struct EventStream {
 
 impl EventStream {
     pub async fn open(base: &str, last_event_id: Option<&str>) -> EventStream {
-        let mut request = reqwest::Client::new().get(format!("{base}/events"));
+        Self::open_url(&format!("{base}/events"), last_event_id).await
+    }
+
+    /// Opens `url` (e.g. with a `?lastEventId=` query) as an event stream.
+    pub async fn open_url(url: &str, last_event_id: Option<&str>) -> EventStream {
+        let mut request = reqwest::Client::new().get(url);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
