@@ -172,3 +172,24 @@ async fn refresh_self(registry: Registry, key: RegistrationKey, stop: Cancellati
         registry.register(key.clone(), self_meta(), SELF_LEASE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(listen: &str, expected: &str) {
+        assert_eq!(advertised_host(listen.parse().unwrap()), expected, "{listen}");
+    }
+
+    #[test]
+    fn the_registry_announces_its_listen_ip_or_the_machines_address() {
+        check("127.0.0.1:9000", "127.0.0.1");
+        check("127.0.0.5:9000", "127.0.0.5");
+        check("[::1]:9000", "::1");
+        let machine = first_non_loopback_ipv4()
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        check("0.0.0.0:9000", &machine);
+        check("[::]:9000", &machine);
+    }
+}
