@@ -178,7 +178,11 @@ mod tests {
     use super::*;
 
     fn check(listen: &str, expected: &str) {
-        assert_eq!(advertised_host(listen.parse().unwrap()), expected, "{listen}");
+        assert_eq!(
+            advertised_host(listen.parse().unwrap()),
+            expected,
+            "{listen}"
+        );
     }
 
     #[test]
