@@ -5,18 +5,28 @@ use std::io::Write;
 use std::path::Path;
 
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |file| file.write_all(contents))
+}
+
+/// Like [`write_atomic`], but the contents are streamed by `write` (through a buffer), so a large
+/// document never has to exist in memory as one piece.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "state".to_owned());
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-    }
-    if let Err(err) = std::fs::rename(&tmp, path) {
+    let written = (|| {
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(&tmp)?);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(|err| err.into_error())?;
+        file.sync_all()
+    })();
+    if let Err(err) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(err);
     }

@@ -1,7 +1,48 @@
-//! The service registry: registrations with a TTL, their HTTP API on port 9000, and the change
-//! feed the aqueducts follow.
+//! The service registry: registrations with a lease, their HTTP API on port 9000, and the
+//! change feed the aqueducts follow.
+//!
+//! Map (read in this order):
+//! - [`model`]: the `Registration` and its validated key; [`record`]: its compact stored form;
+//!   [`ttl`]: lease length from a body.
+//! - [`store`]: the `RegistrationStore` trait (and what a distributed store must provide);
+//!   [`memory_store`] + [`event_log`]: the in-memory implementation shipped now.
+//! - [`handle`]: `Registry`, the cheap-to-clone handle everything else uses; it runs
+//!   [`expiry`], the [`meter`] ticker and the [`snapshot`] writer.
+//! - [`routes`] + [`events`]: the HTTP API and `GET /events`; [`server`]: `thalassa registry`.
+//! - [`feed`] + [`fanout`] + [`follow`] + [`sse_decoder`]: the change feed, in-process or over
+//!   HTTP; [`register`]: `thalassa register`.
+//!
+//! Invariants:
+//! - Only the store mutates registrations, and every change and its event are one atomic step,
+//!   so event sequence numbers order changes exactly.
+//! - A plain heartbeat (same meta) is never an event; `online` means new or changed meta.
+//! - The heartbeat path never touches the disk: it marks the registry dirty and the snapshot
+//!   writer persists at most once per second (and on graceful shutdown).
+//! - Invalid input changes nothing: keys and bodies are validated before the store is called.
 
+pub mod clock;
+pub mod event_log;
+pub mod events;
+pub mod expiry;
+pub mod fanout;
 pub mod feed;
+pub mod follow;
+pub mod handle;
+pub mod local_ip;
+pub mod memory_store;
+pub mod meter;
 pub mod model;
+pub mod record;
 pub mod register;
+pub mod routes;
 pub mod server;
+pub mod shutdown_signal;
+pub mod snapshot;
+pub mod sse_decoder;
+pub mod status;
+pub mod store;
+pub mod telemetry;
+pub mod ttl;
+
+pub use handle::{Registry, RegistryConfig};
+pub use store::{Lease, ListFilter, RegistrationStore, UpsertOutcome};

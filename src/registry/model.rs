@@ -25,15 +25,7 @@ impl Registration {
     /// Builds a registration the way the original did: `meta.hostname` falls back to the host
     /// when it is missing or falsy.
     pub fn new(key: RegistrationKey, last_known: u64, mut meta: Map<String, Value>) -> Self {
-        let hostname_missing = match meta.get("hostname") {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => true,
-            Some(Value::String(s)) => s.is_empty(),
-            Some(Value::Number(n)) => n.as_f64() == Some(0.0),
-            Some(_) => false,
-        };
-        if hostname_missing {
-            meta.insert("hostname".to_owned(), Value::String(key.host.clone()));
-        }
+        default_hostname(&mut meta, &key.host);
         let id = key.id();
         Registration {
             name: key.name,
@@ -53,6 +45,20 @@ impl Registration {
             host: self.host.clone(),
             port: self.port,
         }
+    }
+}
+
+/// Sets `meta.hostname` to `host` when it is missing or falsy (JavaScript's notion), as the
+/// original did.
+pub fn default_hostname(meta: &mut Map<String, Value>, host: &str) {
+    let hostname_missing = match meta.get("hostname") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(_) => false,
+    };
+    if hostname_missing {
+        meta.insert("hostname".to_owned(), Value::String(host.to_owned()));
     }
 }
 

@@ -1,5 +1,199 @@
-//! `thalassa registry`: runs the registry HTTP API.
+//! `thalassa registry`: binds the HTTP API, opens the registry (loading its snapshot), announces
+//! the registry itself as `thalassa@<version>`, and shuts down gracefully (final snapshot).
+//! `thalassa up` embeds [`start`]; the binary uses [`run`].
 
-pub async fn run(_args: crate::cli::RegistryArgs) -> Result<(), crate::BoxError> {
-    Err("the registry is not built yet".into())
+use super::handle::{Registry, RegistryConfig};
+use super::local_ip::first_non_loopback_ipv4;
+use super::model::RegistrationKey;
+use super::shutdown_signal::stop_requested;
+use crate::BoxError;
+use crate::cli::RegistryArgs;
+use axum::serve::ListenerExt;
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use super::routes::router;
+
+/// The registry's own registration is refreshed this often ...
+pub const SELF_REFRESH_EVERY: Duration = Duration::from_secs(20);
+/// ... with this lease, so it outlives a few missed refreshes but not the process for long.
+pub const SELF_LEASE: Duration = Duration::from_secs(60);
+
+/// How long a graceful shutdown waits for open connections before dropping them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registry serving HTTP. Dropping it without [`RunningRegistry::shutdown`] stops nothing
+/// gracefully; call `shutdown` to get the final snapshot written.
+#[derive(Debug)]
+pub struct RunningRegistry {
+    registry: Registry,
+    local_addr: SocketAddr,
+    self_id: String,
+    stop_serving: CancellationToken,
+    stop_self_refresh: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    self_refresh: JoinHandle<()>,
+}
+
+impl RunningRegistry {
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The bound address (the real port when `--listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The registry's own registration id, `/thalassa/<version>/<host>/<port>`.
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// Stops accepting requests, ends the event streams, lets in-flight requests finish (up to
+    /// 10 s), and writes the final snapshot. The registry's own registration is left to its
+    /// lease, like any registration: a restart within a minute keeps it without an event, so
+    /// followers see no churn from a registry restart.
+    pub async fn shutdown(mut self) {
+        self.stop_self_refresh.cancel();
+        let _ = (&mut self.self_refresh).await;
+        self.stop_serving.cancel();
+        // End the followers' streams so the server's graceful shutdown does not wait on them.
+        self.registry.closing().cancel();
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::error!(error = %err, "registry server failed"),
+            Ok(Err(err)) => tracing::error!(error = %err, "registry server task failed"),
+            Err(_) => {
+                tracing::warn!("connections still open after 10 s: closing them");
+                self.server.abort();
+            }
+        }
+        self.registry.close().await;
+        tracing::info!("registry stopped");
+    }
+}
+
+/// Binds `args.listen`, opens the registry from `args.data_dir`, starts serving and announces
+/// the registry itself.
+pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+    let local_addr = listener.local_addr()?;
+    let registry = Registry::open(RegistryConfig::from_args(args))?;
+
+    let self_key = RegistrationKey::parse(
+        "thalassa",
+        env!("CARGO_PKG_VERSION"),
+        &advertised_host(local_addr),
+        &local_addr.port().to_string(),
+    )
+    .map_err(|err| format!("cannot build the registry's own registration: {err}"))?;
+    let self_id = self_key.id();
+    // Registered before the first request is served, so no client ever sees the registry
+    // without its own registration.
+    registry.register(self_key.clone(), self_meta(), SELF_LEASE);
+
+    let stop_serving = CancellationToken::new();
+    let app = router(registry.clone());
+    // Responses are small and latency matters more than packet count.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    let stop_self_refresh = CancellationToken::new();
+    let self_refresh = tokio::spawn(refresh_self(
+        registry.clone(),
+        self_key,
+        stop_self_refresh.clone(),
+    ));
+    tracing::info!(
+        listen = %local_addr,
+        data_dir = %args.data_dir.display(),
+        registrations = registry.len(),
+        "registry listening"
+    );
+    Ok(RunningRegistry {
+        registry,
+        local_addr,
+        self_id,
+        stop_serving,
+        stop_self_refresh,
+        server,
+        self_refresh,
+    })
+}
+
+/// `thalassa registry`: serves until SIGTERM/SIGINT, then shuts down gracefully.
+pub async fn run(args: RegistryArgs) -> Result<(), BoxError> {
+    let running = start(&args).await?;
+    stop_requested().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+/// The host the registry announces: its listen IP, or this machine's first non-loopback IPv4
+/// when it listens on every interface.
+fn advertised_host(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        first_non_loopback_ipv4()
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".to_owned())
+    } else {
+        listen.ip().to_string()
+    }
+}
+
+fn self_meta() -> Map<String, Value> {
+    let mut meta = Map::new();
+    meta.insert("eventsPath".to_owned(), Value::String("/events".to_owned()));
+    meta
+}
+
+/// Renews the registry's own lease until `stop` (the first registration is made by `start`).
+async fn refresh_self(registry: Registry, key: RegistrationKey, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SELF_REFRESH_EVERY) => {}
+        }
+        registry.register(key.clone(), self_meta(), SELF_LEASE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(listen: &str, expected: &str) {
+        assert_eq!(
+            advertised_host(listen.parse().unwrap()),
+            expected,
+            "{listen}"
+        );
+    }
+
+    #[test]
+    fn the_registry_announces_its_listen_ip_or_the_machines_address() {
+        check("127.0.0.1:9000", "127.0.0.1");
+        check("127.0.0.5:9000", "127.0.0.5");
+        check("[::1]:9000", "::1");
+        let machine = first_non_loopback_ipv4()
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        check("0.0.0.0:9000", &machine);
+        check("[::]:9000", &machine);
+    }
 }

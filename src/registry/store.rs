@@ -1,0 +1,179 @@
+//! The storage seam of the registry: the narrow [`RegistrationStore`] trait the rest of the
+//! registry talks to, and the plain data it exchanges. The HTTP API, expiry driver, snapshot
+//! writer and followers only ever use this trait, so a shared store can replace the in-memory one
+//! without touching them.
+//!
+//! # What a distributed store must provide
+//!
+//! A store shared by several registry nodes (Redis, etcd, ...) must give, for the whole cluster:
+//!
+//! - **Atomic upsert with a classified outcome.** One round trip that writes the registration,
+//!   its absolute deadline (epoch ms) and `lastKnown`, and says whether the id was new, its `meta`
+//!   changed, or it was a plain refresh. In Redis this is a Lua script over a hash plus a sorted
+//!   set scored by deadline (the original's `__thalassa.registrations`).
+//! - **An ordered deadline index** so [`RegistrationStore::next_deadline`] is O(1) and
+//!   [`RegistrationStore::expire_due`] removes *every* due registration exactly once, even when
+//!   several nodes race to reap (a compare-and-remove, e.g. `ZREM` returning 1).
+//! - **One totally ordered event log with monotonic sequence numbers**, written in the same
+//!   atomic step as the change it describes (a Redis stream, etcd's revision), so that every node
+//!   serves the same `online`/`offline` history and a follower can resume on any node with
+//!   `Last-Event-ID`. The original published events per node and lost them across nodes.
+//! - **A consistent snapshot**: all registrations plus the sequence number they reflect, read
+//!   atomically with subscribing to later events, so nothing falls between the two.
+//! - Its own durability; [`RegistrationStore::export`]/[`RegistrationStore::import`] are then
+//!   only used by the in-memory store's snapshot file.
+
+use super::feed::FeedItem;
+use super::model::RegistrationKey;
+use super::record::RegistrationRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+/// What an upsert did. Only `Created` and `MetaChanged` produce an `online` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created,
+    MetaChanged,
+    Refreshed,
+}
+
+impl UpsertOutcome {
+    /// The label used in metrics (`thalassa_registry_posts_total{outcome}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpsertOutcome::Created => "created",
+            UpsertOutcome::MetaChanged => "updated",
+            UpsertOutcome::Refreshed => "refreshed",
+        }
+    }
+}
+
+/// The result of an upsert, with what the expiry driver needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upserted {
+    pub outcome: UpsertOutcome,
+    /// The new deadline is now the earliest one: the expiry driver must re-arm its timer.
+    pub earliest_deadline_changed: bool,
+}
+
+/// Which registrations a listing returns: all, one name, or one name and version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+impl ListFilter {
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn name(name: impl Into<String>) -> Self {
+        ListFilter {
+            name: Some(name.into()),
+            version: None,
+        }
+    }
+
+    pub fn name_version(name: impl Into<String>, version: impl Into<String>) -> Self {
+        ListFilter {
+            name: Some(name.into()),
+            version: Some(version.into()),
+        }
+    }
+
+    pub fn matches(&self, record: &RegistrationRecord) -> bool {
+        self.name.as_deref().is_none_or(|n| n == record.name())
+            && self
+                .version
+                .as_deref()
+                .is_none_or(|v| v == record.version())
+    }
+}
+
+/// A registration's lease, for countdowns (`GET /leases`). Times are epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: String,
+    #[serde(rename = "expiresAt")]
+    pub expires_at: u64,
+    #[serde(rename = "lastKnown")]
+    pub last_known: u64,
+}
+
+/// Everything a store holds, consistent at one sequence number.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoreExport {
+    /// Sequence number of the last event reflected in `records`.
+    pub seq: u64,
+    /// Sorted by id.
+    pub records: Vec<RegistrationRecord>,
+}
+
+/// A new follower's starting point: what it missed, then the live events.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Either one `Snapshot`, or the retained events after the follower's `last_seen`.
+    pub backlog: Vec<FeedItem>,
+    /// Sequence number up to which `backlog` brings the follower; live items at or below it
+    /// are duplicates to skip.
+    pub covered_seq: u64,
+    /// Every later event. A `Lagged` error means the follower needs a fresh snapshot.
+    pub live: broadcast::Receiver<FeedItem>,
+}
+
+/// Storage of live registrations, their deadlines and the event log. Implementations are
+/// internally synchronised; every method is a short, non-blocking critical section (the
+/// heartbeat path calls `upsert` tens of thousands of times per second).
+pub trait RegistrationStore: Send + Sync + 'static {
+    /// Creates or refreshes a registration. `meta` replaces the old meta entirely (its
+    /// `hostname` default is applied here). Meta counts as changed when its JSON text differs.
+    /// `now_ms` becomes `lastKnown`; `expires_at` is the absolute deadline (epoch ms).
+    fn upsert(
+        &self,
+        key: RegistrationKey,
+        meta: Map<String, Value>,
+        now_ms: u64,
+        expires_at: u64,
+    ) -> Upserted;
+
+    /// Deletes a registration (an `offline` event with reason `deleted`). Returns whether it
+    /// existed.
+    fn remove(&self, id: &str) -> bool;
+
+    /// Registrations matching `filter`, sorted by id.
+    fn list(&self, filter: &ListFilter) -> Vec<RegistrationRecord>;
+
+    /// Every lease, sorted by id.
+    fn leases(&self) -> Vec<Lease>;
+
+    /// Number of live registrations.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The earliest deadline (epoch ms), if any registration exists.
+    fn next_deadline(&self) -> Option<u64>;
+
+    /// Removes every registration whose deadline is at or before `now_ms` (an `offline` event
+    /// with reason `expired` each) and returns their ids. No cap: all due ones go at once.
+    fn expire_due(&self, now_ms: u64) -> Vec<String>;
+
+    /// Starts following the event log; see [`Subscription`]. `last_seen` is the sequence number
+    /// of the last item the follower processed; if the retained log still covers it, only the
+    /// missed events are replayed, otherwise a snapshot is sent.
+    fn subscribe(&self, last_seen: Option<u64>) -> Subscription;
+
+    /// A complete, current `FeedItem::Snapshot`, for a follower that lagged.
+    fn snapshot(&self) -> FeedItem;
+
+    /// Everything, for the snapshot file.
+    fn export(&self) -> StoreExport;
+
+    /// Replaces the contents with a loaded export. `start_seq` is where event numbering
+    /// continues (followers can resume from exactly `start_seq`, not earlier).
+    fn import(&self, export: StoreExport, start_seq: u64);
+}
