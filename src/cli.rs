@@ -112,6 +112,16 @@ pub struct AqueductCommon {
     /// How long a leaving member may keep its connections before it is removed anyway.
     #[arg(long, env = "THALASSA_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How membership changes reach HAProxy: `runtime` (live, never reloads) or `reload`
+    /// (re-render and reload on every change, as the original did; a benchmark baseline).
+    #[arg(long, env = "THALASSA_MEMBERSHIP", default_value = "runtime", value_parser = ["runtime", "reload"])]
+    pub membership: String,
+    /// With `--membership reload`: wait this long after a change for more (0 = reload at once).
+    #[arg(long, env = "THALASSA_RELOAD_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
+    pub reload_debounce: Duration,
+    /// Address of HAProxy's own stats page (`listen stats`), e.g. `*:1988`; off when empty.
+    #[arg(long, env = "THALASSA_HAPROXY_STATS_BIND", default_value = "")]
+    pub haproxy_stats_bind: String,
 }
 
 /// Parses `250ms`, `20s`, `2m`, `1h`, or a bare number of seconds.

@@ -159,6 +159,8 @@ pub enum ApplyEvent {
         reason: String,
         error: String,
     },
+    /// A change is live (with or without a reload).
+    Applied(Change),
     /// HAProxy (or the bind pre-flight) refused one change; it was not applied.
     Rejected {
         change: String,
@@ -293,6 +295,27 @@ impl Controller {
             live.text = render(&live.config, &members, &shared.options.render);
             shared.metrics.config_bytes.set(live.text.len() as f64);
         }
+    }
+
+    /// Re-renders the live config with the current members and reloads HAProxy with it. Only
+    /// the `--membership reload` baseline uses this; normal membership never reloads.
+    pub async fn reload_members(&self, reason: &str) -> Result<(), ApplyError> {
+        let shared = &self.shared;
+        let _guard = shared.apply_lock.lock().await;
+        let text = {
+            let live = shared.read_live();
+            render(
+                &live.config,
+                &live.members.render_members(&live.config),
+                &shared.options.render,
+            )
+        };
+        if text == shared.read_live().text {
+            return Ok(());
+        }
+        shared.reload(&text, reason).await?;
+        shared.write_live().text = text;
+        Ok(())
     }
 
     /// Records which members (by server name) are still waiting for a first passing check, so
@@ -508,6 +531,11 @@ impl Shared {
             )
             .await;
         let label = if outcome.is_ok() { "applied" } else { "failed" };
+        if outcome.is_ok() {
+            for pending in &accepted {
+                let _ = self.events.send(ApplyEvent::Applied(pending.change.clone()));
+            }
+        }
         self.metrics.changes.add(&[label], accepted.len() as u64);
         for pending in accepted {
             let _ = pending.reply.send(outcome.clone());

@@ -1,5 +1,253 @@
-//! `thalassa aqueduct`: runs the aqueduct API and its HAProxy.
+//! `thalassa aqueduct`: wires the pieces together. It starts HAProxy under the supervisor,
+//! the apply pipeline on the persisted config, the membership manager following the registry,
+//! the UI hub, and one HTTP listener serving the API and the UI.
 
-pub async fn run(_args: crate::cli::AqueductArgs) -> Result<(), crate::BoxError> {
-    Err("the aqueduct is not built yet".into())
+use super::controller::{ApplyEvent, Change, Controller, ControllerOptions};
+use super::{routes, state_file};
+use crate::BoxError;
+use crate::cli::{AqueductArgs, AqueductCommon};
+use crate::haproxy::ConfigTarget;
+use crate::haproxy::render::{RenderMembers, RenderSettings, render};
+use crate::haproxy::supervisor::{Supervisor, SupervisorSettings};
+use crate::membership::manager::{
+    self, ManagerParts, ManagerSettings, MembershipMetrics, MembershipMode,
+};
+use crate::membership::status::StatusBoard;
+use crate::registry::feed::FeedItem;
+use crate::ui::{Activity, Hub};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What `start` needs beyond the CLI flags: where registry events come from (over HTTP, or
+/// in-process under `thalassa up`) and the registry's URL for the UI's registry page.
+pub struct AqueductStart {
+    pub listen: SocketAddr,
+    pub common: AqueductCommon,
+    pub feed: mpsc::Receiver<FeedItem>,
+    pub registry_url: String,
+}
+
+/// A running aqueduct; `shutdown` stops the listener and HAProxy.
+pub struct RunningAqueduct {
+    local_addr: SocketAddr,
+    supervisor: Arc<Supervisor>,
+    hub: Hub,
+    stop_http: Option<oneshot::Sender<()>>,
+    http_task: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningAqueduct {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn shutdown(mut self) {
+        self.hub.close();
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.http_task).await;
+        for task in &self.background {
+            task.abort();
+        }
+        self.supervisor.shutdown().await;
+        tracing::info!("aqueduct stopped");
+    }
+}
+
+pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
+    let feed = crate::registry::follow::over_http(args.registry.clone());
+    let running = start(AqueductStart {
+        listen: args.listen,
+        common: args.common,
+        feed,
+        registry_url: args.registry,
+    })
+    .await?;
+    crate::registry::shutdown_signal::stop_requested().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
+    let AqueductStart {
+        listen,
+        common,
+        feed,
+        registry_url,
+    } = start;
+    let data_dir = common.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|err| format!("cannot create data dir {}: {err}", data_dir.display()))?;
+    // A corrupt state file stops the start here: it is never silently replaced.
+    let state_path = state_file::path_in(&data_dir);
+    let config = state_file::load(&state_path)?.unwrap_or_default();
+    let hub = Hub::open(&data_dir)?;
+
+    let supervisor_settings = SupervisorSettings::new(common.haproxy_bin.clone(), data_dir.join("haproxy"));
+    let mut render_settings = RenderSettings::new(
+        supervisor_settings.admin_socket_path(),
+        supervisor_settings.server_state_path(),
+    );
+    if !common.haproxy_stats_bind.is_empty() {
+        render_settings.stats_bind = Some(common.haproxy_stats_bind.clone());
+    }
+    let supervisor = Arc::new(start_haproxy(supervisor_settings, &config, &render_settings, &hub).await?);
+
+    let controller = Controller::start(
+        supervisor.clone() as Arc<dyn ConfigTarget>,
+        ControllerOptions {
+            state_file: state_path,
+            render: render_settings,
+        },
+        config,
+    );
+    if let Err(err) = controller.apply_startup().await {
+        // HAProxy keeps serving what it started with; the next change retries the full config.
+        tracing::error!(error = %err, "the saved configuration could not be applied at startup");
+        hub.activity(Activity::now("reload-failed", "haproxy", json!({"reason": "startup", "error": err.to_string()})));
+    }
+
+    let board = StatusBoard::new();
+    let membership_metrics = Arc::new(MembershipMetrics::default());
+    {
+        let supervisor = supervisor.clone();
+        controller.add_metrics_source(Arc::new(move |text| supervisor.metrics().render(text)));
+        let membership_metrics = membership_metrics.clone();
+        controller.add_metrics_source(Arc::new(move |text| membership_metrics.render(text)));
+    }
+    let mut background = vec![
+        manager::spawn(ManagerParts {
+            controller: controller.clone(),
+            runtime: supervisor.runtime(),
+            feed,
+            restarts: supervisor.restarts(),
+            reloads: supervisor.reloads(),
+            board: board.clone(),
+            hub: Some(hub.clone()),
+            metrics: membership_metrics,
+            settings: ManagerSettings {
+                drain_timeout: common.drain_timeout,
+                mode: if common.membership == "reload" {
+                    MembershipMode::Reload {
+                        debounce: common.reload_debounce,
+                    }
+                } else {
+                    MembershipMode::Runtime
+                },
+            },
+        }),
+        tokio::spawn(forward_config(controller.clone(), hub.clone())),
+        tokio::spawn(forward_apply_events(controller.clone(), hub.clone())),
+    ];
+
+    let app = routes::router_with_status(controller.clone(), Some(board))
+        .merge(crate::ui::router(hub.clone(), registry_url));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|err| format!("cannot listen on {listen}: {err}"))?;
+    let local_addr = listener.local_addr()?;
+    let (stop_http, stopped) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "aqueduct HTTP server failed");
+        }
+    });
+    hub.activity(Activity::now("started", "aqueduct", json!({"listen": local_addr.to_string()})));
+    tracing::info!(%local_addr, "aqueduct listening");
+    background.shrink_to_fit();
+    Ok(RunningAqueduct {
+        local_addr,
+        supervisor,
+        hub,
+        stop_http: Some(stop_http),
+        http_task,
+        background,
+    })
+}
+
+/// Starts HAProxy on the persisted config; if HAProxy refuses it (say a port is now taken),
+/// starts on an empty config so the API stays up to fix it, and records why.
+async fn start_haproxy(
+    settings: SupervisorSettings,
+    config: &super::model::Config,
+    render_settings: &RenderSettings,
+    hub: &Hub,
+) -> Result<Supervisor, BoxError> {
+    let text = render(config, &RenderMembers::new(), render_settings);
+    match Supervisor::start(settings.clone(), &text).await {
+        Ok(supervisor) => Ok(supervisor),
+        Err(err) if !config.frontends.is_empty() || !config.backends.is_empty() => {
+            tracing::error!(error = %err, "haproxy refused the saved configuration; starting empty");
+            hub.activity(Activity::now("reload-failed", "haproxy", json!({"reason": "startup", "error": err.to_string()})));
+            let empty = render(&Default::default(), &RenderMembers::new(), render_settings);
+            Ok(Supervisor::start(settings, &empty).await?)
+        }
+        Err(err) => Err(format!("cannot start haproxy: {err}").into()),
+    }
+}
+
+/// Every applied config goes to the UI, with a config-changed activity carrying the diff of
+/// haproxy.cfg.
+async fn forward_config(controller: Controller, hub: Hub) {
+    let mut changes = controller.subscribe();
+    let mut previous_text = controller.haproxy_config();
+    publish_config(&controller, &hub);
+    while changes.changed().await.is_ok() {
+        publish_config(&controller, &hub);
+        let text = controller.haproxy_config();
+        let diff = crate::ui::diff::unified(&previous_text, &text);
+        if !diff.is_empty() {
+            hub.activity(Activity::now("config-changed", "haproxy.cfg", json!({"diff": diff})));
+        }
+        previous_text = text;
+    }
+}
+
+fn publish_config(controller: &Controller, hub: &Hub) {
+    hub.config(json!({
+        "frontends": controller.frontend_rows(),
+        "backends": controller.backend_rows(),
+    }));
+}
+
+async fn forward_apply_events(controller: Controller, hub: Hub) {
+    let mut events = controller.apply_events();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let activity = match event {
+            ApplyEvent::Reloaded { reason, duration_ms } => Activity::now(
+                "reloaded",
+                "haproxy",
+                json!({"reason": reason, "duration_ms": duration_ms, "outcome": "ok"}),
+            ),
+            ApplyEvent::ReloadFailed { reason, error } => Activity::now(
+                "reload-failed",
+                "haproxy",
+                json!({"reason": reason, "error": error, "outcome": "failed"}),
+            ),
+            ApplyEvent::Rejected { change, error } => {
+                Activity::now("rejected", change, json!({"error": error}))
+            }
+            ApplyEvent::Applied(Change::SwitchVersion { key, switch }) => Activity::now(
+                "version-switched",
+                format!("backend/{key}"),
+                json!({"name": switch.name, "version": switch.version}),
+            ),
+            ApplyEvent::Applied(_) => continue,
+        };
+        hub.activity(activity);
+    }
 }

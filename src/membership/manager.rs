@@ -5,7 +5,7 @@
 //! or leaving, and every second otherwise (the periodic reconcile). It never reloads HAProxy.
 
 use super::desired;
-use super::plan::{AdminState, ObservedServer, Phase, RuntimeOp, ServerRef, Tracker};
+use super::plan::{ObservedServer, Phase, RuntimeOp, ServerRef, Tracker};
 use super::status::{StatusBoard, sample_from_rows};
 use crate::aqueduct::controller::Controller;
 use crate::aqueduct::model::Config;
@@ -30,6 +30,17 @@ const SLOW_ROUND: Duration = Duration::from_secs(1);
 pub struct ManagerSettings {
     /// Longest a leaving member keeps its connections before it is removed anyway.
     pub drain_timeout: Duration,
+    pub mode: MembershipMode,
+}
+
+/// How membership changes reach HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipMode {
+    /// Through the runtime API, health-gated, never reloading (the default).
+    Runtime,
+    /// Re-render and reload on every change, after `debounce` of quiet, as the original did.
+    /// A baseline for the churn benchmark, not for production.
+    Reload { debounce: Duration },
 }
 
 /// Counters for `/metrics`.
@@ -109,6 +120,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         tracker: Tracker::default(),
         last_status: BTreeMap::new(),
         next_stats: Instant::now(),
+        reload_due: None,
     };
     tokio::spawn(manager.run())
 }
@@ -134,12 +146,14 @@ struct Manager {
     /// Last shown status per server, for member-up/member-down activity.
     last_status: BTreeMap<(String, String), String>,
     next_stats: Instant,
+    /// `MembershipMode::Reload`: when the pending member change is to be reloaded.
+    reload_due: Option<Instant>,
 }
 
 impl Manager {
     async fn run(mut self) {
         loop {
-            let wait = if self.tracker.has_transitions() {
+            let wait = if self.tracker.has_transitions() || self.reload_due.is_some() {
                 FAST_ROUND
             } else {
                 SLOW_ROUND
@@ -177,8 +191,10 @@ impl Manager {
     }
 
     async fn round(&mut self) {
-        self.sync_members().await;
-        if let Err(err) = self.reconcile().await {
+        let changed = self.sync_members().await;
+        if let MembershipMode::Reload { debounce } = self.settings.mode {
+            self.reload_round(changed, debounce).await;
+        } else if let Err(err) = self.reconcile().await {
             tracing::debug!(error = %err, "reconcile round failed; retrying next round");
         }
         if Instant::now() >= self.next_stats {
@@ -238,17 +254,36 @@ impl Manager {
         }
     }
 
-    /// Hands each dynamic backend its registrations (for rendering, ids and the API).
-    async fn sync_members(&mut self) {
+    /// Hands each dynamic backend its registrations (for rendering, ids and the API); true
+    /// when any backend's members changed.
+    async fn sync_members(&mut self) -> bool {
         let config = self.controller.config();
         let wanted = desired::registrations_by_backend(&config, &self.registrations);
+        let mut changed = false;
         for (key, registrations) in &wanted {
             if self.members_set.get(key) != Some(registrations) {
                 self.controller.set_members(key, registrations.clone()).await;
                 self.members_set.insert(key.clone(), registrations.clone());
+                changed = true;
             }
         }
         self.members_set.retain(|key, _| wanted.contains_key(key));
+        changed
+    }
+
+    /// The reload-per-change baseline: every member change re-renders and reloads HAProxy,
+    /// after `debounce` without further changes (a trailing debounce, like the original's).
+    async fn reload_round(&mut self, changed: bool, debounce: Duration) {
+        let now = Instant::now();
+        if changed {
+            self.reload_due = Some(now + debounce);
+        }
+        if self.reload_due.is_some_and(|due| now >= due) {
+            self.reload_due = None;
+            if let Err(err) = self.controller.reload_members("membership changed").await {
+                tracing::warn!(error = %err, "membership reload failed");
+            }
+        }
     }
 
     async fn reconcile(&mut self) -> Result<(), RuntimeError> {
@@ -482,9 +517,4 @@ async fn recv_feed(feed: &mut Option<mpsc::Receiver<FeedItem>>) -> Option<FeedIt
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Admin states as HAProxy reports them, for tests and logs.
-pub fn admin_state_name(state: AdminState) -> &'static str {
-    state.keyword()
 }

@@ -32,12 +32,12 @@ impl Default for SupervisorMetrics {
 impl SupervisorMetrics {
     pub fn render(&self, out: &mut PromText) {
         out.counter_vec(
-            "thalassa_haproxy_reloads_total",
+            "thalassa_haproxy_master_reloads_total",
             "HAProxy reloads by outcome.",
             &self.reloads,
         )
         .histogram(
-            "thalassa_haproxy_reload_duration_seconds",
+            "thalassa_haproxy_master_reload_duration_seconds",
             "Time from reload request to the new worker answering.",
             &self.reload_seconds,
         )
