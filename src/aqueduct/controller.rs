@@ -533,7 +533,9 @@ impl Shared {
         let label = if outcome.is_ok() { "applied" } else { "failed" };
         if outcome.is_ok() {
             for pending in &accepted {
-                let _ = self.events.send(ApplyEvent::Applied(pending.change.clone()));
+                let _ = self
+                    .events
+                    .send(ApplyEvent::Applied(pending.change.clone()));
             }
         }
         self.metrics.changes.add(&[label], accepted.len() as u64);

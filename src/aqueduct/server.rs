@@ -87,7 +87,8 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     let config = state_file::load(&state_path)?.unwrap_or_default();
     let hub = Hub::open(&data_dir)?;
 
-    let supervisor_settings = SupervisorSettings::new(common.haproxy_bin.clone(), data_dir.join("haproxy"));
+    let supervisor_settings =
+        SupervisorSettings::new(common.haproxy_bin.clone(), data_dir.join("haproxy"));
     let mut render_settings = RenderSettings::new(
         supervisor_settings.admin_socket_path(),
         supervisor_settings.server_state_path(),
@@ -95,7 +96,8 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     if !common.haproxy_stats_bind.is_empty() {
         render_settings.stats_bind = Some(common.haproxy_stats_bind.clone());
     }
-    let supervisor = Arc::new(start_haproxy(supervisor_settings, &config, &render_settings, &hub).await?);
+    let supervisor =
+        Arc::new(start_haproxy(supervisor_settings, &config, &render_settings, &hub).await?);
 
     let controller = Controller::start(
         supervisor.clone() as Arc<dyn ConfigTarget>,
@@ -108,7 +110,11 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     if let Err(err) = controller.apply_startup().await {
         // HAProxy keeps serving what it started with; the next change retries the full config.
         tracing::error!(error = %err, "the saved configuration could not be applied at startup");
-        hub.activity(Activity::now("reload-failed", "haproxy", json!({"reason": "startup", "error": err.to_string()})));
+        hub.activity(Activity::now(
+            "reload-failed",
+            "haproxy",
+            json!({"reason": "startup", "error": err.to_string()}),
+        ));
     }
 
     let board = StatusBoard::new();
@@ -161,7 +167,11 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
             tracing::error!(error = %err, "aqueduct HTTP server failed");
         }
     });
-    hub.activity(Activity::now("started", "aqueduct", json!({"listen": local_addr.to_string()})));
+    hub.activity(Activity::now(
+        "started",
+        "aqueduct",
+        json!({"listen": local_addr.to_string()}),
+    ));
     tracing::info!(%local_addr, "aqueduct listening");
     background.shrink_to_fit();
     Ok(RunningAqueduct {
@@ -187,7 +197,11 @@ async fn start_haproxy(
         Ok(supervisor) => Ok(supervisor),
         Err(err) if !config.frontends.is_empty() || !config.backends.is_empty() => {
             tracing::error!(error = %err, "haproxy refused the saved configuration; starting empty");
-            hub.activity(Activity::now("reload-failed", "haproxy", json!({"reason": "startup", "error": err.to_string()})));
+            hub.activity(Activity::now(
+                "reload-failed",
+                "haproxy",
+                json!({"reason": "startup", "error": err.to_string()}),
+            ));
             let empty = render(&Default::default(), &RenderMembers::new(), render_settings);
             Ok(Supervisor::start(settings, &empty).await?)
         }
@@ -206,7 +220,11 @@ async fn forward_config(controller: Controller, hub: Hub) {
         let text = controller.haproxy_config();
         let diff = crate::ui::diff::unified(&previous_text, &text);
         if !diff.is_empty() {
-            hub.activity(Activity::now("config-changed", "haproxy.cfg", json!({"diff": diff})));
+            hub.activity(Activity::now(
+                "config-changed",
+                "haproxy.cfg",
+                json!({"diff": diff}),
+            ));
         }
         previous_text = text;
     }
@@ -228,7 +246,10 @@ async fn forward_apply_events(controller: Controller, hub: Hub) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         let activity = match event {
-            ApplyEvent::Reloaded { reason, duration_ms } => Activity::now(
+            ApplyEvent::Reloaded {
+                reason,
+                duration_ms,
+            } => Activity::now(
                 "reloaded",
                 "haproxy",
                 json!({"reason": reason, "duration_ms": duration_ms, "outcome": "ok"}),

@@ -262,7 +262,9 @@ impl Manager {
         let mut changed = false;
         for (key, registrations) in &wanted {
             if self.members_set.get(key) != Some(registrations) {
-                self.controller.set_members(key, registrations.clone()).await;
+                self.controller
+                    .set_members(key, registrations.clone())
+                    .await;
                 self.members_set.insert(key.clone(), registrations.clone());
                 changed = true;
             }

@@ -1,7 +1,7 @@
 //! Live membership: which servers each backend should have (from the registry and static
 //! members), and the runtime-API operations that make HAProxy agree, without reloads.
 
-pub mod plan;
-pub mod status;
 pub mod desired;
 pub mod manager;
+pub mod plan;
+pub mod status;

@@ -81,10 +81,7 @@ impl StatusBoard {
                     .and_then(|s| s.last_change_s)
                     .map_or(Value::Null, Value::from),
             );
-            object.insert(
-                "sessions".into(),
-                Value::from(sample.map_or(0, |s| s.scur)),
-            );
+            object.insert("sessions".into(), Value::from(sample.map_or(0, |s| s.scur)));
         }
     }
 }
@@ -111,7 +108,9 @@ pub fn sample_from_rows(
                     .insert(row.pxname.clone(), proxy_sample(row));
             }
             ProxyKind::Backend if backends.contains(&row.pxname) => {
-                sample.backends.insert(row.pxname.clone(), proxy_sample(row));
+                sample
+                    .backends
+                    .insert(row.pxname.clone(), proxy_sample(row));
             }
             ProxyKind::Server if backends.contains(&row.pxname) => {
                 let phase = phases.get(&(row.pxname.clone(), row.svname.clone()));

@@ -261,3 +261,155 @@ async fn serve_connection(
         }
     }
 }
+
+/// A `thalassa up` stack on free loopback ports, in its own temp dir.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub registry: String,
+    pub aqueduct: String,
+    pub proc: Proc,
+    extra_args: Vec<String>,
+    registry_port: u16,
+    aqueduct_port: u16,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra_args: &[&str]) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry_port, aqueduct_port) = (free_port(), free_port());
+        let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        let proc = spawn_up(dir.path(), registry_port, aqueduct_port, &extra_args);
+        let mut stack = Stack {
+            dir,
+            registry: format!("http://127.0.0.1:{registry_port}"),
+            aqueduct: format!("http://127.0.0.1:{aqueduct_port}"),
+            proc,
+            extra_args,
+            registry_port,
+            aqueduct_port,
+        };
+        let url = format!("{}/frontends", stack.aqueduct);
+        wait_http(&url, &mut stack.proc).await;
+        stack
+    }
+
+    /// Stops the process (SIGTERM) and starts it again on the same ports and data dir.
+    pub async fn restart(&mut self) {
+        self.proc.terminate();
+        self.proc = spawn_up(
+            self.dir.path(),
+            self.registry_port,
+            self.aqueduct_port,
+            &self.extra_args,
+        );
+        let url = format!("{}/frontends", self.aqueduct);
+        wait_http(&url, &mut self.proc).await;
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("haproxy").join("admin.sock")
+    }
+
+    pub async fn put(&self, path: &str, body: &str) -> (u16, String) {
+        send(client().put(format!("{}{path}", self.aqueduct)), body).await
+    }
+
+    pub async fn aqueduct_post(&self, path: &str, body: &str) -> (u16, String) {
+        send(client().post(format!("{}{path}", self.aqueduct)), body).await
+    }
+
+    pub async fn register(&self, name_version_host_port: &str, body: &str) -> (u16, String) {
+        let url = format!("{}/registrations/{name_version_host_port}", self.registry);
+        send(client().post(url), body).await
+    }
+
+    pub async fn deregister(&self, name_version_host_port: &str) -> (u16, String) {
+        let url = format!("{}/registrations/{name_version_host_port}", self.registry);
+        send(client().delete(url), "").await
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = client()
+            .get(format!("{}{path}", self.aqueduct))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        client()
+            .get(format!("{}{path}", self.aqueduct))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sum of a counter family in the aqueduct's `/metrics` (all label sets).
+    pub async fn metric_total(&self, name: &str) -> u64 {
+        let text = self.get_text("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Status of member `host:port` of `backend` as `GET /backends/{key}/members` shows it.
+    pub async fn member_status(&self, backend: &str, host_port: &str) -> Option<String> {
+        let members = self.get_json(&format!("/backends/{backend}/members")).await;
+        members.as_array()?.iter().find_map(|m| {
+            let hp = format!("{}:{}", m["host"].as_str()?, m["port"]);
+            (hp == host_port).then(|| m["status"].as_str().unwrap_or("").to_owned())
+        })
+    }
+}
+
+fn spawn_up(dir: &Path, registry_port: u16, aqueduct_port: u16, extra: &[String]) -> Proc {
+    let mut args = vec![
+        "up".to_owned(),
+        "--registry-listen".to_owned(),
+        format!("127.0.0.1:{registry_port}"),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{aqueduct_port}"),
+        "--data-dir".to_owned(),
+        dir.to_string_lossy().into_owned(),
+    ];
+    args.extend(extra.iter().cloned());
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_thalassa(dir, "thalassa-up", &arg_refs)
+}
+
+async fn send(request: reqwest::RequestBuilder, body: &str) -> (u16, String) {
+    let response = request
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// One HTTP/1.1 GET through a proxy port on a fresh connection; the body, or an error text.
+pub async fn get_once(port: u16, path: &str) -> Result<(u16, String), String> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
