@@ -174,11 +174,29 @@ impl Tracker {
         for (server, member) in desired {
             self.plan_desired(server, member, observed.get(server), &mut plan);
         }
+        // Make before break: while a backend's new members are still joining and none of them
+        // serves yet (a version switch), its old members keep serving (bounded by the drain
+        // timeout) so the backend never runs empty.
+        let mut waiting_for_replacement = BTreeSet::new();
+        let mut has_serving = BTreeSet::new();
+        for server in desired.keys() {
+            match self.phases.get(server) {
+                Some(Phase::Joining) => {
+                    waiting_for_replacement.insert(server.backend.clone());
+                }
+                Some(Phase::Serving) => {
+                    has_serving.insert(server.backend.clone());
+                }
+                _ => {}
+            }
+        }
         for (server, seen) in observed {
             if desired.contains_key(server) || !managed_backends.contains(&server.backend) {
                 continue;
             }
-            self.plan_leaving(server, seen, now, drain_timeout, &mut plan);
+            let hold = waiting_for_replacement.contains(&server.backend)
+                && !has_serving.contains(&server.backend);
+            self.plan_leaving(server, seen, hold, now, drain_timeout, &mut plan);
         }
         // Forget servers that are neither desired nor present any more.
         self.phases
@@ -256,6 +274,7 @@ impl Tracker {
         &mut self,
         server: &ServerRef,
         seen: &ObservedServer,
+        hold: bool,
         now: Instant,
         drain_timeout: Duration,
         plan: &mut Plan,
@@ -266,6 +285,7 @@ impl Tracker {
         };
         self.phases.insert(server.clone(), Phase::Leaving { since });
         match seen.admin {
+            AdminState::Ready if hold && now.duration_since(since) < drain_timeout => {}
             AdminState::Ready => plan.ops.push(RuntimeOp::SetState {
                 server: server.clone(),
                 state: AdminState::Drain,
@@ -444,6 +464,40 @@ mod tests {
         w.observed
             .insert(s.clone(), seen(AdminState::Drain, true, Some(1)));
         assert_eq!(w.plan_at(0), ["ready be_127.0.0.1:8080"]);
+    }
+
+    #[test]
+    fn old_members_serve_until_a_replacement_passes_its_check() {
+        let mut w = World::new();
+        let old = sref("127.0.0.1:8080");
+        let new = sref("127.0.0.1:9090");
+        w.observed
+            .insert(old.clone(), seen(AdminState::Ready, true, Some(0)));
+        w.desired.insert(new.clone(), member());
+        assert_eq!(w.plan_at(0), ["add be_127.0.0.1:9090"]);
+        w.observed
+            .insert(new.clone(), seen(AdminState::Maint, false, None));
+        assert!(w.plan_at(1).is_empty(), "the old member keeps serving");
+        w.observed.insert(new, seen(AdminState::Maint, true, None));
+        // The new member is set ready first, then the old one drained, in one batch.
+        assert_eq!(
+            w.plan_at(2),
+            ["ready be_127.0.0.1:9090", "drain be_127.0.0.1:8080"]
+        );
+    }
+
+    #[test]
+    fn a_replacement_that_never_passes_holds_old_members_only_until_the_drain_timeout() {
+        let mut w = World::new();
+        let old = sref("127.0.0.1:8080");
+        let new = sref("127.0.0.1:9090");
+        w.observed
+            .insert(old, seen(AdminState::Ready, true, Some(0)));
+        w.observed
+            .insert(new.clone(), seen(AdminState::Maint, false, None));
+        w.desired.insert(new, member());
+        assert!(w.plan_at(0).is_empty());
+        assert_eq!(w.plan_at(31), ["drain be_127.0.0.1:8080"]);
     }
 
     #[test]

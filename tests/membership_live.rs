@@ -1,0 +1,370 @@
+//! Live membership against `thalassa up` and a real HAProxy: health-gated joins, graceful
+//! leaves, version switches and crash recovery, all without a single reload.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use support::{Origin, Stack, eventually, free_port, get_once, require_haproxy, signal};
+
+/// A stack with frontend `web` on a free port and a dynamic backend `app` following
+/// `app@<version>` with 100 ms health checks.
+async fn stack_with_app(version: &str) -> (Stack, u16) {
+    let stack = Stack::start().await;
+    let port = free_port();
+    let (status, body) = stack
+        .put(
+            "/frontends/web",
+            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = stack
+        .put(
+            "/backends/app",
+            &format!(
+                r#"{{"type":"dynamic","name":"app","version":"{version}","mode":"http","health":{{"interval":100}}}}"#
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (stack, port)
+}
+
+/// Sends requests through `port` until stopped; counts successes and failures and which
+/// origin answered.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, o, f, b) = (stop.clone(), ok.clone(), failed.clone(), bodies.clone());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            while !s.load(Ordering::SeqCst) {
+                match client.get(format!("http://127.0.0.1:{port}/")).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                        let text = r.text().await.unwrap_or_default();
+                        b.lock().unwrap().push(text);
+                    }
+                    Ok(r) => {
+                        eprintln!("load: status {}", r.status());
+                        f.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        eprintln!("load: {e}");
+                        f.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            bodies,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        let bodies = self.bodies.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            bodies,
+        )
+    }
+}
+
+/// Names of the servers HAProxy has in backend `app` right now.
+async fn haproxy_servers(stack: &Stack) -> Vec<String> {
+    let client = thalassa::haproxy::runtime::RuntimeClient::new(stack.admin_socket());
+    match client.show_servers_state(Some("app")).await {
+        Ok(rows) => rows.into_iter().map(|r| r.server).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_gets_traffic_only_after_a_passing_check() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
+    let live = Origin::start("live").await;
+    stack
+        .register(
+            &format!("app/1/127.0.0.1/{}", live.port()),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the live member to serve",
+        || async { (get_once(port, "/").await.ok()?.1 == "live").then_some(()) },
+    )
+    .await;
+
+    // A member whose address answers nothing is added, but never gets a request.
+    let dead_port = free_port();
+    stack
+        .register(
+            &format!("app/1/127.0.0.1/{dead_port}"),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    let dead_server = format!("app_127.0.0.1:{dead_port}");
+    eventually(
+        Duration::from_secs(5),
+        "the dead member to be added",
+        || async {
+            haproxy_servers(&stack)
+                .await
+                .contains(&dead_server)
+                .then_some(())
+        },
+    )
+    .await;
+    for _ in 0..100 {
+        assert_eq!(get_once(port, "/").await, Ok((200, "live".to_owned())));
+    }
+    assert_eq!(
+        stack
+            .member_status("app", &format!("127.0.0.1:{dead_port}"))
+            .await
+            .as_deref(),
+        Some("DOWN")
+    );
+
+    // When something starts answering there, it turns UP and takes traffic.
+    let revived = Origin::start_on("revived", dead_port).await;
+    eventually(
+        Duration::from_secs(10),
+        "the revived member to take traffic",
+        || async { (get_once(port, "/").await.ok()?.1 == "revived").then_some(()) },
+    )
+    .await;
+    assert!(revived.count() > 0);
+    assert_eq!(
+        stack.metric_total("thalassa_haproxy_reloads_total").await,
+        reloads_before,
+        "membership must never reload haproxy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_expired_members_finish_in_flight_requests_then_leave() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
+    let slow = Origin::start("slow").await;
+    let member = format!("app/1/127.0.0.1/{}", slow.port());
+    stack.register(&member, r#"{"secondsToExpire":600}"#).await;
+    eventually(Duration::from_secs(10), "the member to serve", || async {
+        (get_once(port, "/").await.ok()?.1 == "slow").then_some(())
+    })
+    .await;
+
+    // Deleted while a 1.5 s request is in flight: the request completes.
+    let in_flight = tokio::spawn(async move { get_once(port, "/slow/1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.deregister(&member).await.0, 200);
+    assert_eq!(in_flight.await.unwrap(), Ok((200, "slow".to_owned())));
+    let server = format!("app_127.0.0.1:{}", slow.port());
+    eventually(
+        Duration::from_secs(5),
+        "the deleted member to leave haproxy",
+        || async { (!haproxy_servers(&stack).await.contains(&server)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        stack.get_json("/backends/app/members").await,
+        serde_json::json!([])
+    );
+
+    // Expiring while a request is in flight: the same.
+    stack.register(&member, r#"{"secondsToExpire":1}"#).await;
+    eventually(
+        Duration::from_secs(10),
+        "the member to serve again",
+        || async { (get_once(port, "/").await.ok()?.1 == "slow").then_some(()) },
+    )
+    .await;
+    let in_flight = tokio::spawn(async move { get_once(port, "/slow/2000").await });
+    assert_eq!(in_flight.await.unwrap(), Ok((200, "slow".to_owned())));
+    eventually(
+        Duration::from_secs(5),
+        "the expired member to leave haproxy",
+        || async { (!haproxy_servers(&stack).await.contains(&server)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        stack.metric_total("thalassa_haproxy_reloads_total").await,
+        reloads_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_switch_moves_traffic_without_a_failed_request() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
+    let v1 = Origin::start("v1").await;
+    let v2 = Origin::start("v2").await;
+    stack
+        .register(
+            &format!("app/1/127.0.0.1/{}", v1.port()),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    stack
+        .register(
+            &format!("app/2/127.0.0.1/{}", v2.port()),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    eventually(Duration::from_secs(10), "v1 to serve", || async {
+        (get_once(port, "/").await.ok()?.1 == "v1").then_some(())
+    })
+    .await;
+    assert_eq!(v2.count(), 0, "v2 is not a member before the switch");
+
+    let load = Load::start(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = stack
+        .aqueduct_post("/backends/app", r#"{"version":"2"}"#)
+        .await;
+    assert_eq!((status, body.as_str()), (200, "200"));
+    eventually(Duration::from_secs(10), "v1 to leave", || async {
+        let servers = haproxy_servers(&stack).await;
+        (servers == [format!("app_127.0.0.1:{}", v2.port())]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed, bodies) = load.finish().await;
+    assert_eq!(
+        failed, 0,
+        "no request may fail during a version switch ({ok} ok)"
+    );
+    assert_eq!(bodies.last().map(String::as_str), Some("v2"));
+    assert_eq!(get_once(port, "/").await, Ok((200, "v2".to_owned())));
+    assert_eq!(stack.get_json("/backends/app").await["version"], "2");
+    assert_eq!(
+        stack.metric_total("thalassa_haproxy_reloads_total").await,
+        reloads_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_haproxy_is_restarted_and_every_member_restored() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    for origin in [&a, &b] {
+        stack
+            .register(
+                &format!("app/1/127.0.0.1/{}", origin.port()),
+                r#"{"secondsToExpire":600}"#,
+            )
+            .await;
+    }
+    let both_serve = || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            if let Ok((200, body)) = get_once(port, "/").await {
+                seen.insert(body);
+            }
+        }
+        (seen.len() == 2).then_some(())
+    };
+    eventually(Duration::from_secs(10), "both members to serve", both_serve).await;
+
+    for victim in ["worker", "master"] {
+        let pids = haproxy_pids(&stack);
+        let pid = if victim == "master" { pids.0 } else { pids.1 };
+        signal(pid, "KILL");
+        eventually(
+            Duration::from_secs(20),
+            "haproxy to come back with both members",
+            both_serve,
+        )
+        .await;
+        let servers = haproxy_servers(&stack).await;
+        assert_eq!(servers.len(), 2, "{servers:?} after killing the {victim}");
+    }
+    assert!(stack.metric_total("thalassa_haproxy_restarts_total").await >= 2);
+}
+
+/// (master pid, worker pid) from the master CLI's `show proc`.
+fn haproxy_pids(stack: &Stack) -> (u32, u32) {
+    let socket = stack.dir.path().join("haproxy").join("master.sock");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo 'show proc' | socat - {}", socket.display()))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let text = match output {
+        Some(text) => text,
+        None => {
+            // socat may be missing: read the process tree instead.
+            return pids_from_proc(stack);
+        }
+    };
+    let mut master = 0;
+    let mut worker = 0;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.get(1) {
+            Some(&"master") => master = fields[0].parse().unwrap_or(0),
+            Some(&"worker") if worker == 0 => worker = fields[0].parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    (master, worker)
+}
+
+fn pids_from_proc(stack: &Stack) -> (u32, u32) {
+    let parent = stack.proc.pid();
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let master = children(parent)
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "haproxy")
+        })
+        .expect("haproxy master");
+    let worker = *children(master).first().expect("haproxy worker");
+    (master, worker)
+}
