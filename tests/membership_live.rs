@@ -1,6 +1,8 @@
 //! Live membership against `thalassa up` and a real HAProxy: health-gated joins, graceful
 //! leaves, version switches and crash recovery, all without a single reload.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure
+
 mod support;
 
 use std::sync::Arc;

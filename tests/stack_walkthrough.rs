@@ -2,6 +2,8 @@
 //! real HAProxy: the same bodies, frontends first, loopback addresses and free high ports
 //! instead of 10.x and 80/3306. Traffic must really flow through the frontends.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure
+
 mod support;
 
 use std::time::Duration;
