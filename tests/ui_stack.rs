@@ -5,7 +5,7 @@
 //! leaves an activity entry; the page recovers after the aqueduct restarts.
 //!
 //! Written against the documented behaviour of the wired `thalassa up` (the lead's wiring of the
-//! hub into the control plane); ignored until that wiring is on main.
+//! hub into the control plane).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -110,7 +110,6 @@ fn status_of(backend: &str, port: u16) -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs the lead's wiring of `thalassa up` (hub fed by the control plane); not on main yet"]
 async fn the_walkthrough_lives_on_screen() {
     if !require_haproxy() || !require_chromium() {
         return;
