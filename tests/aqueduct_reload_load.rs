@@ -1,23 +1,23 @@
 //! Structural changes under continuous keep-alive load drop no request: 50 keep-alive
-//! connections loop through a frontend while 20 changes go through the API, each answered
-//! only once its reload is verified. HAProxy runs master-worker (`-W -S`); the rendered config
+//! connections loop through a frontend while 20 changes go through the apply pipeline, each
+//! answered only once its reload is verified by the real supervisor (master-worker `-W -S`,
+//! master CLI reload, `show proc` check). The rendered config
 //! carries `option idle-close-on-response` and `hard-stop-after`, which is what makes this hold.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic here is a test failure.
 
 mod aqueduct_support;
 
-use aqueduct_support::master_worker::{MasterWorker, failed_reloads, workers};
-use aqueduct_support::{TestDir, haproxy_bin};
+use aqueduct_support::haproxy_bin;
 use serde_json::json;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use thalassa::aqueduct::controller::{Change, Controller, ControllerOptions};
 use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::{state_file, validate};
-use thalassa::haproxy::render::{RenderMembers, render};
+use thalassa::haproxy::render::{RenderMembers, RenderSettings, render};
+use thalassa::haproxy::supervisor::{LogLevel, Supervisor, SupervisorSettings};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -124,12 +124,21 @@ async fn twenty_structural_changes_under_keep_alive_load_fail_no_request() {
         .backends
         .insert("site".into(), validate::backend("site", &site(0)).unwrap());
 
-    let dir = TestDir::new();
-    let initial = render(&config, &RenderMembers::new(), &dir.settings);
-    let haproxy = Arc::new(MasterWorker::start(&bin, dir.path(), &initial).await);
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor_settings = SupervisorSettings::new(bin, dir.path().join("haproxy"));
+    let render_settings = RenderSettings::new(
+        supervisor_settings.admin_socket_path(),
+        supervisor_settings.server_state_path(),
+    );
+    let initial = render(&config, &RenderMembers::new(), &render_settings);
+    let haproxy = Arc::new(
+        Supervisor::start(supervisor_settings, &initial)
+            .await
+            .unwrap(),
+    );
     let options = ControllerOptions {
         state_file: state_file::path_in(dir.path()),
-        render: dir.settings.clone(),
+        render: render_settings,
     };
     let controller = Controller::start(haproxy.clone(), options, config);
     controller.apply_startup().await.unwrap();
@@ -181,17 +190,18 @@ async fn twenty_structural_changes_under_keep_alive_load_fail_no_request() {
     );
     assert_eq!(failed, 0, "requests failed during reloads");
     assert!(ok > 1000, "the load really ran: {ok} requests");
-    assert_eq!(haproxy.unexpected_log_lines(), Vec::<String>::new());
-}
-
-#[test]
-fn parses_show_proc() {
-    let text = "#<PID>          <type>          <reloads>       <uptime>        <version>\n\
-        4242            master          2 [failed: 1]   0d00h00m05s     2.6.12\n\
-        # workers\n\
-        4300            worker          0               0d00h00m01s     2.6.12\n\
-        # old workers\n\
-        4250            worker          1               0d00h00m04s     2.6.12\n";
-    assert_eq!(workers(text), BTreeSet::from([4300]));
-    assert_eq!(failed_reloads(text), Some(1));
+    // HAProxy logged no alert or warning besides the normal lifecycle of old workers.
+    let unexpected: Vec<String> = haproxy
+        .recent_log()
+        .into_iter()
+        .filter(|l| matches!(l.level, LogLevel::Alert | LogLevel::Warning))
+        .map(|l| l.message)
+        .filter(|m| {
+            let lifecycle = (m.starts_with("Proxy ") && m.contains(" stopped (cumulated conns: "))
+                || (m.starts_with("Former worker (") && m.ends_with("exited with code 0 (Exit)"));
+            !lifecycle
+        })
+        .collect();
+    assert_eq!(unexpected, Vec::<String>::new());
+    haproxy.shutdown().await;
 }

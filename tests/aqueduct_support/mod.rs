@@ -4,8 +4,6 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 #![allow(clippy::unwrap_used)] // Test code: a panic here is a test failure.
 
-pub mod master_worker;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
