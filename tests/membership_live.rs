@@ -97,11 +97,7 @@ impl Load {
 
 /// Names of the servers HAProxy has in backend `app` right now.
 async fn haproxy_servers(stack: &Stack) -> Vec<String> {
-    let client = thalassa::haproxy::runtime::RuntimeClient::new(stack.admin_socket());
-    match client.show_servers_state(Some("app")).await {
-        Ok(rows) => rows.into_iter().map(|r| r.server).collect(),
-        Err(_) => Vec::new(),
-    }
+    haproxy_servers_of(stack, "app").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,4 +365,140 @@ fn pids_from_proc(stack: &Stack) -> (u32, u32) {
         .expect("haproxy master");
     let worker = *children(master).first().expect("haproxy worker");
     (master, worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_changes_are_live_and_reload_nothing() {
+    if !require_haproxy() {
+        return;
+    }
+    let stack = Stack::start().await;
+    let port = free_port();
+    let (a, b) = (Origin::start("a").await, Origin::start("b").await);
+    stack
+        .put(
+            "/frontends/web",
+            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"pool","mode":"http"}}"#),
+        )
+        .await;
+    let pool = |ports: &[u16]| {
+        let members: Vec<String> = ports
+            .iter()
+            .map(|p| format!(r#"{{"host":"127.0.0.1","port":"{p}"}}"#))
+            .collect();
+        format!(
+            r#"{{"type":"static","members":[{}],"health":{{"interval":100}}}}"#,
+            members.join(",")
+        )
+    };
+    let (status, body) = stack.put("/backends/pool", &pool(&[a.port()])).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(10), "a to serve", || async {
+        (get_once(port, "/").await.ok()?.1 == "a").then_some(())
+    })
+    .await;
+    let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
+
+    // Only the members change: b joins (health-gated) and a leaves, live.
+    let (status, body) = stack.put("/backends/pool", &pool(&[b.port()])).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(10), "b to replace a", || async {
+        let servers = haproxy_servers_of(&stack, "pool").await;
+        (servers == [format!("pool_127.0.0.1:{}", b.port())]).then_some(())
+    })
+    .await;
+    assert_eq!(get_once(port, "/").await, Ok((200, "b".to_owned())));
+    // GET returns the members as sent (port stays a string).
+    let members = stack.get_json("/backends/pool/members").await;
+    assert_eq!(members[0]["port"], b.port().to_string());
+    assert_eq!(
+        stack.metric_total("thalassa_haproxy_reloads_total").await,
+        reloads_before,
+        "a members-only PUT must not reload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structural_reload_keeps_members_up_without_a_flash() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let origin = Origin::start("steady").await;
+    let dead_port = free_port();
+    stack
+        .register(
+            &format!("app/1/127.0.0.1/{}", origin.port()),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    stack
+        .register(
+            &format!("app/1/127.0.0.1/{dead_port}"),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    eventually(Duration::from_secs(10), "the member to serve", || async {
+        (get_once(port, "/").await.ok()?.1 == "steady").then_some(())
+    })
+    .await;
+    let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
+
+    let load = Load::start(port);
+    for i in 0..3 {
+        let other = free_port();
+        let (status, body) = stack
+            .put(
+                &format!("/frontends/extra{i}"),
+                &format!(r#"{{"bind":"127.0.0.1:{other}","backend":"app","mode":"http"}}"#),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let config = stack.get_text("/haproxy/config").await;
+        assert!(
+            config.contains(&format!("server app_127.0.0.1:{} ", origin.port())),
+            "{config}"
+        );
+        assert!(
+            config.contains(&format!("server app_127.0.0.1:{dead_port} 127.0.0.1:{dead_port} check inter 100 id 2 disabled"))
+                || config.contains(&format!("app_127.0.0.1:{dead_port} 127.0.0.1:{dead_port} check inter 100 disabled")),
+            "a member still joining is rendered disabled:\n{config}"
+        );
+    }
+    let (ok, failed, bodies) = load.finish().await;
+    assert_eq!(
+        failed, 0,
+        "no request may fail across structural reloads ({ok} ok)"
+    );
+    assert!(
+        bodies.iter().all(|b| b == "steady"),
+        "the dead member never served"
+    );
+    assert_eq!(
+        stack.metric_total("thalassa_haproxy_reloads_total").await,
+        reloads_before + 3
+    );
+    assert_eq!(
+        stack
+            .member_status("app", &format!("127.0.0.1:{dead_port}"))
+            .await
+            .as_deref(),
+        Some("DOWN")
+    );
+    assert_eq!(
+        stack
+            .member_status("app", &format!("127.0.0.1:{}", origin.port()))
+            .await
+            .as_deref(),
+        Some("UP")
+    );
+}
+
+/// Names of the servers HAProxy has in `backend` right now.
+async fn haproxy_servers_of(stack: &Stack, backend: &str) -> Vec<String> {
+    let client = thalassa::haproxy::runtime::RuntimeClient::new(stack.admin_socket());
+    match client.show_servers_state(Some(backend)).await {
+        Ok(rows) => rows.into_iter().map(|r| r.server).collect(),
+        Err(_) => Vec::new(),
+    }
 }
