@@ -1,6 +1,59 @@
 //! # Thalassa: a service registry and an HAProxy runtime-API controller
 //!
-//! (Architecture overview: kept current as modules land; see README.md for usage.)
+//! A wire-compatible replacement for Thalassa (registry, port 9000) and Thalassa Aqueduct
+//! (HAProxy control plane + UI, port 10000). Services register `name/version/host/port` with a
+//! lease; the aqueduct turns frontends and backends (REST) into haproxy.cfg, and keeps each
+//! dynamic backend's servers equal to the registrations of its `name@version` through HAProxy's
+//! runtime API.
+//!
+//! ## Bird's-eye view
+//!
+//! ```text
+//!  curl / thalassa register          curl (frontends, backends)          browser
+//!        |  POST/DELETE                    |  PUT/DELETE/POST               |  /overview ...
+//!        v                                 v                                v
+//!  registry (:9000) --feed--> aqueduct (:10000): controller -------> ui (hub, SSE /events)
+//!   store + expiry   (SSE or     |            (render, check,            ^
+//!   + event log      in-process) |             ONE reload per batch)     | stats, activity
+//!                                v                 |                     |
+//!                     membership::manager ---------+---------------------+
+//!                     (plan: add/ready/drain/del)  |
+//!                                |  runtime API    |  master CLI reload
+//!                                v                 v
+//!                            HAProxy (master-worker, supervised child)
+//! ```
+//!
+//! Entry points to read first: [`registry`] (its module doc has a map), [`aqueduct::controller`]
+//! (the apply pipeline), [`membership::plan`] (the member state machine),
+//! [`membership::manager`] (the loop that applies it), [`haproxy::supervisor`], and
+//! [`aqueduct::server`] (how everything is wired; `thalassa up` is [`up`]).
+//!
+//! ## Invariants
+//!
+//! - **Membership changes never reload HAProxy.** Registrations, expiries, static member edits
+//!   and version switches become `add server` / `set server ... state` / `del server` commands;
+//!   only frontend/backend structure (binds, rules, balance, health, natives) reloads.
+//! - **No traffic before a passing check.** A new member is added in maintenance with health
+//!   checks on and set `ready` only after HAProxy reports a passing check; a joining member is
+//!   rendered `disabled` so a reload cannot put it into service early.
+//! - **No in-flight request is cut.** A leaving member is drained until its connections end
+//!   (bounded by `--drain-timeout`), then put in maintenance and deleted; a version switch keeps
+//!   the old members until a new one serves.
+//! - **A rejected change changes nothing.** Every candidate config passes `haproxy -c` before it
+//!   is applied; a failed reload is rolled back; state files are only written after success.
+//! - **Only `haproxy::runtime::RuntimeClient` writes to the admin socket; only the supervisor
+//!   talks to the master CLI; only `aqueduct::controller` changes the live config and only
+//!   `aqueduct::state_file` writes `aqueduct.json`.**
+//! - **Nothing from the network reaches haproxy.cfg or a socket command with a newline or a
+//!   control character** (natives are verbatim single lines; names use HAProxy's charset).
+//! - **A registry outage never removes members**: followers wait and resume (or resync from a
+//!   snapshot); only `offline` events remove members.
+//!
+//! ## Scale-out
+//!
+//! The registry's storage sits behind [`registry::store::RegistrationStore`] (upsert, remove,
+//! list, deadlines, event log); a Redis- or etcd-backed store shared by several registry nodes
+//! implements that trait. Several aqueducts can follow one registry: each keeps its own HAProxy.
 
 pub mod api_error;
 pub mod aqueduct;
@@ -11,6 +64,7 @@ pub mod json_body;
 pub mod membership;
 pub mod metrics;
 pub mod registry;
+pub mod shutdown_signal;
 pub mod ui;
 pub mod up;
 

@@ -27,7 +27,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
             return Err(err);
         }
     };
-    crate::registry::shutdown_signal::stop_requested().await;
+    crate::shutdown_signal::stop_requested().await;
     aqueduct.shutdown().await;
     registry.shutdown().await;
     Ok(())

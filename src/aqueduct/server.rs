@@ -67,7 +67,7 @@ pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
         registry_url: args.registry,
     })
     .await?;
-    crate::registry::shutdown_signal::stop_requested().await;
+    crate::shutdown_signal::stop_requested().await;
     running.shutdown().await;
     Ok(())
 }

@@ -36,7 +36,6 @@ pub mod record;
 pub mod register;
 pub mod routes;
 pub mod server;
-pub mod shutdown_signal;
 pub mod snapshot;
 pub mod sse_decoder;
 pub mod status;

@@ -5,9 +5,9 @@
 use super::clock::now_ms;
 use super::local_ip::first_non_loopback_ipv4;
 use super::model::RegistrationKey;
-use super::shutdown_signal::stop_requested;
 use crate::BoxError;
 use crate::cli::RegisterArgs;
+use crate::shutdown_signal::stop_requested;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

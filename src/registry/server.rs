@@ -5,9 +5,9 @@
 use super::handle::{Registry, RegistryConfig};
 use super::local_ip::first_non_loopback_ipv4;
 use super::model::RegistrationKey;
-use super::shutdown_signal::stop_requested;
 use crate::BoxError;
 use crate::cli::RegistryArgs;
+use crate::shutdown_signal::stop_requested;
 use axum::serve::ListenerExt;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
