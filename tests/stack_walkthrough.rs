@@ -131,6 +131,17 @@ async fn walkthrough_serves_traffic_and_shows_the_dead_member_down() {
         page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"),
         "{page}"
     );
+    // The aqueduct announces itself in the registry, as the original did.
+    let aqueducts: serde_json::Value = support::client()
+        .get(format!("{}/registrations/thalassa-aqueduct", stack.registry))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let aqueduct_port: u64 = stack.aqueduct.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(aqueducts[0]["port"], aqueduct_port, "{aqueducts}");
     // Reloads: one per structural change (plus startup), none for membership.
     let reloads = stack.metric_total("thalassa_haproxy_reloads_total").await;
     assert!(reloads <= 5, "{reloads} reloads");

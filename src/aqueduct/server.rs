@@ -36,6 +36,9 @@ pub struct RunningAqueduct {
     hub: Hub,
     stop_http: Option<oneshot::Sender<()>>,
     http_task: tokio::task::JoinHandle<()>,
+    /// Stops the self-registration heartbeat (which then deregisters).
+    announce: tokio_util::sync::CancellationToken,
+    announce_task: Option<tokio::task::JoinHandle<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -45,6 +48,10 @@ impl RunningAqueduct {
     }
 
     pub async fn shutdown(mut self) {
+        self.announce.cancel();
+        if let Some(task) = self.announce_task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+        }
         self.hub.close();
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
@@ -125,7 +132,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         let membership_metrics = membership_metrics.clone();
         controller.add_metrics_source(Arc::new(move |text| membership_metrics.render(text)));
     }
-    let mut background = vec![
+    let background = vec![
         manager::spawn(ManagerParts {
             controller: controller.clone(),
             runtime: supervisor.runtime(),
@@ -150,6 +157,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         tokio::spawn(forward_apply_events(controller.clone(), hub.clone())),
     ];
 
+    let registry_url_for_announce = registry_url.clone();
     let app = routes::router_with_status(controller.clone(), Some(board))
         .merge(crate::ui::router(hub.clone(), registry_url));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -167,21 +175,62 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
             tracing::error!(error = %err, "aqueduct HTTP server failed");
         }
     });
+    let announce = tokio_util::sync::CancellationToken::new();
+    let announce_task = announce_self(&registry_url_for_announce, local_addr, announce.clone());
     hub.activity(Activity::now(
         "started",
         "aqueduct",
         json!({"listen": local_addr.to_string()}),
     ));
     tracing::info!(%local_addr, "aqueduct listening");
-    background.shrink_to_fit();
     Ok(RunningAqueduct {
         local_addr,
         supervisor,
         hub,
         stop_http: Some(stop_http),
         http_task,
+        announce,
+        announce_task,
         background,
     })
+}
+
+/// Registers this aqueduct as `thalassa-aqueduct@<version>` at its API address (heartbeat every
+/// 20 s, 60 s lease), as the original did, so operators can find every aqueduct in the registry.
+fn announce_self(
+    registry_url: &str,
+    local_addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let host = if local_addr.ip().is_unspecified() {
+        crate::registry::local_ip::first_non_loopback_ipv4()
+            .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string())
+    } else {
+        local_addr.ip().to_string()
+    };
+    let key = crate::registry::model::RegistrationKey::parse(
+        "thalassa-aqueduct",
+        env!("CARGO_PKG_VERSION"),
+        &host,
+        &local_addr.port().to_string(),
+    )
+    .ok()?;
+    let mut meta = serde_json::Map::new();
+    meta.insert("secondsToExpire".into(), json!(60));
+    meta.insert("pid".into(), json!(std::process::id()));
+    match crate::registry::register::spawn_heartbeat(
+        registry_url,
+        &key,
+        meta,
+        std::time::Duration::from_secs(20),
+        stop,
+    ) {
+        Ok(task) => Some(task),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot announce this aqueduct in the registry");
+            None
+        }
+    }
 }
 
 /// Starts HAProxy on the persisted config; if HAProxy refuses it (say a port is now taken),

@@ -140,6 +140,38 @@ pub async fn run(args: RegisterArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Keeps one registration alive in the background until `stop` is cancelled, then deletes it
+/// (the aqueduct announces itself this way as `thalassa-aqueduct@<version>`).
+pub fn spawn_heartbeat(
+    registry: &str,
+    key: &RegistrationKey,
+    meta: Map<String, Value>,
+    every: Duration,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, BoxError> {
+    let base = reqwest::Url::parse(registry)
+        .map_err(|err| format!("invalid registry URL {registry:?}: {err}"))?;
+    let url = registration_url(&base, key)?;
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()?;
+    let id = key.id();
+    Ok(tokio::spawn(async move {
+        keep_alive(
+            client.clone(),
+            url.clone(),
+            id.clone(),
+            Value::Object(meta),
+            every,
+            stop,
+        )
+        .await;
+        if let Err(err) = client.delete(url).send().await {
+            tracing::debug!(id = %id, error = %err, "cannot deregister");
+        }
+    }))
+}
+
 /// POSTs one registration every `every` until `stop`, retrying failures with backoff.
 async fn keep_alive(
     client: reqwest::Client,
