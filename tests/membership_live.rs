@@ -8,7 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use support::{Origin, Stack, eventually, free_port, get_once, require_haproxy, signal};
+use support::{
+    Origin, Stack, eventually, free_port, get_once, require_haproxy, signal, wait_for_body,
+};
 
 /// A stack with frontend `web` on a free port and a dynamic backend `app` following
 /// `app@<version>` with 100 ms health checks.
@@ -108,18 +110,8 @@ async fn a_member_gets_traffic_only_after_a_passing_check() {
     let (stack, port) = stack_with_app("1").await;
     let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
     let live = Origin::start("live").await;
-    stack
-        .register(
-            &format!("app/1/127.0.0.1/{}", live.port()),
-            r#"{"secondsToExpire":600}"#,
-        )
-        .await;
-    eventually(
-        Duration::from_secs(10),
-        "the live member to serve",
-        || async { (get_once(port, "/").await.ok()?.1 == "live").then_some(()) },
-    )
-    .await;
+    stack.register_origin("app", "1", &live).await;
+    wait_for_body(port, "live").await;
 
     // A member whose address answers nothing is added, but never gets a request.
     let dead_port = free_port();
@@ -154,12 +146,7 @@ async fn a_member_gets_traffic_only_after_a_passing_check() {
 
     // When something starts answering there, it turns UP and takes traffic.
     let revived = Origin::start_on("revived", dead_port).await;
-    eventually(
-        Duration::from_secs(10),
-        "the revived member to take traffic",
-        || async { (get_once(port, "/").await.ok()?.1 == "revived").then_some(()) },
-    )
-    .await;
+    wait_for_body(port, "revived").await;
     assert!(revived.count() > 0);
     assert_eq!(
         stack.metric_total("thalassa_haproxy_reloads_total").await,
@@ -178,10 +165,7 @@ async fn deleted_and_expired_members_finish_in_flight_requests_then_leave() {
     let slow = Origin::start("slow").await;
     let member = format!("app/1/127.0.0.1/{}", slow.port());
     stack.register(&member, r#"{"secondsToExpire":600}"#).await;
-    eventually(Duration::from_secs(10), "the member to serve", || async {
-        (get_once(port, "/").await.ok()?.1 == "slow").then_some(())
-    })
-    .await;
+    wait_for_body(port, "slow").await;
 
     // Deleted while a 1.5 s request is in flight: the request completes.
     let in_flight = tokio::spawn(async move { get_once(port, "/slow/1500").await });
@@ -202,12 +186,7 @@ async fn deleted_and_expired_members_finish_in_flight_requests_then_leave() {
 
     // Expiring while a request is in flight: the same.
     stack.register(&member, r#"{"secondsToExpire":1}"#).await;
-    eventually(
-        Duration::from_secs(10),
-        "the member to serve again",
-        || async { (get_once(port, "/").await.ok()?.1 == "slow").then_some(()) },
-    )
-    .await;
+    wait_for_body(port, "slow").await;
     let in_flight = tokio::spawn(async move { get_once(port, "/slow/2000").await });
     assert_eq!(in_flight.await.unwrap(), Ok((200, "slow".to_owned())));
     eventually(
@@ -231,22 +210,9 @@ async fn a_version_switch_moves_traffic_without_a_failed_request() {
     let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
     let v1 = Origin::start("v1").await;
     let v2 = Origin::start("v2").await;
-    stack
-        .register(
-            &format!("app/1/127.0.0.1/{}", v1.port()),
-            r#"{"secondsToExpire":600}"#,
-        )
-        .await;
-    stack
-        .register(
-            &format!("app/2/127.0.0.1/{}", v2.port()),
-            r#"{"secondsToExpire":600}"#,
-        )
-        .await;
-    eventually(Duration::from_secs(10), "v1 to serve", || async {
-        (get_once(port, "/").await.ok()?.1 == "v1").then_some(())
-    })
-    .await;
+    stack.register_origin("app", "1", &v1).await;
+    stack.register_origin("app", "2", &v2).await;
+    wait_for_body(port, "v1").await;
     assert_eq!(v2.count(), 0, "v2 is not a member before the switch");
 
     let load = Load::start(port);
@@ -284,12 +250,7 @@ async fn killed_haproxy_is_restarted_and_every_member_restored() {
     let a = Origin::start("a").await;
     let b = Origin::start("b").await;
     for origin in [&a, &b] {
-        stack
-            .register(
-                &format!("app/1/127.0.0.1/{}", origin.port()),
-                r#"{"secondsToExpire":600}"#,
-            )
-            .await;
+        stack.register_origin("app", "1", origin).await;
     }
     let both_serve = || async {
         let mut seen = std::collections::BTreeSet::new();
@@ -393,10 +354,7 @@ async fn static_member_changes_are_live_and_reload_nothing() {
     };
     let (status, body) = stack.put("/backends/pool", &pool(&[a.port()])).await;
     assert_eq!(status, 200, "{body}");
-    eventually(Duration::from_secs(10), "a to serve", || async {
-        (get_once(port, "/").await.ok()?.1 == "a").then_some(())
-    })
-    .await;
+    wait_for_body(port, "a").await;
     let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
 
     // Only the members change: b joins (health-gated) and a leaves, live.
@@ -426,22 +384,14 @@ async fn a_structural_reload_keeps_members_up_without_a_flash() {
     let (stack, port) = stack_with_app("1").await;
     let origin = Origin::start("steady").await;
     let dead_port = free_port();
-    stack
-        .register(
-            &format!("app/1/127.0.0.1/{}", origin.port()),
-            r#"{"secondsToExpire":600}"#,
-        )
-        .await;
+    stack.register_origin("app", "1", &origin).await;
     stack
         .register(
             &format!("app/1/127.0.0.1/{dead_port}"),
             r#"{"secondsToExpire":600}"#,
         )
         .await;
-    eventually(Duration::from_secs(10), "the member to serve", || async {
-        (get_once(port, "/").await.ok()?.1 == "steady").then_some(())
-    })
-    .await;
+    wait_for_body(port, "steady").await;
     let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
 
     let load = Load::start(port);

@@ -7,7 +7,7 @@
 mod support;
 
 use std::time::Duration;
-use support::{Origin, Stack, eventually, free_port, get_once, require_haproxy};
+use support::{Origin, Stack, eventually, free_port, get_once, require_haproxy, wait_for_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walkthrough_serves_traffic_and_shows_the_dead_member_down() {
@@ -133,7 +133,10 @@ async fn walkthrough_serves_traffic_and_shows_the_dead_member_down() {
     );
     // The aqueduct announces itself in the registry, as the original did.
     let aqueducts: serde_json::Value = support::client()
-        .get(format!("{}/registrations/thalassa-aqueduct", stack.registry))
+        .get(format!(
+            "{}/registrations/thalassa-aqueduct",
+            stack.registry
+        ))
         .send()
         .await
         .unwrap()
@@ -167,30 +170,15 @@ async fn config_survives_a_restart_and_members_come_back_from_the_registry() {
             r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#,
         )
         .await;
-    stack
-        .register(
-            &format!("app/1/127.0.0.1/{}", origin.port()),
-            r#"{"secondsToExpire":600}"#,
-        )
-        .await;
-    eventually(
-        Duration::from_secs(10),
-        "traffic before the restart",
-        || async { (get_once(web_port, "/").await.ok()?.1 == "persisted").then_some(()) },
-    )
-    .await;
+    stack.register_origin("app", "1", &origin).await;
+    wait_for_body(web_port, "persisted").await;
 
     stack.restart().await;
     assert_eq!(
         stack.get_json("/frontends/web").await["bind"],
         format!("127.0.0.1:{web_port}")
     );
-    eventually(
-        Duration::from_secs(15),
-        "traffic after the restart",
-        || async { (get_once(web_port, "/").await.ok()?.1 == "persisted").then_some(()) },
-    )
-    .await;
+    wait_for_body(web_port, "persisted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,12 +204,7 @@ async fn a_rejected_native_keeps_the_old_config_serving() {
             ),
         )
         .await;
-    eventually(
-        Duration::from_secs(10),
-        "the static member to serve",
-        || async { (get_once(web_port, "/").await.ok()?.1 == "steady").then_some(()) },
-    )
-    .await;
+    wait_for_body(web_port, "steady").await;
     let before = stack.get_text("/haproxy/config").await;
     let (status, body) = stack
         .put(

@@ -413,3 +413,21 @@ pub async fn get_once(port: u16, path: &str) -> Result<(u16, String), String> {
     let body = response.text().await.map_err(|e| e.to_string())?;
     Ok((status, body))
 }
+
+/// Waits (up to 15 s) until a request through `port` is answered `200` with `body`.
+pub async fn wait_for_body(port: u16, body: &str) {
+    let what = format!("port {port} to answer {body:?}");
+    eventually(Duration::from_secs(15), &what, || async {
+        (get_once(port, "/").await.ok()? == (200, body.to_owned())).then_some(())
+    })
+    .await;
+}
+
+impl Stack {
+    /// Registers `origin` as a member of `name@version` with a long lease.
+    pub async fn register_origin(&self, name: &str, version: &str, origin: &Origin) {
+        let path = format!("{name}/{version}/127.0.0.1/{}", origin.port());
+        let (status, body) = self.register(&path, r#"{"secondsToExpire":600}"#).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
