@@ -286,10 +286,18 @@ impl Controller {
     /// [`Controller::render_members`]); the next structural reload renders these members under
     /// the same server names and ids, so nothing is lost.
     pub async fn set_members(&self, backend_key: &str, registrations: Vec<Registration>) {
+        self.set_members_of(vec![(backend_key.to_owned(), registrations)])
+            .await;
+    }
+
+    /// [`Controller::set_members`] for several backends at once: one render for all of them.
+    pub async fn set_members_of(&self, changes: Vec<(String, Vec<Registration>)>) {
         let shared = &self.shared;
         let _guard = shared.apply_lock.lock().await;
         let mut live = shared.write_live();
-        live.members.set(backend_key, registrations);
+        for (backend_key, registrations) in changes {
+            live.members.set(&backend_key, registrations);
+        }
         if !live.text.is_empty() {
             let members = live.members.render_members(&live.config);
             live.text = render(&live.config, &members, &shared.options.render);
