@@ -58,8 +58,7 @@ async fn start_aqueduct(dir: &std::path::Path, name: &str, registry: &str) -> Aq
         ),
         (
             "/backends/app",
-            r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#
-                .to_owned(),
+            r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#.to_owned(),
         ),
     ] {
         let response = client()
@@ -133,9 +132,11 @@ async fn two_aqueducts_follow_one_registry_through_an_outage() {
             (members == serde_json::json!([])).then_some(())
         })
         .await;
-        eventually(Duration::from_secs(10), "the proxy to answer 503", || async {
-            (get_once(aqueduct.proxy_port, "/").await.ok()?.0 == 503).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the proxy to answer 503",
+            || async { (get_once(aqueduct.proxy_port, "/").await.ok()?.0 == 503).then_some(()) },
+        )
         .await;
     }
 }

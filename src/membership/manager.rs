@@ -259,15 +259,17 @@ impl Manager {
     async fn sync_members(&mut self) -> bool {
         let config = self.controller.config();
         let wanted = desired::registrations_by_backend(&config, &self.registrations);
-        let mut changed = false;
-        for (key, registrations) in &wanted {
-            if self.members_set.get(key) != Some(registrations) {
-                self.controller
-                    .set_members(key, registrations.clone())
-                    .await;
+        let changes: Vec<(String, Vec<Registration>)> = wanted
+            .iter()
+            .filter(|(key, registrations)| self.members_set.get(*key) != Some(*registrations))
+            .map(|(key, registrations)| (key.clone(), registrations.clone()))
+            .collect();
+        let changed = !changes.is_empty();
+        if changed {
+            for (key, registrations) in &changes {
                 self.members_set.insert(key.clone(), registrations.clone());
-                changed = true;
             }
+            self.controller.set_members_of(changes).await;
         }
         self.members_set.retain(|key, _| wanted.contains_key(key));
         changed
