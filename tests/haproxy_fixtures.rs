@@ -4,6 +4,7 @@
 //! layer-7 checked, and added at runtime.
 
 mod haproxy_support;
+mod support;
 
 use haproxy_support::*;
 use std::collections::BTreeMap;

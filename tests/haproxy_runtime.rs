@@ -3,6 +3,7 @@
 //! and following the worker across reloads and idle timeouts.
 
 mod haproxy_support;
+mod support;
 
 use haproxy_support::*;
 use std::net::{IpAddr, Ipv4Addr};

@@ -2,6 +2,7 @@
 //! reloads rolling back, restarts after kill -9, server state across reloads, clean stop.
 
 mod haproxy_support;
+mod support;
 
 use haproxy_support::*;
 use std::time::Duration;

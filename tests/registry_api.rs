@@ -2,6 +2,7 @@
 //! 1-2, 5-12), `/leases`, `/metrics`, and the registry's own registration.
 
 mod registry_support;
+mod support;
 
 use registry_support::{Registry, client, send};
 use serde_json::{Value, json};

@@ -3,6 +3,7 @@
 //! with `Last-Event-ID`, and a fresh snapshot when resuming is impossible.
 
 mod registry_support;
+mod support;
 
 use registry_support::{EventStream, Registry};
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! zero / null / empty values, and thousands of registrations expire together.
 
 mod registry_support;
+mod support;
 
 use registry_support::{Registry, eventually};
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 //! against the library (including a follower so slow it must be resynchronised by snapshot).
 
 mod registry_support;
+mod support;
 
 use registry_support::Registry;
 use serde_json::Map;

@@ -4,6 +4,7 @@
 //! is reported, set aside, and never stops the start.
 
 mod registry_support;
+mod support;
 
 use registry_support::{Process, Registry, eventually};
 use serde_json::Value;

@@ -2,6 +2,7 @@
 //! registry is down (logging the outage once), and deletes its registrations on SIGTERM/SIGINT.
 
 mod registry_support;
+mod support;
 
 use registry_support::{Process, Registry, eventually, free_port};
 use std::time::Duration;

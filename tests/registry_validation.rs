@@ -2,6 +2,7 @@
 //! and changes nothing, against the real binary.
 
 mod registry_support;
+mod support;
 
 use registry_support::{Registry, client, send};
 use serde_json::{Value, json};

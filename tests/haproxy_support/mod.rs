@@ -5,12 +5,13 @@
 
 use axum::Router;
 use axum::routing::get;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thalassa::haproxy::supervisor::{LogLevel, Supervisor, SupervisorSettings};
+
+pub use crate::support::{eventually, free_port};
 
 /// The HAProxy binary, or `None` (test skipped) when it is missing outside CI.
 pub fn haproxy_bin() -> Option<PathBuf> {
@@ -27,31 +28,6 @@ pub fn haproxy_bin() -> Option<PathBuf> {
         eprintln!("SKIP: haproxy not installed");
     }
     found
-}
-
-/// A loopback port the OS just handed out (and released for the test to use).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// Polls `check` until it returns `Some`, failing the test after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A loopback HTTP origin: `GET /` answers its name, `GET /slow` answers after `slow_for`.

@@ -6,39 +6,15 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use thalassa::registry::feed::FeedItem;
 use thalassa::registry::sse_decoder::SseDecoder;
 
+pub use crate::support::{eventually, free_port};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_thalassa");
-
-/// A port the OS just handed out (and released) on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// Waits until `check` returns `Some`, polling every 10 ms, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A `thalassa` child process whose stderr goes to a file; killed on drop.
 pub struct Process {
