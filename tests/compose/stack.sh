@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# The compose stack with podman on a machine that cannot pull images (like the CI machines):
+# make the Debian base image locally, build the thalassa image from a binary compiled on this
+# host, bring the stack up with podman-compose and wait until it is healthy, tear it down.
+# Every command is idempotent. `tests/compose_stack.rs` drives this script; README "Compose"
+# explains it for people.
+#
+# Usage: tests/compose/stack.sh COMMAND...   (commands run in order, e.g. `base-image build up`)
+#   base-image   make docker.io/library/debian:bookworm-slim with debootstrap (skipped if present)
+#   build        build $THALASSA_IMAGE (target `prebuilt` of the Containerfile) from
+#                $THALASSA_BINARY, or from `cargo build --release` when that is unset
+#   build-web    build the e2e test's tiny web server image (tests/compose/web.Containerfile)
+#   up           podman-compose up -d, then wait until every container is healthy (or running,
+#                for containers without a health check)
+#   wait-healthy only the waiting part of `up`
+#   down         remove the project's containers, network and volumes
+#   ip SERVICE   print the address of a service's container on the project network
+#   ps | logs    show the project's containers / their logs
+#
+# Environment:
+#   COMPOSE_PROJECT_NAME  project name (default: `name:` in compose.yaml, i.e. thalassa)
+#   COMPOSE_FILE          compose files, colon separated (default: compose.yaml)
+#   THALASSA_IMAGE        image tag shared with compose.yaml (default: thalassa:latest)
+#   THALASSA_BINARY       a prebuilt thalassa binary for `build` (glibc <= Debian bookworm's)
+#   THALASSA_UP_TIMEOUT   seconds `up`/`wait-healthy` waits for a healthy stack (default: 120)
+#   CONTAINERS_CONF       podman settings (default: tests/compose/containers.conf, which selects
+#                         runc and ulimits that work on the CI machines)
+#   THALASSA_HTTP_PORT, THALASSA_MYSQL_PORT, THALASSA_REGISTRY_PORT, THALASSA_AQUEDUCT_PORT
+#                         host side of the published ports (see compose.yaml)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo"
+
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+export THALASSA_IMAGE=${THALASSA_IMAGE:-thalassa:latest}
+project=${COMPOSE_PROJECT_NAME:-thalassa}
+export COMPOSE_PROJECT_NAME=$project
+# The Containerfile's runtime stage starts FROM this exact name; a locally made image with this
+# tag is found without a pull.
+base_image=docker.io/library/debian:bookworm-slim
+web_image=localhost/thalassa-e2e-web:latest
+
+log() { printf 'stack.sh: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed ($2)"; }
+
+# The Debian mirror this machine already uses; never a host name written into the repository.
+apt_mirror() {
+  local sources=/etc/apt/sources.list.d/debian.sources mirror=''
+  if [ -r "$sources" ]; then
+    mirror=$(awk '$1 == "URIs:" { print $2; exit }' "$sources")
+  fi
+  if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
+    mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+  fi
+  [ -n "$mirror" ] || die "no Debian mirror found in $sources or /etc/apt/sources.list"
+  printf '%s\n' "$mirror"
+}
+
+cmd_base_image() {
+  if podman image exists "$base_image"; then
+    log "base image $base_image is present"
+    return
+  fi
+  need debootstrap "apt-get install debootstrap"
+  local mirror rootfs started=$SECONDS
+  mirror=$(apt_mirror)
+  rootfs=$(mktemp -d /tmp/thalassa-rootfs.XXXXXX)
+  # shellcheck disable=SC2064 # expand now: the trap must remove this very directory
+  trap "rm -rf '$rootfs'" EXIT
+  log "debootstrap bookworm from $mirror (about 30 s)"
+  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 ||
+    die "debootstrap failed, see $rootfs.log"
+  rm -f "$rootfs.log"
+  # Slim it like the official bookworm-slim: no downloaded packages, package lists, docs (but the
+  # copyright files), manuals or translations, and keep later apt installs free of them too.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
+    "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/* \
+    "$rootfs"/usr/share/groff/* "$rootfs"/usr/share/lintian/*
+  find "$rootfs"/usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete
+  find "$rootfs"/usr/share/doc -mindepth 1 -type d -empty -delete
+  cat >"$rootfs"/etc/dpkg/dpkg.cfg.d/slim <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+EOF
+  cat >"$rootfs"/etc/apt/apt.conf.d/docker-clean <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+  tar -C "$rootfs" -c . | podman import --quiet --change 'CMD ["bash"]' - "$base_image" >/dev/null
+  rm -rf "$rootfs"
+  trap - EXIT
+  log "base image $base_image made in $((SECONDS - started)) s"
+}
+
+cmd_build() {
+  local binary=${THALASSA_BINARY:-} context started=$SECONDS
+  if [ -z "$binary" ]; then
+    need cargo "https://rustup.rs"
+    log "cargo build --release"
+    cargo build --release --locked --bin thalassa
+    binary=${CARGO_TARGET_DIR:-$repo/target}/release/thalassa
+  fi
+  [ -x "$binary" ] || die "no thalassa binary at $binary"
+  podman image exists "$base_image" || die "no base image $base_image: run '$0 base-image' first"
+  # The build context is only the binary: nothing else of the repository goes into the image.
+  context=$(mktemp -d /tmp/thalassa-context.XXXXXX)
+  cp "$binary" "$context/thalassa"
+  podman build --quiet --target prebuilt --file "$repo/Containerfile" --tag "$THALASSA_IMAGE" \
+    "$context" >/dev/null || {
+    rm -rf "$context"
+    die "podman build failed"
+  }
+  rm -rf "$context"
+  log "image $THALASSA_IMAGE built in $((SECONDS - started)) s," \
+    "$(podman image inspect --format '{{.Size}}' "$THALASSA_IMAGE") bytes"
+}
+
+cmd_build_web() {
+  podman image exists "$base_image" || die "no base image $base_image: run '$0 base-image' first"
+  podman build --quiet --file "$here/web.Containerfile" --tag "$web_image" "$here" >/dev/null
+  log "web image $web_image built"
+}
+
+# Names of the project's containers, whatever naming scheme the compose tool uses.
+project_containers() {
+  podman ps --all --filter "label=io.podman.compose.project=$project" --format '{{.Names}}'
+}
+
+service_container() {
+  podman ps --all --filter "label=io.podman.compose.project=$project" \
+    --filter "label=com.docker.compose.service=$1" --format '{{.Names}}' | head -n 1
+}
+
+# podman 4.3 runs health checks from systemd timers, and there is no systemd on the CI
+# machines: run each container's own check (the one compose.yaml defines) until it passes.
+cmd_wait_healthy() {
+  local timeout=${THALASSA_UP_TIMEOUT:-120} deadline names name pending
+  deadline=$((SECONDS + timeout))
+  names=$(project_containers)
+  [ -n "$names" ] || die "project $project has no containers"
+  while :; do
+    pending=()
+    for name in $names; do
+      if [ "$(podman inspect --format '{{.State.Status}}' "$name")" != running ]; then
+        pending+=("$name (not running)")
+      elif [ -n "$(podman inspect --format '{{if .Config.Healthcheck}}yes{{end}}' "$name")" ] &&
+        ! podman healthcheck run "$name" >/dev/null 2>&1; then
+        pending+=("$name (unhealthy)")
+      fi
+    done
+    [ "${#pending[@]}" -eq 0 ] && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      die "not healthy after ${timeout} s: ${pending[*]}"
+    fi
+    sleep 0.5
+  done
+}
+
+cmd_up() {
+  need podman-compose "pip install podman-compose"
+  podman image exists "$THALASSA_IMAGE" || die "no image $THALASSA_IMAGE: run '$0 build' first"
+  local started output
+  started=$(date +%s%N)
+  # podman-compose's own output (and podman's complaints about the missing systemd) only
+  # matters when it fails.
+  output=$(podman-compose up --detach --no-build 2>&1) || {
+    printf '%s\n' "$output" >&2
+    die "podman-compose up failed"
+  }
+  cmd_wait_healthy
+  log "stack $project healthy $((($(date +%s%N) - started) / 1000000)) ms after up"
+}
+
+cmd_down() {
+  need podman-compose "pip install podman-compose"
+  podman-compose down --volumes --timeout 10 >/dev/null 2>&1 || true
+  # Whatever the compose tool left behind (e.g. after an interrupted up) goes too.
+  local leftovers
+  leftovers=$(project_containers)
+  if [ -n "$leftovers" ]; then
+    # shellcheck disable=SC2086 # one name per word
+    podman rm --force --time 5 $leftovers >/dev/null
+  fi
+  podman volume ls --quiet --filter "label=io.podman.compose.project=$project" |
+    xargs --no-run-if-empty podman volume rm --force >/dev/null
+  podman network ls --quiet --filter "label=io.podman.compose.project=$project" |
+    xargs --no-run-if-empty podman network rm --force >/dev/null
+  log "stack $project is down"
+}
+
+cmd_ip() {
+  local name
+  name=$(service_container "$1")
+  [ -n "$name" ] || die "no container for service $1 in project $project"
+  podman inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{"\n"}}{{end}}' \
+    "$name" | head -n 1
+}
+
+[ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|ps|logs ..."
+need podman "apt-get install podman runc"
+while [ "$#" -gt 0 ]; do
+  command=$1
+  shift
+  case "$command" in
+  base-image) cmd_base_image ;;
+  build) cmd_build ;;
+  build-web) cmd_build_web ;;
+  up) cmd_up ;;
+  wait-healthy) cmd_wait_healthy ;;
+  down) cmd_down ;;
+  ip)
+    [ "$#" -gt 0 ] || die "usage: $0 ip SERVICE"
+    cmd_ip "$1"
+    shift
+    ;;
+  ps) podman ps --all --filter "label=io.podman.compose.project=$project" ;;
+  logs)
+    for name in $(project_containers); do
+      printf '===== %s\n' "$name"
+      podman logs "$name" 2>&1 | tail -n 200
+    done
+    ;;
+  *) die "unknown command $command" ;;
+  esac
+done
