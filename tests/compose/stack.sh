@@ -15,6 +15,7 @@
 #   wait-healthy only the waiting part of `up`
 #   down         remove the project's containers, network and volumes
 #   ip SERVICE   print the address of a service's container on the project network
+#   restart SERVICE  restart a service's container (then e.g. `wait-healthy`)
 #   ps | logs    show the project's containers / their logs
 #
 # Environment:
@@ -155,6 +156,10 @@ cmd_wait_healthy() {
   while :; do
     pending=()
     for name in $names; do
+      # A container that keeps exiting will not become healthy: say so now, not at the deadline.
+      if [ "$(podman inspect --format '{{.RestartCount}}' "$name")" -ge 3 ]; then
+        die "$name keeps exiting (see: $0 logs)"
+      fi
       if [ "$(podman inspect --format '{{.State.Status}}' "$name")" != running ]; then
         pending+=("$name (not running)")
       elif [ -n "$(podman inspect --format '{{if .Config.Healthcheck}}yes{{end}}' "$name")" ] &&
@@ -202,6 +207,13 @@ cmd_down() {
   log "stack $project is down"
 }
 
+cmd_restart() {
+  local name
+  name=$(service_container "$1")
+  [ -n "$name" ] || die "no container for service $1 in project $project"
+  podman restart --time 10 "$name" >/dev/null 2>&1 || die "podman restart $name failed"
+}
+
 cmd_ip() {
   local name
   name=$(service_container "$1")
@@ -210,7 +222,7 @@ cmd_ip() {
     "$name" | head -n 1
 }
 
-[ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|ps|logs ..."
+[ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|restart SERVICE|ps|logs ..."
 need podman "apt-get install podman runc"
 while [ "$#" -gt 0 ]; do
   command=$1
@@ -222,9 +234,9 @@ while [ "$#" -gt 0 ]; do
   up) cmd_up ;;
   wait-healthy) cmd_wait_healthy ;;
   down) cmd_down ;;
-  ip)
-    [ "$#" -gt 0 ] || die "usage: $0 ip SERVICE"
-    cmd_ip "$1"
+  ip | restart)
+    [ "$#" -gt 0 ] || die "usage: $0 $command SERVICE"
+    "cmd_$command" "$1"
     shift
     ;;
   ps) podman ps --all --filter "label=io.podman.compose.project=$project" ;;
