@@ -150,10 +150,12 @@ impl Drop for Stack {
     }
 }
 
-/// A client that never goes through a proxy: every request goes to 127.0.0.1.
+/// A client that never goes through a proxy: every request goes to 127.0.0.1. Like curl, it
+/// opens a new connection per request, so each request through HAProxy is balanced afresh.
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
