@@ -350,11 +350,12 @@ async fn compose_stack_serves_the_walkthrough() {
         .await;
     }
     let dead = registration_id("mysql-backend", &web1, 3306);
-    eventually(Duration::from_secs(30), &format!("{dead} DOWN"), || async {
+    let status = eventually(Duration::from_secs(30), &format!("{dead} DOWN"), || async {
         let status = member_status(&client, &stack, "mysql-backend", &dead).await?;
-        status.starts_with("DOWN").then_some(())
+        status.starts_with("DOWN").then_some(status)
     })
     .await;
+    println!("walkthrough: web1 and web2 UP, {dead} {status}");
 
     // Requests through the published HTTP port reach a web server; with `balance source` one
     // client always reaches the same one, so the other is reached once the first leaves.
@@ -367,6 +368,14 @@ async fn compose_stack_serves_the_walkthrough() {
         "web2" => (&web2, "web1"),
         name => panic!("unexpected server {name}"),
     };
+    // `balance source`: the same client keeps reaching the same server.
+    for _ in 0..10 {
+        assert_eq!(
+            served_by(&client, &stack).await.as_deref(),
+            Some(first.as_str())
+        );
+    }
+    println!("walkthrough: {first} answers through :80 (balance source); deregistering it");
     let first_path = registration_path("webapp-backend", first_ip, 8080);
     send_200(
         &client,
@@ -375,12 +384,17 @@ async fn compose_stack_serves_the_walkthrough() {
         "",
     )
     .await;
+    let deregistered = Instant::now();
     eventually(
         Duration::from_secs(30),
         &format!("{other} through :80"),
         || async { (served_by(&client, &stack).await? == other).then_some(()) },
     )
     .await;
+    println!(
+        "walkthrough: {other} answers {} ms after {first} left",
+        deregistered.elapsed().as_millis()
+    );
     // Registered again, it is back in the pool.
     send_200(
         &client,
@@ -417,6 +431,7 @@ async fn compose_stack_serves_the_walkthrough() {
         },
     )
     .await;
+    println!("walkthrough: {short_lived} expired and left mysql-backend");
     let registrations = get_json(
         &client,
         &stack.registry("/registrations/mysql-backend/1.0.0"),
