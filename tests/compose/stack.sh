@@ -118,8 +118,14 @@ cmd_build() {
   [ -x "$binary" ] || die "no thalassa binary at $binary"
   podman image exists "$base_image" || die "no base image $base_image: run '$0 base-image' first"
   # The build context is only the binary: nothing else of the repository goes into the image.
+  # Its debug information stays out too (the release profile keeps line tables: 44 MB -> 9 MB);
+  # the symbols stay, so a backtrace still names its functions.
   context=$(mktemp -d /tmp/thalassa-context.XXXXXX)
-  cp "$binary" "$context/thalassa"
+  if command -v strip >/dev/null 2>&1; then
+    strip --strip-debug -o "$context/thalassa" "$binary"
+  else
+    cp "$binary" "$context/thalassa"
+  fi
   podman build --quiet --target prebuilt --file "$repo/Containerfile" --tag "$THALASSA_IMAGE" \
     "$context" >/dev/null || {
     rm -rf "$context"
