@@ -2,8 +2,9 @@
 # The compose stack with podman on a machine that cannot pull images (like the CI machines):
 # make the Debian base image locally, build the thalassa image from a binary compiled on this
 # host, bring the stack up with podman-compose and wait until it is healthy, tear it down.
-# Every command is idempotent. `tests/compose_stack.rs` drives this script; README "Compose"
-# explains it for people.
+# Every command can be rerun: `base-image` keeps a present image, `up` recreates the containers
+# (the data stays in the volumes), `down` of a stack that is not up does nothing.
+# `tests/compose_stack.rs` drives this script; README "Compose" explains it for people.
 #
 # Usage: tests/compose/stack.sh COMMAND...   (commands run in order, e.g. `base-image build up`)
 #   base-image   make docker.io/library/debian:bookworm-slim with debootstrap (skipped if present)
