@@ -60,6 +60,9 @@ impl RunningAqueduct {
         for task in &self.background {
             task.abort();
         }
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
         self.supervisor.shutdown().await;
         tracing::info!("aqueduct stopped");
     }

@@ -160,11 +160,24 @@ impl LogRing {
 fn forward_to_tracing(line: &LogLine) {
     let pid = line.pid.unwrap_or(0);
     match line.level {
+        // HAProxy prints every reload's normal lifecycle as warnings; they are not surprises.
+        LogLevel::Warning if is_lifecycle(&line.message) => {
+            tracing::debug!(haproxy_pid = pid, "haproxy: {}", line.message)
+        }
         LogLevel::Alert => tracing::error!(haproxy_pid = pid, "haproxy: {}", line.message),
         LogLevel::Warning => tracing::warn!(haproxy_pid = pid, "haproxy: {}", line.message),
         LogLevel::Notice => tracing::info!(haproxy_pid = pid, "haproxy: {}", line.message),
         LogLevel::Other => tracing::debug!(haproxy_pid = pid, "haproxy: {}", line.message),
     }
+}
+
+/// Warnings HAProxy prints on every reload or stop: old proxies and workers going away.
+pub fn is_lifecycle(message: &str) -> bool {
+    (message.starts_with("Proxy ") && message.contains(" stopped (cumulated conns: "))
+        || (message.starts_with("Former worker (") && message.contains(") exited with code 0"))
+        || (message.starts_with("Current worker (") && message.contains(") exited with code 0"))
+        || message.starts_with("All workers exited.")
+        || message.starts_with("Stopping ")
 }
 
 /// Copies one of HAProxy's output pipes into the ring until EOF.

@@ -223,6 +223,8 @@ impl Supervisor {
     /// a hard stop. Returns once no HAProxy of this run directory is left.
     pub async fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        // An open admin-socket connection keeps a stopping worker alive until it times out.
+        self.shared.runtime.disconnect().await;
         let _ = self.shutdown.send(true);
         let monitor = self
             .monitor
