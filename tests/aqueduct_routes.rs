@@ -270,6 +270,40 @@ async fn set_members_renders_servers_without_a_reload() {
 }
 
 #[tokio::test]
+async fn reload_members_reloads_what_set_members_rendered() {
+    use thalassa::registry::model::{Registration, RegistrationKey};
+    let Some(api) = Api::start().await else {
+        return;
+    };
+    api.assert_ok("PUT", "/backends/mysql-backend", mysql_backend())
+        .await;
+    let key = RegistrationKey::parse("mysql-backend", "1.0.0", "127.0.0.11", "3306").unwrap();
+    let registration = Registration::new(key, 1_700_000_000_000, Default::default());
+    api.controller
+        .set_members("mysql-backend", vec![registration])
+        .await;
+    assert_eq!(api.target.reload_count(), 1);
+    // The `--membership reload` baseline: the member reaches HAProxy by a reload...
+    api.controller
+        .reload_members("membership changed")
+        .await
+        .unwrap();
+    assert_eq!(api.target.reload_count(), 2);
+    assert!(
+        api.target
+            .last_reload()
+            .unwrap()
+            .contains("server mysql-backend_127.0.0.11:3306")
+    );
+    // ...and an unchanged membership reloads nothing.
+    api.controller
+        .reload_members("membership changed")
+        .await
+        .unwrap();
+    assert_eq!(api.target.reload_count(), 2);
+}
+
+#[tokio::test]
 async fn validation_rules_of_checklist_26_to_31() {
     let Some(api) = Api::start().await else {
         return;

@@ -186,6 +186,9 @@ struct Shared {
     config_tx: watch::Sender<Arc<Config>>,
     events: tokio::sync::broadcast::Sender<ApplyEvent>,
     metrics_sources: RwLock<Vec<MetricsSource>>,
+    /// The text of the last successful reload. `Live::text` also follows member changes made
+    /// at runtime, so only this tells `reload_members` whether HAProxy's config is stale.
+    loaded_text: std::sync::Mutex<String>,
 }
 
 /// What HAProxy runs now.
@@ -225,6 +228,7 @@ impl Controller {
             config_tx,
             events: tokio::sync::broadcast::channel(256).0,
             metrics_sources: RwLock::new(Vec::new()),
+            loaded_text: std::sync::Mutex::new(String::new()),
         });
         let (queue, receiver) = mpsc::unbounded_channel();
         tokio::spawn(run_worker(shared.clone(), receiver));
@@ -318,7 +322,7 @@ impl Controller {
                 &shared.options.render,
             )
         };
-        if text == shared.read_live().text {
+        if *shared.loaded_text.lock().unwrap_or_else(|p| p.into_inner()) == text {
             return Ok(());
         }
         shared.reload(&text, reason).await?;
@@ -605,6 +609,7 @@ impl Shared {
         let started = Instant::now();
         match self.target.reload(text, reason).await {
             Ok(report) => {
+                *self.loaded_text.lock().unwrap_or_else(|p| p.into_inner()) = text.to_owned();
                 self.metrics.reloads.inc(&["ok"]);
                 self.metrics
                     .reload_seconds
