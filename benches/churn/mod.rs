@@ -60,6 +60,7 @@ pub fn document(
             "load_rate": settings.load_rate,
             "load_connections": settings.load_connections,
             "poll_ms": settings.poll_interval.as_secs_f64() * 1000.0,
+            "full_poll_ms": settings.full_poll_interval.as_secs_f64() * 1000.0,
             "quiet_s": settings.quiet.as_secs_f64(),
             "seed": settings.seed,
         },

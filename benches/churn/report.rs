@@ -50,6 +50,8 @@ pub struct Changes {
     pub joins_never_present: u64,
     /// Joins or departures still not applied when the settle period ran out.
     pub still_pending: u64,
+    /// Joins HAProxy had, still registered, that were never put into service.
+    pub joins_never_serving: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -138,6 +140,9 @@ pub struct RunReport {
     pub cpu: Cpu,
     pub memory: Memory,
     pub observer_polls: u64,
+    pub observer_full_polls: u64,
+    /// Servers the observer had HAProxy dump, per second of the window: its cost to HAProxy.
+    pub observer_servers_dumped_per_s: f64,
     pub observer_errors: u64,
     pub observer_poll: Latency,
     pub observer_interval_ms: f64,
@@ -148,6 +153,8 @@ pub struct RunReport {
     pub vanished: u64,
     /// Members that came back after HAProxy had removed them.
     pub reappeared: u64,
+    /// Timelines of changes still pending at the end (seconds on the harness clock).
+    pub pending_examples: Vec<String>,
 }
 
 impl RunReport {
@@ -185,7 +192,17 @@ impl RunReport {
         );
         fail(
             self.changes.still_pending > 0,
-            format!("{} changes never landed", self.changes.still_pending),
+            format!(
+                "{} changes never landed: {:#?}",
+                self.changes.still_pending, self.pending_examples
+            ),
+        );
+        fail(
+            self.changes.joins_never_serving > 0,
+            format!(
+                "{} joins never served: {:#?}",
+                self.changes.joins_never_serving, self.pending_examples
+            ),
         );
         fail(
             self.changes.landed_total == 0,
@@ -307,6 +324,9 @@ const ROWS: &[Row] = &[
             "{:.1} / {:.1} ({:.0})",
             r.observer_poll.p50_ms, r.observer_poll.p99_ms, r.observer_interval_ms
         )
+    }),
+    ("  servers dumped /s (its HAProxy cost)", |r| {
+        format!("{:.0}", r.observer_servers_dumped_per_s)
     }),
     ("driver lag ms p99 / max", |r| {
         format!("{:.1} / {:.1}", r.driver_lag.p99_ms, r.driver_lag.max_ms)

@@ -17,7 +17,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use thalassa::haproxy::runtime::RuntimeClient;
 
 /// How long the starting members may take to all be serving.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -57,10 +56,11 @@ async fn measure(
 ) -> Result<RunReport, String> {
     let label = run.label();
     let stop_observer = Arc::new(AtomicBool::new(false));
+    let observer_started = Instant::now();
     let observer = Observer {
-        client: RuntimeClient::new(stack.dir().join("data/haproxy/admin.sock")),
-        reconnect_each_poll: matches!(run.membership, Membership::Reload { .. }),
+        socket: stack.dir().join("data/haproxy/admin.sock"),
         interval: settings.poll_interval,
+        full_interval: settings.full_poll_interval,
         table: table.clone(),
         origins: origins.clone(),
     }
@@ -163,6 +163,7 @@ async fn measure(
     let peaks = sampler.await.map_err(|err| format!("sampler: {err}"))?;
     stop_observer.store(true, Ordering::Relaxed);
     let observer_stats = observer.await.map_err(|err| format!("observer: {err}"))?;
+    let observer_seconds = observer_started.elapsed().as_secs_f64();
     let latencies = load.latencies();
     let load_errors = load.errors();
     load.stop().await;
@@ -193,6 +194,7 @@ async fn measure(
             - listener_errors_start,
         observer: &observer_stats,
         observer_interval_ms: settings.poll_interval.as_secs_f64() * 1000.0,
+        observer_seconds,
         load: LoadWindow {
             start: load_start,
             end: load_end,

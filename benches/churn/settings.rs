@@ -110,8 +110,11 @@ pub struct Settings {
     /// Requests per second through HAProxy, all connections together.
     pub load_rate: f64,
     pub load_connections: usize,
-    /// How often the observer reads `show servers state`.
+    /// How often the observer reads `show servers state` of the backends with a change in
+    /// flight.
     pub poll_interval: Duration,
+    /// How often it reads every backend.
+    pub full_poll_interval: Duration,
     /// Load before measuring anything.
     pub warmup: Duration,
     /// Load without churn, to measure the idle CPU of the same setup.
@@ -230,6 +233,9 @@ impl Settings {
         if let Some(d) = duration("poll")? {
             settings.poll_interval = d;
         }
+        if let Some(d) = duration("full_poll")? {
+            settings.full_poll_interval = d;
+        }
         if let Some(d) = duration("warmup")? {
             settings.warmup = d;
         }
@@ -272,6 +278,7 @@ impl Settings {
             load_rate: 400.0,
             load_connections: 8,
             poll_interval: Duration::from_millis(5),
+            full_poll_interval: Duration::from_millis(100),
             warmup: Duration::from_secs(1),
             quiet: Duration::from_secs(2),
             thalassa_log: "info".to_owned(),
@@ -299,6 +306,7 @@ impl Settings {
             load_rate: 2000.0,
             load_connections: 32,
             poll_interval: Duration::from_millis(5),
+            full_poll_interval: Duration::from_millis(100),
             warmup: secs(2),
             quiet: secs(5),
             thalassa_log: "info".to_owned(),

@@ -3,7 +3,7 @@
 
 use super::driver::DriverStats;
 use super::load::{ConnectionKind, Counts};
-use super::members::{LeaveKind, MemberTable, Micros};
+use super::members::{LeaveKind, Member, MemberTable, Micros};
 use super::observer::ObserverStats;
 use super::origins::Origins;
 use super::procstat::{TreeSample, cpu_seconds};
@@ -65,6 +65,8 @@ pub struct Recorded<'a> {
     pub listener_errors: u64,
     pub observer: &'a ObserverStats,
     pub observer_interval_ms: f64,
+    /// How long the observer ran (its counters cover the whole run, setup included).
+    pub observer_seconds: f64,
     pub load: LoadWindow,
     pub metrics_start: &'a Metrics,
     pub metrics_end: &'a Metrics,
@@ -98,8 +100,22 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
                     }
                 }
                 None if member.has_left(window.end) => changes.joins_never_present += 1,
-                None if member.registration_acked => changes.still_pending += 1,
+                None if member.registration_acked => {
+                    changes.still_pending += 1;
+                    report
+                        .pending_examples
+                        .push(describe(recorded.origins, id, member));
+                }
                 None => {}
+            }
+            if member.present_at.is_some()
+                && member.ready_at.is_none()
+                && !member.has_left(window.end)
+            {
+                changes.joins_never_serving += 1;
+                report
+                    .pending_examples
+                    .push(describe(recorded.origins, id, member));
             }
             if let Some(at) = member.ready_at {
                 serving.push(at.saturating_sub(registered));
@@ -130,12 +146,18 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
                         }
                     }
                 }
-                None => changes.still_pending += 1,
+                None => {
+                    changes.still_pending += 1;
+                    report
+                        .pending_examples
+                        .push(describe(recorded.origins, id, member));
+                }
             }
         }
         report.vanished += u64::from(member.vanished);
         report.reappeared += u64::from(member.reappeared);
     }
+    report.pending_examples.truncate(10);
     let churn_seconds = window.churn_seconds().max(1e-9);
     changes.offered_per_s =
         (changes.joins + changes.deletes + changes.expiries) as f64 / churn_seconds;
@@ -192,6 +214,9 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
     report.new_haproxy_workers = procs.new_workers;
 
     report.observer_polls = recorded.observer.polls;
+    report.observer_full_polls = recorded.observer.full_polls;
+    report.observer_servers_dumped_per_s =
+        recorded.observer.servers_dumped as f64 / recorded.observer_seconds.max(1e-9);
     report.observer_errors = recorded.observer.errors;
     report.observer_poll = Latency::from_micros(
         recorded
@@ -213,6 +238,26 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
     report.registry_errors = recorded.registry_errors;
     report.listener_errors = recorded.listener_errors;
     report
+}
+
+/// One member's timeline, for diagnosing a change that never landed.
+fn describe(origins: &Origins, id: u32, member: &Member) -> String {
+    let ms = |at: Option<Micros>| at.map_or("-".to_owned(), |at| format!("{:.3}", at as f64 / 1e6));
+    format!(
+        "be{}_{} {:?} registered {} acked {} present {} serving {} left {} ({:?}) drained {} gone {} last request {}",
+        member.backend,
+        origins.addr(id),
+        member.lifetime,
+        ms(member.registered_at),
+        member.registration_acked,
+        ms(member.present_at),
+        ms(member.ready_at),
+        ms(member.left_at),
+        member.leave_kind,
+        ms(member.drained_at),
+        ms(member.gone_at),
+        ms(origins.last_load(id)),
+    )
 }
 
 fn load_report(load: LoadWindow, seconds: f64) -> LoadReport {
