@@ -139,21 +139,22 @@ impl Registrar {
         }))
     }
 
-    /// Heartbeats a random lasting member with its unchanged registration.
+    /// Heartbeats a random lasting member with its unchanged registration. The member cannot
+    /// be deleted until the heartbeat is answered.
     pub fn refresh(&self, pick: u64) -> Option<JoinHandle<()>> {
         let (id, backend) = {
-            let table = self.lock();
-            let id = table.pick_for_refresh(pick)?;
+            let mut table = self.lock();
+            let id = table.take_for_refresh(pick)?;
             (id, table.get(id)?.backend)
         };
         self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
         Some(tokio::spawn(async move {
-            let Ok(_permit) = this.permits.acquire().await else {
-                return;
-            };
-            let url = this.url(id, backend);
-            this.post(&url, LASTING_LEASE_SECS as f64).await;
+            if let Ok(_permit) = this.permits.acquire().await {
+                let url = this.url(id, backend);
+                this.post(&url, LASTING_LEASE_SECS as f64).await;
+            }
+            this.lock().refreshed(id);
         }))
     }
 

@@ -83,6 +83,9 @@ pub struct Member {
     pub vanished: bool,
     /// Observed present again after being gone.
     pub reappeared: bool,
+    /// A heartbeat for it is in flight: it must not be deleted now, or the heartbeat could
+    /// reach the registry after the DELETE and register it again.
+    pub refreshing: bool,
 }
 
 impl Member {
@@ -102,6 +105,7 @@ impl Member {
             released: false,
             vanished: false,
             reappeared: false,
+            refreshing: false,
         }
     }
 
@@ -184,13 +188,15 @@ impl MemberTable {
         }
     }
 
-    /// Picks a lasting member to delete (by `pick`, an index source); it is no longer offered
-    /// for deletion or heartbeats.
+    /// Picks a lasting member to delete (by `pick`, an index source), skipping members with
+    /// a heartbeat in flight; it is no longer offered for deletion or heartbeats.
     pub fn take_for_delete(&mut self, pick: u64) -> Option<u32> {
-        if self.deletable.is_empty() {
-            return None;
-        }
-        let index = (pick % self.deletable.len() as u64) as usize;
+        let len = self.deletable.len();
+        let start = (pick % len.max(1) as u64) as usize;
+        let index = (0..len).map(|step| (start + step) % len).find(|index| {
+            let id = self.deletable[*index];
+            self.members.get(id as usize).is_some_and(|m| !m.refreshing)
+        })?;
         Some(self.deletable.swap_remove(index))
     }
 
@@ -202,14 +208,27 @@ impl MemberTable {
         }
     }
 
-    /// A lasting, registered member to heartbeat.
-    pub fn pick_for_refresh(&self, pick: u64) -> Option<u32> {
+    /// A lasting, registered member to heartbeat, marked as refreshing until
+    /// [`MemberTable::refreshed`].
+    pub fn take_for_refresh(&mut self, pick: u64) -> Option<u32> {
         if self.deletable.is_empty() {
             return None;
         }
-        self.deletable
-            .get((pick % self.deletable.len() as u64) as usize)
-            .copied()
+        let id = *self
+            .deletable
+            .get((pick % self.deletable.len() as u64) as usize)?;
+        let member = self.get_mut(id)?;
+        if member.refreshing {
+            return None;
+        }
+        member.refreshing = true;
+        Some(id)
+    }
+
+    pub fn refreshed(&mut self, id: u32) {
+        if let Some(member) = self.get_mut(id) {
+            member.refreshing = false;
+        }
     }
 
     /// Joins and departures that have not been seen through yet at `now`: a registered member
@@ -259,7 +278,9 @@ mod tests {
         assert_eq!(table.take_for_delete(0), None, "not acknowledged yet");
         table.registered(lasting, true);
         table.registered(expiring, true);
-        assert_eq!(table.pick_for_refresh(5), Some(lasting));
+        assert_eq!(table.take_for_refresh(5), Some(lasting));
+        assert_eq!(table.take_for_delete(3), None, "a heartbeat is in flight");
+        table.refreshed(lasting);
         assert_eq!(table.take_for_delete(3), Some(lasting));
         assert_eq!(table.take_for_delete(3), None);
         let expiring = table.get(expiring).unwrap();

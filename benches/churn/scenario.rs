@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How long the starting members may take to all be serving.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// After the last change is seen in HAProxy, the control plane may still be finishing (a
+/// reload is verified, counted and its old worker retired after the new one serves).
+const SETTLE_TAIL: Duration = Duration::from_secs(1);
 
 pub async fn run_one(settings: &Settings, run: &Run, binary: &Path) -> Result<RunReport, String> {
     let origins = Origins::new().map_err(|err| format!("origin port: {err}"))?;
@@ -154,6 +157,7 @@ async fn measure(
         table.pending(now_us(), churn_start) == 0
     })
     .await;
+    tokio::time::sleep(SETTLE_TAIL).await;
     let end = now_us();
     load.record(false);
     let procs_end = procstat::sample(stack.pid());

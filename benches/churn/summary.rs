@@ -128,8 +128,11 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
                 None => {}
             }
             let left = member.left_at.unwrap_or(0);
+            // A member that left before HAProxy ever had it changes nothing there: its join
+            // and its departure cancel out (counted in `joins_never_present`).
+            let was_present = member.present_at.is_some_and(|at| at <= left);
             match member.drained_at {
-                Some(at) => {
+                Some(at) if was_present => {
                     changes.landed_total += 1;
                     if at <= window.churn_end {
                         landed_during_churn += 1;
@@ -146,6 +149,7 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
                         }
                     }
                 }
+                Some(_) => {}
                 None => {
                     changes.still_pending += 1;
                     report
