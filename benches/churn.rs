@@ -59,7 +59,12 @@ fn main() -> std::process::ExitCode {
     if !ratios.is_empty() {
         println!("ratios, baseline / runtime:\n{ratios}");
     }
-    let host = serde_json::json!({"before": host_before, "after": churn::host_info()});
+    let host_after = churn::host_info();
+    println!(
+        "load average before {} / after {} (other processes share these {} CPUs)",
+        host_before["loadavg"], host_after["loadavg"], host_after["cpus"]
+    );
+    let host = serde_json::json!({"before": host_before, "after": host_after});
     let document = churn::document(&settings, &reports, host);
     match churn::report::write_json(&target_dir(), &document) {
         Ok(path) => println!("JSON: {}", path.display()),

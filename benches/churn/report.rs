@@ -119,6 +119,8 @@ pub struct RunReport {
     pub changes: Changes,
     /// Registration POST sent -> the server exists in HAProxy (in maintenance until checked).
     pub register_to_present: Latency,
+    /// The same, for registrations in the last quarter of the churn (growth = falling behind).
+    pub register_to_present_last_quarter: Latency,
     /// Registration POST sent -> the server is ready and UP (gets requests).
     pub register_to_serving: Latency,
     /// DELETE sent (or lease deadline) -> HAProxy sends it no new requests (drain, maint,

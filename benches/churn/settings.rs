@@ -326,9 +326,9 @@ fn env_values() -> BTreeMap<String, String> {
 fn preset_runs(preset: &str) -> (&'static str, f64, Duration) {
     match preset {
         // The closing-note runs: each mode at 500 changes/s for 60 s, then the runtime mode
-        // at 1,000 changes/s.
+        // at 1,000 and 2,000 changes/s.
         "full" => (
-            "runtime,reload-2s,reload-0s,runtime@1000/30",
+            "runtime,reload-2s,reload-0s,runtime@1000/30,runtime@2000/30",
             500.0,
             Duration::from_secs(60),
         ),
@@ -395,6 +395,7 @@ mod tests {
                 "reload-2s@500/60s",
                 "reload-0s@500/60s",
                 "runtime@1000/30s",
+                "runtime@2000/30s",
             ],
         );
         check(

@@ -78,6 +78,10 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
     let window = recorded.window;
     let mut report = RunReport::default();
     let mut present = Vec::new();
+    // Joins of the last quarter of the churn: if the control plane falls behind, their
+    // latency grows; if it keeps up, it matches the whole run's.
+    let mut present_late = Vec::new();
+    let last_quarter = window.churn_end - (window.churn_end - window.churn_start) / 4;
     let mut serving = Vec::new();
     let mut drained = Vec::new();
     let mut removed = Vec::new();
@@ -94,6 +98,9 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
             match member.present_at {
                 Some(at) => {
                     present.push(at.saturating_sub(registered));
+                    if registered >= last_quarter {
+                        present_late.push(at.saturating_sub(registered));
+                    }
                     changes.landed_total += 1;
                     if at <= window.churn_end {
                         landed_during_churn += 1;
@@ -168,6 +175,7 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
     changes.landed_during_churn_per_s = landed_during_churn as f64 / churn_seconds;
     report.changes = changes;
     report.register_to_present = Latency::from_micros(present);
+    report.register_to_present_last_quarter = Latency::from_micros(present_late);
     report.register_to_serving = Latency::from_micros(serving);
     report.leave_to_drained = Latency::from_micros(drained);
     report.leave_to_removed = Latency::from_micros(removed);
