@@ -18,6 +18,8 @@ const CHECK_RESPONSE: &[u8] =
     b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nok";
 /// A request head larger than this is not from HAProxy: drop the connection.
 const MAX_HEAD: usize = 16 * 1024;
+/// How long an answered `Connection: close` request waits for the peer to close.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What one member's origin saw.
 #[derive(Debug, Default)]
@@ -152,7 +154,11 @@ async fn serve(mut stream: TcpStream, counters: Arc<MemberCounters>, totals: Arc
                 return;
             }
             if request.is_check || request.close {
-                let _ = stream.shutdown().await;
+                // Let the peer close first: the side that closes first keeps the TIME_WAIT,
+                // and only the connecting side (HAProxy) can avoid reusing that port for
+                // its next connection here; a SYN that lands on our TIME_WAIT costs a 1 s
+                // retransmission.
+                let _ = tokio::time::timeout(LINGER, drain(&mut stream)).await;
                 return;
             }
         }
@@ -162,6 +168,16 @@ async fn serve(mut stream: TcpStream, counters: Arc<MemberCounters>, totals: Arc
         match stream.read_buf(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
+        }
+    }
+}
+
+/// Reads and discards until the peer closes.
+async fn drain(stream: &mut TcpStream) {
+    let mut sink = [0u8; 512];
+    while let Ok(n) = stream.read(&mut sink).await {
+        if n == 0 {
+            return;
         }
     }
 }
