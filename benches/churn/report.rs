@@ -462,6 +462,38 @@ mod tests {
     }
 
     #[test]
+    fn smoke_check_fails_on_a_failed_request_or_a_reload() {
+        let clean = RunReport {
+            load: LoadReport {
+                sent: 10,
+                ..LoadReport::default()
+            },
+            changes: Changes {
+                landed_total: 5,
+                ..Changes::default()
+            },
+            ..RunReport::default()
+        };
+        assert!(
+            clean.smoke_failures().is_empty(),
+            "{:?}",
+            clean.smoke_failures()
+        );
+        let mut reloaded = clean.clone();
+        reloaded.reloads = 1;
+        assert_eq!(reloaded.smoke_failures().len(), 1);
+        let mut reset = clean.clone();
+        reset.load.reset = 1;
+        assert_eq!(reset.smoke_failures().len(), 1);
+        let mut non_2xx = clean.clone();
+        non_2xx.load.non_2xx = 1;
+        assert_eq!(non_2xx.smoke_failures().len(), 1);
+        let mut stuck = clean;
+        stuck.changes.still_pending = 1;
+        assert_eq!(stuck.smoke_failures().len(), 1);
+    }
+
+    #[test]
     fn tables_have_every_run() {
         let a = RunReport {
             label: "runtime@500".into(),
