@@ -270,6 +270,9 @@ const ROWS: &[Row] = &[
     ("register -> present, ms p50/p99/max", |r| {
         ms(&r.register_to_present)
     }),
+    ("  in the last quarter of the churn", |r| {
+        ms(&r.register_to_present_last_quarter)
+    }),
     ("register -> serving, ms p50/p99/max", |r| {
         ms(&r.register_to_serving)
     }),
