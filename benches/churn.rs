@@ -5,6 +5,7 @@
 //!
 //!     cargo bench --bench churn                     # full: 2,000 members / 20 backends
 //!     CHURN_MODE=quick cargo bench --bench churn    # under a minute, runtime only
+//!     cargo bench --bench churn -- --mode reload     # the 2 s-debounce baseline alone
 //!     cargo bench --bench churn -- --runs runtime,reload-0s --rate 200 --duration 20s
 //!
 //! Every knob is a `CHURN_*` variable or the matching `--name value` argument; see

@@ -166,14 +166,17 @@ impl Settings {
         values: &BTreeMap<String, String>,
         default_preset: &str,
     ) -> Result<Settings, String> {
-        let preset = values
-            .get("mode")
-            .map_or(default_preset, String::as_str)
-            .to_owned();
+        // `CHURN_MODE` names a preset, or (`runtime`, `reload`, `reload-0s,runtime`, ...) the
+        // membership modes to run, as a shorthand for `CHURN_RUNS` with the full preset.
+        let mode = values.get("mode").map_or(default_preset, String::as_str);
+        let (preset, mode_runs) = match mode {
+            "quick" | "full" => (mode.to_owned(), None),
+            runs => ("full".to_owned(), Some(runs.to_owned())),
+        };
         let mut settings = match preset.as_str() {
             "quick" => Settings::quick(),
             "full" => Settings::full(),
-            other => return Err(format!("CHURN_MODE must be quick or full, not {other:?}")),
+            other => return Err(format!("unknown preset {other:?}")),
         };
         let number = |name: &str| -> Result<Option<f64>, String> {
             values
@@ -255,7 +258,10 @@ impl Settings {
             None => preset_rate,
         };
         let run_duration = duration("duration")?.unwrap_or(preset_duration);
-        let runs_text = values.get("runs").map_or(preset_runs, String::as_str);
+        let runs_text = values
+            .get("runs")
+            .or(mode_runs.as_ref())
+            .map_or(preset_runs, String::as_str);
         settings.runs = parse_runs(runs_text, rate, run_duration)?;
         if settings.runs.is_empty() {
             return Err("CHURN_RUNS names no run".to_owned());
@@ -407,5 +413,10 @@ mod tests {
             &["runtime@50/5s", "reload-2s@50/5s"],
         );
         check(&[("runs", "reload-500ms@20/3")], &["reload-500ms@20/3s"]);
+        check(&[("mode", "reload")], &["reload-2s@500/60s"]);
+        check(
+            &[("mode", "runtime,reload-0s"), ("duration", "20s")],
+            &["runtime@500/20s", "reload-0s@500/20s"],
+        );
     }
 }
