@@ -197,6 +197,9 @@ struct Live {
     members: DynamicMembers,
     /// The config text in effect; empty until the first successful reload.
     text: String,
+    /// Members changed since `text` was rendered (membership is applied at runtime, so the
+    /// text is only re-rendered when someone reads it: a reload, `GET /haproxy/config`).
+    text_stale: bool,
 }
 
 struct Pending {
@@ -221,6 +224,7 @@ impl Controller {
                 config,
                 members: DynamicMembers::default(),
                 text: String::new(),
+                text_stale: false,
             }),
             apply_lock: tokio::sync::Mutex::new(()),
             pending: AtomicUsize::new(0),
@@ -259,7 +263,11 @@ impl Controller {
             )
         };
         let report = shared.reload(&text, "startup").await?;
-        shared.write_live().text = text;
+        {
+            let mut live = shared.write_live();
+            live.text = text;
+            live.text_stale = false;
+        }
         shared
             .metrics
             .config_bytes
@@ -302,11 +310,7 @@ impl Controller {
         for (backend_key, registrations) in changes {
             live.members.set(&backend_key, registrations);
         }
-        if !live.text.is_empty() {
-            let members = live.members.render_members(&live.config);
-            live.text = render(&live.config, &members, &shared.options.render);
-            shared.metrics.config_bytes.set(live.text.len() as f64);
-        }
+        live.text_stale = true;
     }
 
     /// Re-renders the live config with the current members and reloads HAProxy with it. Only
@@ -326,7 +330,11 @@ impl Controller {
             return Ok(());
         }
         shared.reload(&text, reason).await?;
-        shared.write_live().text = text;
+        {
+            let mut live = shared.write_live();
+            live.text = text;
+            live.text_stale = false;
+        }
         Ok(())
     }
 
@@ -336,9 +344,8 @@ impl Controller {
         let shared = &self.shared;
         let _guard = shared.apply_lock.lock().await;
         let mut live = shared.write_live();
-        if live.members.set_joining(joining) && !live.text.is_empty() {
-            let members = live.members.render_members(&live.config);
-            live.text = render(&live.config, &members, &shared.options.render);
+        if live.members.set_joining(joining) {
+            live.text_stale = true;
         }
     }
 
@@ -405,7 +412,7 @@ impl Controller {
 
     /// `GET /haproxy/config`: the text HAProxy runs; empty before the first reload.
     pub fn haproxy_config(&self) -> String {
-        self.shared.read_live().text.clone()
+        self.shared.current_text()
     }
 
     /// Changes queued and not yet taken into a batch.
@@ -474,6 +481,24 @@ impl Shared {
         self.live.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The live text, re-rendered first if members changed since it was rendered.
+    fn current_text(&self) -> String {
+        {
+            let live = self.read_live();
+            if !live.text_stale || live.text.is_empty() {
+                return live.text.clone();
+            }
+        }
+        let mut live = self.write_live();
+        if live.text_stale && !live.text.is_empty() {
+            let members = live.members.render_members(&live.config);
+            live.text = render(&live.config, &members, &self.options.render);
+            self.metrics.config_bytes.set(live.text.len() as f64);
+        }
+        live.text_stale = false;
+        live.text.clone()
+    }
+
     fn publish_pending(&self) {
         self.metrics
             .pending
@@ -481,9 +506,10 @@ impl Shared {
     }
 
     async fn apply_batch(&self, batch: Vec<Pending>) {
-        let (base, members, live_text) = {
+        let live_text = self.current_text();
+        let (base, members) = {
             let live = self.read_live();
-            (live.config.clone(), live.members.clone(), live.text.clone())
+            (live.config.clone(), live.members.clone())
         };
         let mut candidate = (*base).clone();
         let mut candidate_text = live_text.clone();
@@ -599,6 +625,7 @@ impl Shared {
             }
             live.config = candidate.clone();
             live.text = text;
+            live.text_stale = false;
             self.metrics.config_bytes.set(live.text.len() as f64);
         }
         self.config_tx.send_replace(candidate);

@@ -5,44 +5,75 @@ use super::plan::{CheckOptions, DesiredMember, ServerRef};
 use crate::aqueduct::model::{Backend, BackendType, Config};
 use crate::haproxy::render::{RenderMembers, server_name};
 use crate::registry::model::Registration;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// HAProxy's defaults, spelled out because runtime servers inherit nothing.
 const RISE: u32 = 2;
 const FALL: u32 = 3;
 
-/// The registrations each dynamic backend follows, by backend key, sorted by id.
-pub fn registrations_by_backend(
-    config: &Config,
-    registrations: &BTreeMap<String, Registration>,
-) -> BTreeMap<String, Vec<Registration>> {
-    let mut out = BTreeMap::new();
-    for backend in config.backends.values() {
-        if backend.kind != BackendType::Dynamic {
-            continue;
-        }
-        let (Some(name), Some(version)) = (&backend.name, &backend.version) else {
-            out.insert(backend.key.clone(), Vec::new());
-            continue;
-        };
-        let members = registrations
-            .values()
-            .filter(|r| &r.name == name && &r.version == version)
-            .cloned()
-            .collect();
-        out.insert(backend.key.clone(), members);
-    }
-    out
+/// The registry's registrations indexed by `(name, version)`, so that a round only looks at
+/// the services that changed instead of every registration.
+#[derive(Debug, Default)]
+pub struct ServiceIndex {
+    by_service: BTreeMap<(String, String), BTreeMap<String, Registration>>,
 }
 
-/// Every server HAProxy should have. Dynamic members come from `render_members` (which carries
+impl ServiceIndex {
+    /// Adds or replaces a registration; returns its service.
+    pub fn insert(&mut self, registration: Registration) -> (String, String) {
+        let service = (registration.name.clone(), registration.version.clone());
+        self.by_service
+            .entry(service.clone())
+            .or_default()
+            .insert(registration.id.clone(), registration);
+        service
+    }
+
+    /// Removes a registration of `service`.
+    pub fn remove(&mut self, service: &(String, String), id: &str) {
+        if let Some(members) = self.by_service.get_mut(service) {
+            members.remove(id);
+            if members.is_empty() {
+                self.by_service.remove(service);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_service.clear();
+    }
+
+    /// The registrations of `name@version`, sorted by id.
+    pub fn members(&self, name: &str, version: &str) -> Vec<Registration> {
+        self.by_service
+            .get(&(name.to_owned(), version.to_owned()))
+            .map(|members| members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The registrations a dynamic backend follows (none without a name and version).
+pub fn registrations_of(backend: &Backend, index: &ServiceIndex) -> Vec<Registration> {
+    match (&backend.name, &backend.version) {
+        (Some(name), Some(version)) if backend.kind == BackendType::Dynamic => {
+            index.members(name, version)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Every server HAProxy should have in the backends `only`. Dynamic members come from `render_members` (which carries
 /// their stable server ids), static ones from the config.
 pub fn desired_servers(
     config: &Config,
     render_members: &RenderMembers,
+    only: &BTreeSet<String>,
 ) -> BTreeMap<ServerRef, DesiredMember> {
     let mut out = BTreeMap::new();
     for backend in config.backends.values() {
+        if !only.contains(&backend.key) {
+            continue;
+        }
         let check = check_options(backend);
         let explicit_ids = backend.balance.needs_explicit_server_ids();
         let members: Vec<(std::net::IpAddr, u16, Option<u32>)> = match backend.kind {

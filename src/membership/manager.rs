@@ -114,6 +114,12 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         metrics: parts.metrics,
         settings: parts.settings,
         registrations: BTreeMap::new(),
+        index: desired::ServiceIndex::default(),
+        dirty_services: BTreeSet::new(),
+        all_dirty: true,
+        last_config: None,
+        dirty_backends: BTreeSet::new(),
+        next_full_round: Instant::now(),
         synced_once: false,
         members_set: BTreeMap::new(),
         joining_set: BTreeSet::new(),
@@ -138,6 +144,18 @@ struct Manager {
     settings: ManagerSettings,
     /// The registry as last seen, by registration id.
     registrations: BTreeMap<String, Registration>,
+    /// The same registrations by `name@version`.
+    index: desired::ServiceIndex,
+    /// Services whose registrations changed since the last round.
+    dirty_services: BTreeSet<(String, String)>,
+    /// Every service counts as changed (after a snapshot, or before the first round).
+    all_dirty: bool,
+    /// The config the last round worked from (a new one re-examines every backend).
+    last_config: Option<Arc<Config>>,
+    /// Backends whose desired members changed and must be observed and planned this round.
+    dirty_backends: BTreeSet<String>,
+    /// When every backend is observed again (the periodic reconcile).
+    next_full_round: Instant,
     synced_once: bool,
     /// What was last handed to `Controller::set_members`, by backend key.
     members_set: BTreeMap<String, Vec<Registration>>,
@@ -175,10 +193,12 @@ impl Manager {
                 _ = self.restarts.changed() => {
                     let generation = *self.restarts.borrow_and_update();
                     tracing::warn!(generation, "haproxy restarted; reconciling every member");
+                    self.next_full_round = Instant::now();
                     self.record("haproxy-restarted", "haproxy", json!({"generation": generation}));
                 }
                 _ = self.reloads.changed() => {
                     self.reloads.borrow_and_update();
+                    self.next_full_round = Instant::now();
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -231,13 +251,20 @@ impl Manager {
                     );
                 }
                 self.synced_once = true;
+                self.index.clear();
+                for registration in next.values() {
+                    self.index.insert(registration.clone());
+                }
                 self.registrations = next;
+                self.all_dirty = true;
             }
             FeedItem::Event {
                 event: RegistryEvent::Online(reg),
                 ..
             } => {
                 self.record("online", &reg.id, json!({"meta": reg.meta}));
+                let service = self.index.insert(reg.clone());
+                self.dirty_services.insert(service);
                 self.registrations.insert(reg.id.clone(), reg);
             }
             FeedItem::Event {
@@ -249,29 +276,52 @@ impl Manager {
                     OfflineReason::Expired => "expired",
                 };
                 self.record(verb, &id, json!({"reason": reason.as_str()}));
-                self.registrations.remove(&id);
+                if let Some(reg) = self.registrations.remove(&id) {
+                    let service = (reg.name, reg.version);
+                    self.index.remove(&service, &id);
+                    self.dirty_services.insert(service);
+                }
             }
         }
     }
 
-    /// Hands each dynamic backend its registrations (for rendering, ids and the API); true
-    /// when any backend's members changed.
+    /// Hands each dynamic backend whose service changed its registrations (for rendering,
+    /// ids and the API); true when any backend's members changed.
     async fn sync_members(&mut self) -> bool {
         let config = self.controller.config();
-        let wanted = desired::registrations_by_backend(&config, &self.registrations);
-        let changes: Vec<(String, Vec<Registration>)> = wanted
-            .iter()
-            .filter(|(key, registrations)| self.members_set.get(*key) != Some(*registrations))
-            .map(|(key, registrations)| (key.clone(), registrations.clone()))
-            .collect();
+        let config_changed = self
+            .last_config
+            .as_ref()
+            .is_none_or(|last| !Arc::ptr_eq(last, &config));
+        if config_changed {
+            // Structure or static members may have changed anywhere: look at everything.
+            self.next_full_round = Instant::now();
+        }
+        let everything = config_changed || self.all_dirty;
+        let mut changes: Vec<(String, Vec<Registration>)> = Vec::new();
+        for backend in config.backends.values() {
+            let service = backend.name.clone().zip(backend.version.clone());
+            let touched = everything || service.is_some_and(|s| self.dirty_services.contains(&s));
+            if !touched || backend.kind != crate::aqueduct::model::BackendType::Dynamic {
+                continue;
+            }
+            let registrations = desired::registrations_of(backend, &self.index);
+            if self.members_set.get(&backend.key) != Some(&registrations) {
+                self.members_set
+                    .insert(backend.key.clone(), registrations.clone());
+                self.dirty_backends.insert(backend.key.clone());
+                changes.push((backend.key.clone(), registrations));
+            }
+        }
+        self.members_set
+            .retain(|key, _| config.backends.contains_key(key));
+        self.dirty_services.clear();
+        self.all_dirty = false;
+        self.last_config = Some(config);
         let changed = !changes.is_empty();
         if changed {
-            for (key, registrations) in &changes {
-                self.members_set.insert(key.clone(), registrations.clone());
-            }
             self.controller.set_members_of(changes).await;
         }
-        self.members_set.retain(|key, _| wanted.contains_key(key));
         changed
     }
 
@@ -290,11 +340,42 @@ impl Manager {
         }
     }
 
+    /// Observes and plans the backends that changed or have members in transition; every
+    /// backend once a second, and after a reload, a restart or a config change.
     async fn reconcile(&mut self) -> Result<(), RuntimeError> {
         let config = self.controller.config();
-        let desired = desired::desired_servers(&config, &self.controller.render_members());
-        let rows = self.runtime.show_servers_state(None).await?;
-        let managed: BTreeSet<String> = config.backends.keys().cloned().collect();
+        let full = Instant::now() >= self.next_full_round;
+        let managed: BTreeSet<String> = if full {
+            config.backends.keys().cloned().collect()
+        } else {
+            let mut scope = std::mem::take(&mut self.dirty_backends);
+            scope.extend(
+                self.tracker
+                    .phases()
+                    .filter(|(_, phase)| !matches!(phase, Phase::Serving))
+                    .map(|(server, _)| server.backend.clone()),
+            );
+            scope.retain(|key| config.backends.contains_key(key));
+            scope
+        };
+        if full {
+            self.dirty_backends.clear();
+            self.next_full_round = Instant::now() + SLOW_ROUND;
+        }
+        if managed.is_empty() {
+            return Ok(());
+        }
+        let desired =
+            desired::desired_servers(&config, &self.controller.render_members(), &managed);
+        let rows = if full {
+            self.runtime.show_servers_state(None).await?
+        } else {
+            let mut rows = Vec::new();
+            for backend in &managed {
+                rows.extend(self.runtime.show_servers_state(Some(backend)).await?);
+            }
+            rows
+        };
         let mut observed: BTreeMap<ServerRef, ObservedServer> = rows
             .iter()
             .filter(|row| managed.contains(&row.backend))

@@ -161,7 +161,8 @@ impl Tracker {
     }
 
     /// Compares desired members with HAProxy's servers in `managed_backends` and returns the
-    /// operations that move HAProxy one step closer. Servers of other backends are left alone.
+    /// operations that move HAProxy one step closer. `desired` and `observed` must cover those
+    /// backends completely; servers and phases of other backends are left alone.
     pub fn plan(
         &mut self,
         desired: &BTreeMap<ServerRef, DesiredMember>,
@@ -198,9 +199,13 @@ impl Tracker {
                 && !has_serving.contains(&server.backend);
             self.plan_leaving(server, seen, hold, now, drain_timeout, &mut plan);
         }
-        // Forget servers that are neither desired nor present any more.
-        self.phases
-            .retain(|server, _| desired.contains_key(server) || observed.contains_key(server));
+        // Forget servers of these backends that are neither desired nor present any more
+        // (a round may look at only some backends: the others keep their phases).
+        self.phases.retain(|server, _| {
+            !managed_backends.contains(&server.backend)
+                || desired.contains_key(server)
+                || observed.contains_key(server)
+        });
         plan
     }
 
