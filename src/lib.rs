@@ -63,6 +63,7 @@ pub mod haproxy;
 pub mod json_body;
 pub mod membership;
 pub mod metrics;
+pub mod openapi;
 pub mod registry;
 pub mod shutdown_signal;
 pub mod ui;

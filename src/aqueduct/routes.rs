@@ -35,6 +35,7 @@ pub fn router_with_status(controller: Controller, board: Option<StatusBoard>) ->
         .route("/backends/{key}/members", get(get_members))
         .route("/haproxy/config", get(haproxy_config))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(crate::openapi::aqueduct))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -1,12 +1,15 @@
 //! The membership manager: follows the registry feed and the config, and keeps HAProxy's
 //! servers equal to the desired members through the runtime API. One task; every round it
 //! observes HAProxy (`show servers state`), plans (`plan::Tracker`) and applies the plan in one
-//! batch. Rounds run on every feed item or config change, every 25 ms while a member is joining
-//! or leaving, and every second otherwise (the periodic reconcile). It never reloads HAProxy.
+//! batch. A round costs what changed: a feed item observes only the backends whose members it
+//! changed; backends with members joining or leaving are observed every 25 ms; every backend
+//! once a second (the periodic reconcile) and after a config change, a reload or a restart.
+//! Stats (`show stat`) are read beside it by `stats_poller`. It never reloads HAProxy.
 
 use super::desired;
 use super::plan::{ObservedServer, Phase, RuntimeOp, ServerRef, Tracker};
-use super::status::{StatusBoard, sample_from_rows};
+use super::stats_poller::{StatsPoller, StatsRequest};
+use super::status::StatusBoard;
 use crate::aqueduct::controller::Controller;
 use crate::aqueduct::model::Config;
 use crate::haproxy::runtime::{RuntimeClient, RuntimeError, ServerCommand, ServerOptions};
@@ -14,7 +17,7 @@ use crate::haproxy::stat::CheckResult;
 use crate::metrics::{CounterVec, PromText};
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
 use crate::registry::model::Registration;
-use crate::ui::{Activity, Hub, StatsSample, now_ms};
+use crate::ui::{Activity, Hub};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -61,6 +64,13 @@ impl Default for MembershipMetrics {
 }
 
 impl MembershipMetrics {
+    pub(super) fn set_members_by_status(&self, counts: BTreeMap<String, u64>) {
+        *self
+            .members_by_status
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+
     pub fn render(&self, text: &mut PromText) {
         text.counter_vec(
             "thalassa_runtime_commands_total",
@@ -102,6 +112,13 @@ pub struct ManagerParts {
 }
 
 pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
+    let stats = StatsPoller {
+        runtime: RuntimeClient::new(parts.runtime.socket_path()),
+        board: parts.board,
+        hub: parts.hub.clone(),
+        metrics: parts.metrics.clone(),
+    }
+    .spawn();
     let manager = Manager {
         config_rx: parts.controller.subscribe(),
         controller: parts.controller,
@@ -109,7 +126,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         feed: Some(parts.feed),
         restarts: parts.restarts,
         reloads: parts.reloads,
-        board: parts.board,
+        stats,
         hub: parts.hub,
         metrics: parts.metrics,
         settings: parts.settings,
@@ -120,11 +137,11 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         last_config: None,
         dirty_backends: BTreeSet::new(),
         next_full_round: Instant::now(),
+        next_transition_round: Instant::now(),
         synced_once: false,
         members_set: BTreeMap::new(),
         joining_set: BTreeSet::new(),
         tracker: Tracker::default(),
-        last_status: BTreeMap::new(),
         next_stats: Instant::now(),
         reload_due: None,
     };
@@ -138,7 +155,7 @@ struct Manager {
     feed: Option<mpsc::Receiver<FeedItem>>,
     restarts: watch::Receiver<u64>,
     reloads: watch::Receiver<u64>,
-    board: StatusBoard,
+    stats: mpsc::Sender<StatsRequest>,
     hub: Option<Hub>,
     metrics: Arc<MembershipMetrics>,
     settings: ManagerSettings,
@@ -156,13 +173,13 @@ struct Manager {
     dirty_backends: BTreeSet<String>,
     /// When every backend is observed again (the periodic reconcile).
     next_full_round: Instant,
+    /// When backends with members joining or leaving are observed again.
+    next_transition_round: Instant,
     synced_once: bool,
     /// What was last handed to `Controller::set_members`, by backend key.
     members_set: BTreeMap<String, Vec<Registration>>,
     joining_set: BTreeSet<String>,
     tracker: Tracker,
-    /// Last shown status per server, for member-up/member-down activity.
-    last_status: BTreeMap<(String, String), String>,
     next_stats: Instant,
     /// `MembershipMode::Reload`: when the pending member change is to be reloaded.
     reload_due: Option<Instant>,
@@ -219,9 +236,7 @@ impl Manager {
         }
         if Instant::now() >= self.next_stats {
             self.next_stats = Instant::now() + SLOW_ROUND;
-            if let Err(err) = self.poll_stats().await {
-                tracing::debug!(error = %err, "stats poll failed");
-            }
+            self.request_stats();
         }
     }
 
@@ -343,18 +358,25 @@ impl Manager {
     /// Observes and plans the backends that changed or have members in transition; every
     /// backend once a second, and after a reload, a restart or a config change.
     async fn reconcile(&mut self) -> Result<(), RuntimeError> {
+        let started = Instant::now();
         let config = self.controller.config();
-        let full = Instant::now() >= self.next_full_round;
+        let full = started >= self.next_full_round;
+        let mut transitions = full;
         let managed: BTreeSet<String> = if full {
             config.backends.keys().cloned().collect()
         } else {
             let mut scope = std::mem::take(&mut self.dirty_backends);
-            scope.extend(
-                self.tracker
-                    .phases()
-                    .filter(|(_, phase)| !matches!(phase, Phase::Serving))
-                    .map(|(server, _)| server.backend.clone()),
-            );
+            // Members in transition are looked at every FAST_ROUND, not on every feed item:
+            // a round triggered by a registration then observes only the backends it touched.
+            if Instant::now() >= self.next_transition_round {
+                transitions = true;
+                scope.extend(
+                    self.tracker
+                        .phases()
+                        .filter(|(_, phase)| !matches!(phase, Phase::Serving))
+                        .map(|(server, _)| server.backend.clone()),
+                );
+            }
             scope.retain(|key| config.backends.contains_key(key));
             scope
         };
@@ -370,11 +392,8 @@ impl Manager {
         let rows = if full {
             self.runtime.show_servers_state(None).await?
         } else {
-            let mut rows = Vec::new();
-            for backend in &managed {
-                rows.extend(self.runtime.show_servers_state(Some(backend)).await?);
-            }
-            rows
+            let backends: Vec<&str> = managed.iter().map(String::as_str).collect();
+            self.runtime.show_servers_state_of(&backends).await?
         };
         let mut observed: BTreeMap<ServerRef, ObservedServer> = rows
             .iter()
@@ -414,6 +433,12 @@ impl Manager {
             self.apply(&plan.ops).await;
         }
         self.publish_joining().await;
+        if transitions {
+            // At most about a third of the time in these rounds: when they get slow (thousands
+            // of members in flight, a loaded machine), they run less often, so a registration
+            // never waits long behind one.
+            self.next_transition_round = started + FAST_ROUND.max(started.elapsed() * 2);
+        }
         Ok(())
     }
 
@@ -423,27 +448,35 @@ impl Manager {
         desired: &BTreeMap<ServerRef, super::plan::DesiredMember>,
         observed: &mut BTreeMap<ServerRef, ObservedServer>,
     ) {
-        let backends: BTreeSet<String> = observed
+        let backends: BTreeSet<&str> = observed
             .keys()
             .filter(|s| !desired.contains_key(*s))
-            .map(|s| s.backend.clone())
+            .map(|s| s.backend.as_str())
             .collect();
-        for backend in backends {
-            match self.runtime.show_servers_conn(&backend).await {
-                Ok(rows) => {
-                    for row in rows {
+        if backends.is_empty() {
+            return;
+        }
+        let backends: Vec<&str> = backends.into_iter().collect();
+        match self.runtime.show_servers_conn_of(&backends).await {
+            Ok(rows) => {
+                let connections: BTreeMap<ServerRef, u64> = rows
+                    .into_iter()
+                    .map(|row| {
                         let server = ServerRef {
-                            backend: row.backend.clone(),
-                            server: row.server.clone(),
+                            backend: row.backend,
+                            server: row.server,
                         };
-                        if let Some(seen) = observed.get_mut(&server) {
-                            seen.connections = Some(row.used_cur);
-                        }
+                        (server, row.used_cur)
+                    })
+                    .collect();
+                for (server, seen) in observed.iter_mut() {
+                    if let Some(used) = connections.get(server) {
+                        seen.connections = Some(*used);
                     }
                 }
-                Err(err) => tracing::debug!(backend = %backend, error = %err,
-                    "show servers conn failed; leaving members wait"),
             }
+            Err(err) => tracing::debug!(error = %err,
+                "show servers conn failed; leaving members wait"),
         }
     }
 
@@ -535,59 +568,20 @@ impl Manager {
         }
     }
 
-    async fn poll_stats(&mut self) -> Result<(), RuntimeError> {
-        let rows = self.runtime.show_stat().await?;
-        let config = self.controller.config();
-        let phases: BTreeMap<(String, String), Phase> = self
+    /// Hands the stats poller what it needs for its next sample (skipped while it is busy).
+    fn request_stats(&self) {
+        let phases = self
             .tracker
             .phases()
             .map(|(s, p)| ((s.backend.clone(), s.server.clone()), *p))
             .collect();
-        let frontends: Vec<String> = config.frontends.keys().cloned().collect();
-        let backends: Vec<String> = config.backends.keys().cloned().collect();
-        let sample = sample_from_rows(&rows, &phases, &frontends, &backends, now_ms());
-        self.note_transitions(&sample);
-        self.board.replace(sample.clone());
-        if let Some(hub) = &self.hub {
-            hub.stats(sample);
+        let request = StatsRequest {
+            config: self.controller.config(),
+            phases,
+        };
+        if self.stats.try_send(request).is_err() {
+            tracing::debug!("stats poller still busy; skipping a sample");
         }
-        Ok(())
-    }
-
-    /// Member UP/DOWN transitions become activity entries and update the status gauge.
-    fn note_transitions(&mut self, sample: &StatsSample) {
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        let mut seen = BTreeMap::new();
-        for (backend, members) in &sample.members {
-            for member in members {
-                *counts.entry(member.status.clone()).or_default() += 1;
-                let key = (backend.clone(), member.server.clone());
-                let before = self.last_status.get(&key);
-                let is_up = member.status == "UP";
-                let was_up = before.is_some_and(|s| s == "UP");
-                if before.is_some() && is_up != was_up && member.status != "DRAIN" {
-                    let verb = if is_up { "member-up" } else { "member-down" };
-                    tracing::info!(backend = %backend, server = %member.server, status = %member.status,
-                        check = ?member.check_status, "member status changed");
-                    self.record(
-                        verb,
-                        &format!("{backend}/{}", member.server),
-                        json!({
-                            "status": member.status,
-                            "check_status": member.check_status,
-                            "check_duration_ms": member.check_duration_ms,
-                        }),
-                    );
-                }
-                seen.insert(key, member.status.clone());
-            }
-        }
-        self.last_status = seen;
-        *self
-            .metrics
-            .members_by_status
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = counts;
     }
 
     fn record(&self, verb: &str, object: &str, detail: serde_json::Value) {

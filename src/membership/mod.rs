@@ -4,4 +4,5 @@
 pub mod desired;
 pub mod manager;
 pub mod plan;
+pub mod stats_poller;
 pub mod status;

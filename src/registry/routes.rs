@@ -32,6 +32,7 @@ pub fn router(registry: Registry) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/events", get(events::stream))
+        .route("/openapi.json", get(crate::openapi::registry))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Refuse oversized bodies while reading, not after buffering megabytes.

@@ -260,6 +260,73 @@ impl RuntimeClient {
         })
     }
 
+    /// `show servers state <backend>` for several backends in one round trip (pipelined like
+    /// [`Self::batch`]), so a reconcile of many backends costs one exchange, not one each.
+    /// A backend HAProxy does not have yields no rows.
+    pub async fn show_servers_state_of(
+        &self,
+        backends: &[&str],
+    ) -> Result<Vec<ServerStateRow>, RuntimeError> {
+        let replies = self.show_each("show servers state", backends).await?;
+        let mut rows = Vec::new();
+        for (command, reply) in replies {
+            rows.extend(
+                parse_servers_state(&reply)
+                    .map_err(|source| RuntimeError::Parse { command, source })?,
+            );
+        }
+        Ok(rows)
+    }
+
+    /// `show servers conn <backend>` for several backends in one round trip.
+    pub async fn show_servers_conn_of(
+        &self,
+        backends: &[&str],
+    ) -> Result<Vec<ServerConnRow>, RuntimeError> {
+        let replies = self.show_each("show servers conn", backends).await?;
+        let mut rows = Vec::new();
+        for (command, reply) in replies {
+            rows.extend(
+                parse_servers_conn(&reply)
+                    .map_err(|source| RuntimeError::Parse { command, source })?,
+            );
+        }
+        Ok(rows)
+    }
+
+    /// `<show> <backend>` for each backend, pipelined; the replies of backends HAProxy knows,
+    /// with the command that produced each.
+    async fn show_each(
+        &self,
+        show: &str,
+        backends: &[&str],
+    ) -> Result<Vec<(String, String)>, RuntimeError> {
+        let mut commands = Vec::with_capacity(backends.len());
+        for backend in backends {
+            commands.push(format!("{show} {}", validate_name("backend", backend)?));
+        }
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lines = join_into_lines(commands.iter().map(String::as_str));
+        let replies = {
+            let mut session = self.session.lock().await;
+            exchange(
+                &mut session,
+                &self.path,
+                self.timeout,
+                &lines,
+                commands.len(),
+            )
+            .await?
+        };
+        Ok(commands
+            .into_iter()
+            .zip(replies)
+            .filter(|(_, reply)| !reply.starts_with("Can't find backend"))
+            .collect())
+    }
+
     /// The raw `show servers state` text, newline-terminated: the server-state file format.
     pub async fn show_servers_state_text(&self) -> Result<String, RuntimeError> {
         let reply = self.command("show servers state").await?;

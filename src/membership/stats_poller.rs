@@ -1,0 +1,111 @@
+//! The stats poller: reads `show stat` once a second on its own admin-socket connection and
+//! publishes what it shows (the status board, the UI's stats samples, member UP/DOWN activity,
+//! the members-by-status gauge). It runs beside the manager rather than inside its loop so a
+//! dump of thousands of servers never delays a join or a drain.
+
+use super::manager::MembershipMetrics;
+use super::plan::Phase;
+use super::status::{StatusBoard, sample_from_rows};
+use crate::aqueduct::model::Config;
+use crate::haproxy::runtime::{RuntimeClient, RuntimeError};
+use crate::ui::{Activity, Hub, StatsSample, now_ms};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What the manager knows that `show stat` does not: the config the sample is shaped by, and
+/// each member's phase (joining members show `DOWN` until their first passing check).
+pub struct StatsRequest {
+    pub config: Arc<Config>,
+    pub phases: BTreeMap<(String, String), Phase>,
+}
+
+pub struct StatsPoller {
+    /// A connection of its own, opened per poll: after a reload it reaches the new worker,
+    /// and a long dump never holds the manager's connection.
+    pub runtime: RuntimeClient,
+    pub board: StatusBoard,
+    pub hub: Option<Hub>,
+    pub metrics: Arc<MembershipMetrics>,
+}
+
+impl StatsPoller {
+    /// Polls once per request; a request that arrives while a poll runs waits for the next
+    /// (the channel holds one), so a slow HAProxy is polled less often, never piled up.
+    pub fn spawn(self) -> mpsc::Sender<StatsRequest> {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(self.run(rx));
+        tx
+    }
+
+    async fn run(self, mut requests: mpsc::Receiver<StatsRequest>) {
+        let mut last_status = BTreeMap::new();
+        while let Some(request) = requests.recv().await {
+            let polled = self.poll(&request).await;
+            self.runtime.disconnect().await;
+            match polled {
+                Ok(sample) => {
+                    last_status = self.note_transitions(&sample, last_status);
+                    self.board.replace(sample.clone());
+                    if let Some(hub) = &self.hub {
+                        hub.stats(sample);
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "stats poll failed"),
+            }
+        }
+    }
+
+    async fn poll(&self, request: &StatsRequest) -> Result<StatsSample, RuntimeError> {
+        let rows = self.runtime.show_stat().await?;
+        let frontends: Vec<String> = request.config.frontends.keys().cloned().collect();
+        let backends: Vec<String> = request.config.backends.keys().cloned().collect();
+        Ok(sample_from_rows(
+            &rows,
+            &request.phases,
+            &frontends,
+            &backends,
+            now_ms(),
+        ))
+    }
+
+    /// Member UP/DOWN transitions become activity entries and update the status gauge;
+    /// returns the statuses to compare the next sample with.
+    fn note_transitions(
+        &self,
+        sample: &StatsSample,
+        last_status: BTreeMap<(String, String), String>,
+    ) -> BTreeMap<(String, String), String> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seen = BTreeMap::new();
+        for (backend, members) in &sample.members {
+            for member in members {
+                *counts.entry(member.status.clone()).or_default() += 1;
+                let key = (backend.clone(), member.server.clone());
+                let before = last_status.get(&key);
+                let is_up = member.status == "UP";
+                let was_up = before.is_some_and(|s| s == "UP");
+                if before.is_some() && is_up != was_up && member.status != "DRAIN" {
+                    let verb = if is_up { "member-up" } else { "member-down" };
+                    tracing::info!(backend = %backend, server = %member.server, status = %member.status,
+                        check = ?member.check_status, "member status changed");
+                    if let Some(hub) = &self.hub {
+                        hub.activity(Activity::now(
+                            verb,
+                            format!("{backend}/{}", member.server),
+                            json!({
+                                "status": member.status,
+                                "check_status": member.check_status,
+                                "check_duration_ms": member.check_duration_ms,
+                            }),
+                        ));
+                    }
+                }
+                seen.insert(key, member.status.clone());
+            }
+        }
+        self.metrics.set_members_by_status(counts);
+        seen
+    }
+}
