@@ -2,6 +2,7 @@
 //! members), and the runtime-API operations that make HAProxy agree, without reloads.
 
 pub mod desired;
+pub mod expiry_brake;
 pub mod manager;
 pub mod plan;
 pub mod stats_poller;
