@@ -46,6 +46,7 @@ fn sample(time_ms: u64) -> StatsSample {
         frontends,
         backends,
         members,
+        ..StatsSample::default()
     }
 }
 

@@ -122,6 +122,27 @@ pub struct AqueductCommon {
     /// Address of HAProxy's own stats page (`listen stats`), e.g. `*:1988`; off when empty.
     #[arg(long, env = "THALASSA_HAPROXY_STATS_BIND", default_value = "")]
     pub haproxy_stats_bind: String,
+    /// Mass-expiry brake: when more than this share (0-1) of a dynamic backend's members
+    /// expire within `--expiry-brake-window`, the expired ones stay in service and the backend
+    /// is marked degraded until they return or an operator confirms. 1 disables the brake.
+    #[arg(long, env = "THALASSA_EXPIRY_BRAKE_THRESHOLD", default_value_t = 0.5, value_parser = parse_share)]
+    pub expiry_brake_threshold: f64,
+    /// How far back the mass-expiry brake counts expiries and members.
+    #[arg(long, env = "THALASSA_EXPIRY_BRAKE_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub expiry_brake_window: Duration,
+    /// Fewest members a backend needs for the mass-expiry brake to apply.
+    #[arg(long, env = "THALASSA_EXPIRY_BRAKE_MIN_MEMBERS", default_value_t = 3)]
+    pub expiry_brake_min_members: usize,
+}
+
+/// Parses a share between 0 and 1, e.g. `0.5`.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "invalid share {text:?}: expected a number from 0 to 1"
+        )),
+    }
 }
 
 /// Parses `250ms`, `20s`, `2m`, `1h`, or a bare number of seconds.
@@ -168,6 +189,15 @@ mod tests {
         check("1.5s", Some(1_500));
         check("x", None);
         check("5d", None);
+    }
+
+    #[test]
+    fn shares() {
+        assert_eq!(parse_share("0.5"), Ok(0.5));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert!(parse_share("1.5").is_err());
+        assert!(parse_share("-0.1").is_err());
+        assert!(parse_share("NaN").is_err());
     }
 
     #[test]

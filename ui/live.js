@@ -15,6 +15,7 @@ export const store = {
   registry: null, // last good /ui/api/registry answer
   registryError: null,
   switches: {}, // backend key -> {state: 'pending'|'ok'|'failed', text}
+  confirms: {}, // backend key -> {state: 'pending'|'ok'|'failed', text}: held-member removals
   lastStats: null, // {sampleTime, receivedAt} of the newest stats delta
 };
 
@@ -197,4 +198,25 @@ export async function switchVersion(backendKey, version) {
   }
   changed('switch');
   refreshRegistrySoon();
+}
+
+/** Confirms that the members the mass-expiry brake holds in `backendKey` are really gone: they
+ *  drain and leave, and the degraded mark clears. */
+export async function confirmRemoval(backendKey) {
+  store.confirms[backendKey] = { state: 'pending', text: 'removing held members…' };
+  changed('switch');
+  try {
+    const response = await fetch(`/backends/${encodeURIComponent(backendKey)}/confirm-removal`, { method: 'POST' });
+    const text = await response.text();
+    if (!response.ok) {
+      let message = text;
+      try { message = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
+      throw new Error(message || `HTTP ${response.status}`);
+    }
+    const removing = (JSON.parse(text).removing || []).length;
+    store.confirms[backendKey] = { state: 'ok', text: `removing ${removing} held ${removing === 1 ? 'member' : 'members'}` };
+  } catch (err) {
+    store.confirms[backendKey] = { state: 'failed', text: `removal failed: ${err.message || err}` };
+  }
+  changed('switch');
 }

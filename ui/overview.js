@@ -1,10 +1,12 @@
 // overview.js: the Overview page. Per frontend: status, connections, history charts, bind,
 // default backend, rules, natives, and "waiting for backend" when its backend is missing. Per
-// backend: status (DOWN when no member is UP), name@version with the live version switch,
-// healthy/total ring, charts, and every member with its HAProxy status and last check.
+// backend: status (DOWN when no member is UP, DEGRADED while the mass-expiry brake holds expired
+// members in service, with the held members and a button to confirm their removal),
+// name@version with the live version switch, healthy/total ring, charts, and every member with
+// its HAProxy status and last check.
 import { h, reconcile, badge, plural, num, duration } from './dom.js';
 import { sparkline, ring } from './charts.js';
-import { store, switchVersion } from './live.js';
+import { store, switchVersion, confirmRemoval } from './live.js';
 
 export function mount(main) {
   const summary = h('p', { class: 'summary', id: 'summary' });
@@ -109,8 +111,11 @@ function backendView(b) {
   const current = members.filter((m) => !m.leaving);
   const healthy = current.filter((m) => m.sample && String(m.sample.status).startsWith('UP')).length;
   const sample = store.stats && store.stats.backends ? store.stats.backends[b.key] : null;
-  const status = healthy === 0 ? 'DOWN' : (sample && sample.status) || 'UP';
-  return { backend: b, members, healthy, total: current.length, sample, status };
+  const degraded = (store.stats && store.stats.degraded && store.stats.degraded[b.key]) || null;
+  const held = new Set(degraded ? degraded.held : []);
+  for (const m of members) m.held = held.has(m.address);
+  const status = healthy === 0 ? 'DOWN' : degraded ? 'DEGRADED' : (sample && sample.status) || 'UP';
+  return { backend: b, members, healthy, total: current.length, sample, status, degraded };
 }
 
 function fillBackend(el, v) {
@@ -124,6 +129,7 @@ function fillBackend(el, v) {
       badge(v.status),
       h('h3', { class: 'key', text: b.key }),
       dynamic ? versionPicker(b, versions, sw) : h('span', { class: 'kind', text: 'static' }))),
+    block('degraded', [v.degraded, store.confirms[b.key] || null], () => degradedNote(b.key, v.degraded)),
     block('health', [v.healthy, v.total, v.sample], () => h('div', { class: 'health' },
       ring(v.healthy, v.total), traffic(v.sample, 'rate', 'sess/s'))),
     block('charts', chartSig('backends', b.key), () => charts('backends', b.key, 'rate', 'sess/s')),
@@ -135,6 +141,25 @@ function fillBackend(el, v) {
       (b.natives || []).length ? fact('natives', h('ul', { class: 'plain' }, b.natives.map((n) => h('li', { class: 'mono', text: String(n) })))) : null)),
     block('members', v.members, () => memberList(v)),
   ]);
+}
+
+/** The mass-expiry brake's mark: why, since when, who is held, and the operator's way out. */
+function degradedNote(key, degraded) {
+  const confirm = store.confirms[key] || null;
+  if (!degraded) {
+    // An empty slot keeps the card's block order stable; it shows how the last removal went.
+    return h('div', { class: 'degraded-slot' },
+      confirm && confirm.state !== 'pending'
+        ? h('p', { class: `switch switch-${confirm.state}`, role: 'status', text: confirm.text }) : null);
+  }
+  const since = new Date(degraded.since).toLocaleTimeString();
+  const n = degraded.held.length;
+  return h('div', { class: 'degraded', role: 'alert', 'data-degraded': key },
+    h('p', { class: 'degraded-title', text: `Degraded since ${since}: ${degraded.reason}.` }),
+    h('p', { text: `${plural(n, 'expired member')} ${n === 1 ? 'is' : 'are'} kept in service until ${n === 1 ? 'it registers' : 'they register'} again: ${degraded.held.join(', ')}.` }),
+    h('button', { type: 'button', class: 'confirm-removal', disabled: confirm && confirm.state === 'pending',
+      onclick: () => confirmRemoval(key), text: `Confirm removal of ${plural(n, 'held member')}` }),
+    confirm ? h('span', { class: `switch switch-${confirm.state}`, role: 'status', text: confirm.text }) : null);
 }
 
 function versionPicker(b, versions, sw) {
@@ -169,7 +194,7 @@ function memberList(v) {
     return h('p', { class: 'empty', text: v.backend.type === 'dynamic'
       ? `No members: nothing registered as ${v.backend.name}@${v.backend.version} yet.` : 'No members.' });
   }
-  return h('ul', { class: 'members' }, v.members.map(({ address, sample, leaving }) => {
+  return h('ul', { class: 'members' }, v.members.map(({ address, sample, leaving, held }) => {
     // "DOWN" until a check has passed: HAProxy has not vouched for a member it has not checked.
     const status = sample ? sample.status : 'DOWN';
     const checkText = sample && sample.checkStatus
@@ -182,7 +207,8 @@ function memberList(v) {
         text: `${checkText}${sample && typeof sample.lastChangeS === 'number' ? ` · ${status} for ${duration(sample.lastChangeS)}` : ''}` }),
 
       h('span', { class: 'load', text: sample ? `${num(sample.scur)} sess · ${num(sample.rate)}/s` : '' }),
-      leaving ? h('span', { class: 'leaving', text: 'leaving' }) : null);
+      leaving ? h('span', { class: 'leaving', text: 'leaving' }) : null,
+      held ? h('span', { class: 'held', text: 'held: expired in the registry, kept serving' }) : null);
   }));
 }
 

@@ -1,5 +1,6 @@
 //! The aqueduct's HTTP API, wire-compatible with Aqueduct: `/frontends`, `/backends`,
-//! `/haproxy/config`, plus `/metrics`. Successes answer the original's `200` body; every
+//! `/haproxy/config`, plus `/metrics` and `POST /backends/{key}/confirm-removal` (the
+//! mass-expiry brake). Successes answer the original's `200` body; every
 //! failure is an [`ApiError`] (JSON `{"error","field"}`), including unknown routes.
 
 use super::controller::{Change, Controller};
@@ -33,6 +34,10 @@ pub fn router_with_status(controller: Controller, board: Option<StatusBoard>) ->
                 .post(switch_version),
         )
         .route("/backends/{key}/members", get(get_members))
+        .route(
+            "/backends/{key}/confirm-removal",
+            axum::routing::post(confirm_removal),
+        )
         .route("/haproxy/config", get(haproxy_config))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(crate::openapi::aqueduct))
@@ -154,6 +159,33 @@ async fn get_members(
         board.decorate_members(&key, &mut members);
     }
     Ok(axum::Json(members).into_response())
+}
+
+/// An operator accepts that the members the mass-expiry brake holds are really gone: they
+/// leave through the normal drain path and the degraded mark clears. 404 for an unknown
+/// backend, 409 when it holds nothing.
+async fn confirm_removal(
+    State(controller): State<Controller>,
+    State(board): State<Option<StatusBoard>>,
+    path: KeyPath,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    if controller.backend_row(&key).is_none() {
+        return Err(backend_not_found(&key));
+    }
+    let nothing_held = || {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!("backend {key} is not degraded: no expired members are held"),
+        )
+    };
+    let board = board.ok_or_else(nothing_held)?;
+    let removing = board
+        .brake()
+        .confirm_removal(&key)
+        .map_err(|_| nothing_held())?;
+    tracing::info!(backend = %key, removing = ?removing, "operator confirmed the removal of held members");
+    Ok(axum::Json(serde_json::json!({"backend": key, "removing": removing})).into_response())
 }
 
 async fn put_backend(

@@ -9,6 +9,7 @@ use crate::cli::{AqueductArgs, AqueductCommon};
 use crate::haproxy::ConfigTarget;
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use crate::haproxy::supervisor::{Supervisor, SupervisorSettings};
+use crate::membership::expiry_brake::BrakeSettings;
 use crate::membership::manager::{
     self, ManagerParts, ManagerSettings, MembershipMetrics, MembershipMode,
 };
@@ -153,6 +154,11 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
                     }
                 } else {
                     MembershipMode::Runtime
+                },
+                brake: BrakeSettings {
+                    threshold: common.expiry_brake_threshold,
+                    window: common.expiry_brake_window,
+                    min_members: common.expiry_brake_min_members,
                 },
             },
         }),

@@ -5,8 +5,15 @@
 //! changed; backends with members joining or leaving are observed every 25 ms; every backend
 //! once a second (the periodic reconcile) and after a config change, a reload or a restart.
 //! Stats (`show stat`) are read beside it by `stats_poller`. It never reloads HAProxy.
+//!
+//! Between the registry and the member lists sits the mass-expiry brake
+//! ([`super::expiry_brake`]): expiries are noted as they arrive (and members a resync snapshot
+//! lacks count as expired), and each dynamic backend's list is the registry's plus the members
+//! the brake holds. Operators confirm removals through the [`super::brake_board::BrakeBoard`].
 
+use super::brake_board::BrakeBoard;
 use super::desired;
+use super::expiry_brake::{BackendRound, BrakeEvent, BrakeSettings, ExpiryBrake};
 use super::plan::{ObservedServer, Phase, RuntimeOp, ServerRef, Tracker};
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
@@ -17,7 +24,7 @@ use crate::haproxy::stat::CheckResult;
 use crate::metrics::{CounterVec, PromText};
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
 use crate::registry::model::Registration;
-use crate::ui::{Activity, Hub};
+use crate::ui::{Activity, DegradedSample, Hub, now_ms};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +41,8 @@ pub struct ManagerSettings {
     /// Longest a leaving member keeps its connections before it is removed anyway.
     pub drain_timeout: Duration,
     pub mode: MembershipMode,
+    /// When most of a backend's members expiring at once are held instead of removed.
+    pub brake: BrakeSettings,
 }
 
 /// How membership changes reach HAProxy.
@@ -51,6 +60,10 @@ pub struct MembershipMetrics {
     pub runtime_commands: CounterVec,
     pub repairs: CounterVec,
     members_by_status: std::sync::RwLock<BTreeMap<String, u64>>,
+    /// Times the mass-expiry brake engaged, by backend.
+    pub brake_engaged: CounterVec,
+    /// Dynamic backend -> members held by the brake (0 when not degraded).
+    held_by_backend: std::sync::RwLock<BTreeMap<String, usize>>,
 }
 
 impl Default for MembershipMetrics {
@@ -59,6 +72,8 @@ impl Default for MembershipMetrics {
             runtime_commands: CounterVec::new(&["kind", "outcome"]),
             repairs: CounterVec::new(&["kind"]),
             members_by_status: std::sync::RwLock::new(BTreeMap::new()),
+            brake_engaged: CounterVec::new(&["backend"]),
+            held_by_backend: std::sync::RwLock::new(BTreeMap::new()),
         }
     }
 }
@@ -95,6 +110,36 @@ impl MembershipMetrics {
             &["status"],
             &samples,
         );
+        let held = self
+            .held_by_backend
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let degraded: Vec<(Vec<String>, f64)> = held
+            .iter()
+            .map(|(backend, n)| (vec![backend.clone()], if *n > 0 { 1.0 } else { 0.0 }))
+            .collect();
+        text.gauge_family(
+            "thalassa_backend_degraded",
+            "1 while the mass-expiry brake holds expired members of a dynamic backend in service",
+            &["backend"],
+            &degraded,
+        );
+        let held: Vec<(Vec<String>, f64)> = held
+            .iter()
+            .map(|(backend, n)| (vec![backend.clone()], *n as f64))
+            .collect();
+        text.gauge_family(
+            "thalassa_backend_held_members",
+            "Expired members the mass-expiry brake keeps in service, by backend",
+            &["backend"],
+            &held,
+        );
+        text.counter_vec(
+            "thalassa_expiry_brake_engaged_total",
+            "Times most of a backend's members expired at once and the brake held them",
+            &self.brake_engaged,
+        );
     }
 }
 
@@ -112,6 +157,8 @@ pub struct ManagerParts {
 }
 
 pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
+    let brake = ExpiryBrake::new(parts.settings.brake.clone());
+    let brake_board = parts.board.brake().clone();
     let stats = StatsPoller {
         runtime: RuntimeClient::new(parts.runtime.socket_path()),
         board: parts.board,
@@ -142,6 +189,9 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         members_set: BTreeMap::new(),
         joining_set: BTreeSet::new(),
         tracker: Tracker::default(),
+        brake,
+        brake_board,
+        expired: BTreeSet::new(),
         next_stats: Instant::now(),
         reload_due: None,
     };
@@ -180,6 +230,11 @@ struct Manager {
     members_set: BTreeMap<String, Vec<Registration>>,
     joining_set: BTreeSet<String>,
     tracker: Tracker,
+    brake: ExpiryBrake,
+    /// The degraded backends as the API sees them, and operators' confirmations.
+    brake_board: BrakeBoard,
+    /// Registration ids that expired (or vanished in a resync) since the last round.
+    expired: BTreeSet<String>,
     next_stats: Instant,
     /// `MembershipMode::Reload`: when the pending member change is to be reloaded.
     reload_due: Option<Instant>,
@@ -217,6 +272,7 @@ impl Manager {
                     self.reloads.borrow_and_update();
                     self.next_full_round = Instant::now();
                 }
+                () = self.brake_board.confirmation_queued() => self.confirm_removals(),
                 _ = tokio::time::sleep(wait) => {}
             }
             // Take everything else already queued: one round for a burst of changes.
@@ -256,6 +312,9 @@ impl Manager {
                     for id in self.registrations.keys() {
                         if !next.contains_key(id) {
                             self.record("offline", id, json!({"resync": true}));
+                            // The registry lost it while we were away: as good as expired, so
+                            // a registry that lost most of its data trips the brake.
+                            self.expired.insert(id.clone());
                         }
                     }
                 } else {
@@ -291,6 +350,9 @@ impl Manager {
                     OfflineReason::Expired => "expired",
                 };
                 self.record(verb, &id, json!({"reason": reason.as_str()}));
+                if reason == OfflineReason::Expired {
+                    self.expired.insert(id.clone());
+                }
                 if let Some(reg) = self.registrations.remove(&id) {
                     let service = (reg.name, reg.version);
                     self.index.remove(&service, &id);
@@ -314,13 +376,36 @@ impl Manager {
         }
         let everything = config_changed || self.all_dirty;
         let mut changes: Vec<(String, Vec<Registration>)> = Vec::new();
+        let mut brake_events = Vec::new();
+        let (now, wall_ms) = (Instant::now(), now_ms());
         for backend in config.backends.values() {
             let service = backend.name.clone().zip(backend.version.clone());
-            let touched = everything || service.is_some_and(|s| self.dirty_services.contains(&s));
+            let touched = everything
+                || service
+                    .as_ref()
+                    .is_some_and(|s| self.dirty_services.contains(s));
+            let Some(service) = service else { continue };
             if !touched || backend.kind != crate::aqueduct::model::BackendType::Dynamic {
                 continue;
             }
-            let registrations = desired::registrations_of(backend, &self.index);
+            let current = desired::registrations_of(backend, &self.index);
+            let previous = self
+                .members_set
+                .get(&backend.key)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let registrations = self.brake.members(
+                BackendRound {
+                    backend: &backend.key,
+                    service,
+                    current,
+                    previous,
+                    expired: &self.expired,
+                },
+                now,
+                wall_ms,
+                &mut brake_events,
+            );
             if self.members_set.get(&backend.key) != Some(&registrations) {
                 self.members_set
                     .insert(backend.key.clone(), registrations.clone());
@@ -330,6 +415,17 @@ impl Manager {
         }
         self.members_set
             .retain(|key, _| config.backends.contains_key(key));
+        let is_dynamic = |key: &str| {
+            config
+                .backends
+                .get(key)
+                .is_some_and(|b| b.kind == crate::aqueduct::model::BackendType::Dynamic)
+        };
+        self.brake.retain_backends(is_dynamic, &mut brake_events);
+        self.expired.clear();
+        if !brake_events.is_empty() || config_changed {
+            self.publish_brake(&config, &brake_events);
+        }
         self.dirty_services.clear();
         self.all_dirty = false;
         self.last_config = Some(config);
@@ -338,6 +434,107 @@ impl Manager {
             self.controller.set_members_of(changes).await;
         }
         changed
+    }
+
+    /// Carries out the removals operators confirmed: the held members are dropped from their
+    /// backends and leave through the normal drain path on this round.
+    fn confirm_removals(&mut self) {
+        let mut events = Vec::new();
+        for backend in self.brake_board.take_confirmations() {
+            match self.brake.confirm(&backend) {
+                Ok(event) => {
+                    if let Some(service) = self.brake.service_of(&backend) {
+                        self.dirty_services.insert(service);
+                    }
+                    events.push(event);
+                }
+                // They registered again in the meantime: nothing left to remove.
+                Err(err) => tracing::info!(backend = %backend, error = %err, "nothing to confirm"),
+            }
+        }
+        if !events.is_empty() {
+            let config = self.controller.config();
+            self.publish_brake(&config, &events);
+        }
+    }
+
+    /// Reports brake events (logs, activity, metrics) and publishes the degraded backends to
+    /// the API's board and the metrics.
+    fn publish_brake(&self, config: &Config, events: &[BrakeEvent]) {
+        for event in events {
+            match event {
+                BrakeEvent::Engaged {
+                    backend,
+                    expired,
+                    members,
+                    held,
+                } => {
+                    tracing::warn!(backend = %backend, expired, members, held = ?held,
+                        "most members expired at once; holding them in service (backend degraded)");
+                    self.metrics.brake_engaged.inc(&[backend]);
+                    self.record(
+                        "degraded",
+                        &format!("backend/{backend}"),
+                        json!({"expired": expired, "members": members, "held": held}),
+                    );
+                }
+                BrakeEvent::Held { backend, member } => {
+                    tracing::warn!(backend = %backend, member = %member,
+                        "member expired while the backend is degraded; holding it");
+                    self.record(
+                        "held",
+                        &format!("backend/{backend}"),
+                        json!({"member": member}),
+                    );
+                }
+                BrakeEvent::Released { backend, member } => {
+                    tracing::info!(backend = %backend, member = %member, "held member registered again");
+                }
+                BrakeEvent::Cleared {
+                    backend,
+                    reason,
+                    dropped,
+                } => {
+                    tracing::info!(backend = %backend, reason = reason.as_str(), removed = ?dropped,
+                        "backend no longer degraded");
+                    self.record(
+                        "degraded-cleared",
+                        &format!("backend/{backend}"),
+                        json!({"reason": reason.as_str(), "removed": dropped}),
+                    );
+                }
+            }
+        }
+        let degraded: BTreeMap<String, DegradedSample> = self
+            .brake
+            .degraded()
+            .into_iter()
+            .map(|(key, mark)| {
+                let sample = DegradedSample {
+                    since: mark.since_ms,
+                    reason: mark.reason,
+                    held: mark.held,
+                };
+                (key, sample)
+            })
+            .collect();
+        let held: BTreeMap<String, usize> = config
+            .backends
+            .values()
+            .filter(|b| b.kind == crate::aqueduct::model::BackendType::Dynamic)
+            .map(|b| {
+                (
+                    b.key.clone(),
+                    degraded.get(&b.key).map_or(0, |d| d.held.len()),
+                )
+            })
+            .collect();
+        *self
+            .metrics
+            .held_by_backend
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = held;
+        self.brake_board.publish(degraded);
     }
 
     /// The reload-per-change baseline: every member change re-renders and reloads HAProxy,

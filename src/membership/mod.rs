@@ -1,7 +1,9 @@
 //! Live membership: which servers each backend should have (from the registry and static
 //! members), and the runtime-API operations that make HAProxy agree, without reloads.
 
+pub mod brake_board;
 pub mod desired;
+pub mod expiry_brake;
 pub mod manager;
 pub mod plan;
 pub mod stats_poller;

@@ -45,7 +45,8 @@ impl StatsPoller {
             let polled = self.poll(&request).await;
             self.runtime.disconnect().await;
             match polled {
-                Ok(sample) => {
+                Ok(mut sample) => {
+                    sample.degraded = self.board.brake().all();
                     last_status = self.note_transitions(&sample, last_status);
                     self.board.replace(sample.clone());
                     if let Some(hub) = &self.hub {

@@ -2,6 +2,7 @@
 //! planner's phases (a joining member is `DOWN` until its first passing check, whatever HAProxy
 //! says; a leaving one is `DRAIN`). Written by the membership manager, read by the routes.
 
+use super::brake_board::BrakeBoard;
 use super::plan::Phase;
 use crate::haproxy::stat::{ProxyKind, StatRow, StatStatus};
 use crate::ui::{MemberSample, ProxySample, StatsSample};
@@ -9,10 +10,12 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-/// The latest status sample, shared between the manager (writer) and the routes (readers).
+/// The latest status sample, shared between the manager (writer) and the routes (readers),
+/// with the mass-expiry brake's degraded backends.
 #[derive(Clone, Default)]
 pub struct StatusBoard {
     latest: Arc<RwLock<StatsSample>>,
+    brake: BrakeBoard,
 }
 
 impl StatusBoard {
@@ -22,6 +25,10 @@ impl StatusBoard {
 
     pub fn replace(&self, sample: StatsSample) {
         *self.latest.write().unwrap_or_else(|p| p.into_inner()) = sample;
+    }
+
+    pub fn brake(&self) -> &BrakeBoard {
+        &self.brake
     }
 
     pub fn latest(&self) -> StatsSample {
@@ -40,10 +47,27 @@ impl StatusBoard {
         if let Some(members) = row.get_mut("members") {
             self.decorate_members(&key, members);
         }
+        // Only degraded backends carry the field, last, so every other row stays as it was.
+        if let (Some(degraded), Some(object)) = (self.brake.degraded(&key), row.as_object_mut()) {
+            object.insert(
+                "degraded".into(),
+                serde_json::json!({
+                    "since": degraded.since,
+                    "reason": degraded.reason,
+                    "held": degraded.held,
+                }),
+            );
+        }
     }
 
-    /// Adds the live status fields to each member object of `members` (an array).
+    /// Adds the live status fields to each member object of `members` (an array), and
+    /// `"held": true` to members the mass-expiry brake keeps in service.
     pub fn decorate_members(&self, backend_key: &str, members: &mut Value) {
+        let held = self
+            .brake
+            .degraded(backend_key)
+            .map(|d| d.held)
+            .unwrap_or_default();
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
         let samples = latest.members.get(backend_key);
         let Some(members) = members.as_array_mut() else {
@@ -82,6 +106,9 @@ impl StatusBoard {
                     .map_or(Value::Null, Value::from),
             );
             object.insert("sessions".into(), Value::from(sample.map_or(0, |s| s.scur)));
+            if held.contains(&format!("{host}:{port}")) {
+                object.insert("held".into(), Value::Bool(true));
+            }
         }
     }
 }

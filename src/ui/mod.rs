@@ -32,7 +32,7 @@ mod stats;
 
 pub use activity::{Activity, ActivityRecord, now_ms};
 pub use hub::{ACTIVITY_CAPACITY, HISTORY_CAPACITY, Hub, SNAPSHOT_ACTIVITY};
-pub use stats::{MemberSample, ProxySample, StatsSample};
+pub use stats::{DegradedSample, MemberSample, ProxySample, StatsSample};
 
 use crate::api_error::ApiError;
 use axum::Json;

@@ -16,6 +16,21 @@ pub struct StatsSample {
     pub backends: BTreeMap<String, ProxySample>,
     /// Backend key -> its servers.
     pub members: BTreeMap<String, Vec<MemberSample>>,
+    /// Backend key -> its degraded mark, for backends the mass-expiry brake holds members of.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub degraded: BTreeMap<String, DegradedSample>,
+}
+
+/// A backend whose members mostly expired at once: the expired ones are held in service until
+/// they register again or an operator confirms their removal (`membership::expiry_brake`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DegradedSample {
+    /// Epoch milliseconds when the brake engaged.
+    pub since: u64,
+    /// Why, in words, e.g. `4 of 5 members expired within 10 s`.
+    pub reason: String,
+    /// The held members, `host:port`, sorted.
+    pub held: Vec<String>,
 }
 
 /// A frontend's or backend's row of `show stat`.
