@@ -179,6 +179,20 @@ async fn the_walkthrough_lives_on_screen() {
         )
         .await;
     eprintln!("origin answering -> UP on screen: {:?}", started.elapsed());
+    // Registered after its backend was PUT, it is a current member (counted, not "leaving").
+    let leaving = browser
+        .texts(&format!(
+            "[data-backend='webapp-backend'] [data-member='127.0.0.1:{v1_port}'] .leaving"
+        ))
+        .await;
+    assert!(leaving.is_empty(), "a registered member shown as leaving");
+    browser
+        .wait_text(
+            "[data-backend='webapp-backend'] .ring-box",
+            "the web backend's ring",
+            |t| t.is_some_and(|t| t.contains("1/1")),
+        )
+        .await;
     let answer = eventually(Duration::from_secs(10), "traffic to v1", || async {
         through(web_port).await.filter(|b| b == "v1")
     })

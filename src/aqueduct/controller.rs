@@ -184,6 +184,8 @@ struct Shared {
     pending: AtomicUsize,
     metrics: ApplyMetrics,
     config_tx: watch::Sender<Arc<Config>>,
+    /// Bumped whenever dynamic members change (membership never touches `config_tx`).
+    members_tx: watch::Sender<u64>,
     events: tokio::sync::broadcast::Sender<ApplyEvent>,
     metrics_sources: RwLock<Vec<MetricsSource>>,
     /// The text of the last successful reload. `Live::text` also follows member changes made
@@ -230,6 +232,7 @@ impl Controller {
             pending: AtomicUsize::new(0),
             metrics: ApplyMetrics::default(),
             config_tx,
+            members_tx: watch::channel(0).0,
             events: tokio::sync::broadcast::channel(256).0,
             metrics_sources: RwLock::new(Vec::new()),
             loaded_text: std::sync::Mutex::new(String::new()),
@@ -311,6 +314,13 @@ impl Controller {
             live.members.set(&backend_key, registrations);
         }
         live.text_stale = true;
+        drop(live);
+        shared.members_tx.send_modify(|generation| *generation += 1);
+    }
+
+    /// Notified after dynamic members changed (for views that show them, like the UI).
+    pub fn subscribe_members(&self) -> watch::Receiver<u64> {
+        self.shared.members_tx.subscribe()
     }
 
     /// Re-renders the live config with the current members and reloads HAProxy with it. Only

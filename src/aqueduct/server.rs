@@ -269,22 +269,48 @@ async fn start_haproxy(
 
 /// Every applied config goes to the UI, with a config-changed activity carrying the diff of
 /// haproxy.cfg.
+/// Dynamic member changes reach the UI at most this often: under churn each publication is
+/// every backend with all its members, and a page does not need more than a few per second.
+const MEMBER_PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn forward_config(controller: Controller, hub: Hub) {
     let mut changes = controller.subscribe();
+    let mut members = controller.subscribe_members();
     let mut previous_text = controller.haproxy_config();
     publish_config(&controller, &hub);
-    while changes.changed().await.is_ok() {
-        publish_config(&controller, &hub);
-        let text = controller.haproxy_config();
-        let diff = crate::ui::diff::unified(&previous_text, &text);
-        if !diff.is_empty() {
-            hub.activity(Activity::now(
-                "config-changed",
-                "haproxy.cfg",
-                json!({"diff": diff}),
-            ));
+    let mut members_pending = false;
+    let mut next_members_publish = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                publish_config(&controller, &hub);
+                let text = controller.haproxy_config();
+                let diff = crate::ui::diff::unified(&previous_text, &text);
+                if !diff.is_empty() {
+                    hub.activity(Activity::now(
+                        "config-changed",
+                        "haproxy.cfg",
+                        json!({"diff": diff}),
+                    ));
+                }
+                previous_text = text;
+            }
+            changed = members.changed(), if !members_pending => {
+                if changed.is_err() {
+                    return;
+                }
+                members.borrow_and_update();
+                members_pending = true;
+            }
+            _ = tokio::time::sleep_until(next_members_publish), if members_pending => {
+                members_pending = false;
+                next_members_publish = tokio::time::Instant::now() + MEMBER_PUBLISH_EVERY;
+                publish_config(&controller, &hub);
+            }
         }
-        previous_text = text;
     }
 }
 
