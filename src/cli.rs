@@ -40,6 +40,40 @@ pub struct RegistryArgs {
     /// Expiry used when a POST gives no (or a zero) `secondsToExpire`.
     #[arg(long, env = "THALASSA_DEFAULT_SECS_TO_EXPIRE", default_value_t = 10)]
     pub default_secs_to_expire: u64,
+    /// Most registrations held at once; a new one beyond it is refused (429), refreshes of
+    /// existing ones still work.
+    #[arg(long, env = "THALASSA_MAX_REGISTRATIONS", default_value_t = DEFAULT_MAX_REGISTRATIONS)]
+    pub max_registrations: usize,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Default of `--max-registrations`.
+pub const DEFAULT_MAX_REGISTRATIONS: usize = 100_000;
+/// Default of `--max-members`.
+pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+
+/// Bearer tokens guarding an HTTP API (see `auth`). Without `--admin-token` the API is open,
+/// as the original was.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// Token required (as `Authorization: Bearer ...`) for writes: PUT, POST, DELETE.
+    #[arg(long, env = "THALASSA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin token (a container secret); its surrounding whitespace is ignored.
+    #[arg(
+        long,
+        env = "THALASSA_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+    /// Token required for reads (GET): the read or the admin token is accepted. Without it
+    /// reads stay open.
+    #[arg(long, env = "THALASSA_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+    /// File holding the read token.
+    #[arg(long, env = "THALASSA_READ_TOKEN_FILE", conflicts_with = "read_token")]
+    pub read_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -63,6 +97,10 @@ pub struct RegisterArgs {
     /// Heartbeat period, e.g. `20s`, `500ms`, `1m`.
     #[arg(long, env = "THALASSA_EVERY", default_value = "20s", value_parser = parse_duration)]
     pub every: Duration,
+    /// Bearer token sent to the registry (its admin token); falls back to
+    /// `THALASSA_ADMIN_TOKEN`.
+    #[arg(long, env = "THALASSA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,6 +115,10 @@ pub struct AqueductArgs {
         default_value = "http://127.0.0.1:9000"
     )]
     pub registry: String,
+    /// Bearer token sent to the registry: its read token is enough to follow it, its admin
+    /// token also lets this aqueduct announce itself there.
+    #[arg(long, env = "THALASSA_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
     #[command(flatten)]
     pub common: AqueductCommon,
 }
@@ -96,6 +138,10 @@ pub struct UpArgs {
     /// Expiry used when a POST gives no (or a zero) `secondsToExpire`.
     #[arg(long, env = "THALASSA_DEFAULT_SECS_TO_EXPIRE", default_value_t = 10)]
     pub default_secs_to_expire: u64,
+    /// Most registrations held at once (see `thalassa registry --help`).
+    #[arg(long, env = "THALASSA_MAX_REGISTRATIONS", default_value_t = DEFAULT_MAX_REGISTRATIONS)]
+    pub max_registrations: usize,
+    /// The same tokens guard the registry and the aqueduct.
     #[command(flatten)]
     pub common: AqueductCommon,
 }
@@ -133,6 +179,12 @@ pub struct AqueductCommon {
     /// Fewest members a backend needs for the mass-expiry brake to apply.
     #[arg(long, env = "THALASSA_EXPIRY_BRAKE_MIN_MEMBERS", default_value_t = 3)]
     pub expiry_brake_min_members: usize,
+    /// Most members one backend may have: static `members` beyond it are refused (400),
+    /// registrations beyond it are not added (a warning and a metric).
+    #[arg(long, env = "THALASSA_MAX_MEMBERS", default_value_t = DEFAULT_MAX_MEMBERS)]
+    pub max_members: usize,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// Parses a share between 0 and 1, e.g. `0.5`.

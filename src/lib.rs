@@ -58,8 +58,10 @@
 pub mod api_error;
 pub mod aqueduct;
 pub mod atomic_file;
+pub mod auth;
 pub mod cli;
 pub mod haproxy;
+pub mod http_server;
 pub mod json_body;
 pub mod membership;
 pub mod metrics;

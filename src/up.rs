@@ -9,15 +9,28 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         listen: args.registry_listen,
         data_dir: args.common.data_dir.join("registry"),
         default_secs_to_expire: args.default_secs_to_expire,
+        max_registrations: args.max_registrations,
+        auth: args.common.auth.clone(),
     })
     .await?;
     let registry_url = format!("http://{}", registry.local_addr());
     let feed = crate::registry::follow::in_process(registry.registry().clone());
+    // The same tokens guard both APIs; the aqueduct's own calls to the registry (the UI's
+    // registry page, its self-announcement) use the admin token, else the read token.
+    let registry_token = args
+        .common
+        .auth
+        .admin_token
+        .clone()
+        .or_else(|| token_from_file(args.common.auth.admin_token_file.as_deref()))
+        .or_else(|| args.common.auth.read_token.clone())
+        .or_else(|| token_from_file(args.common.auth.read_token_file.as_deref()));
     let aqueduct = crate::aqueduct::server::start(crate::aqueduct::server::AqueductStart {
         listen: args.listen,
         common: args.common,
         feed,
         registry_url,
+        registry_token,
     })
     .await;
     let aqueduct = match aqueduct {
@@ -31,4 +44,11 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
     aqueduct.shutdown().await;
     registry.shutdown().await;
     Ok(())
+}
+
+/// A token file's content (already validated by the registry's start, which read it first).
+fn token_from_file(path: Option<&std::path::Path>) -> Option<String> {
+    std::fs::read_to_string(path?)
+        .ok()
+        .map(|text| text.trim().to_owned())
 }

@@ -6,11 +6,11 @@
 use super::controller::{Change, Controller};
 use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
-use crate::json_body::JsonBody;
+use crate::json_body::{JsonBody, MAX_BODY_BYTES};
 use crate::membership::status::StatusBoard;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +18,20 @@ use serde_json::Value;
 
 /// The API routes, with members' live status from `board` (the membership manager's).
 pub fn router_with_status(controller: Controller, board: Option<StatusBoard>) -> Router {
-    let state = ApiState { controller, board };
+    router_with_options(controller, board, crate::cli::DEFAULT_MAX_MEMBERS)
+}
+
+/// [`router_with_status`] refusing static backends with more than `max_members` members.
+pub fn router_with_options(
+    controller: Controller,
+    board: Option<StatusBoard>,
+    max_members: usize,
+) -> Router {
+    let state = ApiState {
+        controller,
+        board,
+        max_members,
+    };
     Router::new()
         .route("/frontends", get(list_frontends))
         .route(
@@ -43,6 +56,8 @@ pub fn router_with_status(controller: Controller, board: Option<StatusBoard>) ->
         .route("/openapi.json", get(crate::openapi::aqueduct))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Refuse oversized bodies while reading, not after buffering megabytes.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -55,6 +70,8 @@ pub fn router(controller: Controller) -> Router {
 struct ApiState {
     controller: Controller,
     board: Option<StatusBoard>,
+    /// `--max-members`: most static members one backend may list.
+    max_members: usize,
 }
 
 impl FromRef<ApiState> for Controller {
@@ -189,11 +206,22 @@ async fn confirm_removal(
 }
 
 async fn put_backend(
-    State(controller): State<Controller>,
+    State(state): State<ApiState>,
     path: KeyPath,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let controller = state.controller;
     let backend = validate::backend(&key_of(path)?, &body)?;
+    if backend.static_members.len() > state.max_members {
+        return Err(ApiError::bad_field(
+            "members",
+            format!(
+                "a backend may have at most {} members (--max-members), this one lists {}",
+                state.max_members,
+                backend.static_members.len()
+            ),
+        ));
+    }
     controller.submit(Change::PutBackend(backend)).await?;
     Ok(ok_200())
 }

@@ -28,6 +28,8 @@ pub struct AqueductStart {
     pub common: AqueductCommon,
     pub feed: mpsc::Receiver<FeedItem>,
     pub registry_url: String,
+    /// Bearer token for the registry (the UI's registry page, the self-announcement).
+    pub registry_token: Option<String>,
 }
 
 /// A running aqueduct; `shutdown` stops the listener and HAProxy.
@@ -70,12 +72,16 @@ impl RunningAqueduct {
 }
 
 pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
-    let feed = crate::registry::follow::over_http(args.registry.clone());
+    let feed = crate::registry::follow::over_http_with_token(
+        args.registry.clone(),
+        args.registry_token.clone(),
+    );
     let running = start(AqueductStart {
         listen: args.listen,
         common: args.common,
         feed,
         registry_url: args.registry,
+        registry_token: args.registry_token,
     })
     .await?;
     crate::shutdown_signal::stop_requested().await;
@@ -89,7 +95,10 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         common,
         feed,
         registry_url,
+        registry_token,
     } = start;
+    // Checked before anything starts, so a bad token file fails fast.
+    let policy = crate::auth::AuthPolicy::from_args(&common.auth)?;
     let data_dir = common.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|err| format!("cannot create data dir {}: {err}", data_dir.display()))?;
@@ -167,25 +176,34 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     ];
 
     let registry_url_for_announce = registry_url.clone();
-    let app = routes::router_with_status(controller.clone(), Some(board))
-        .merge(crate::ui::router(hub.clone(), registry_url));
+    let app = routes::router_with_options(controller.clone(), Some(board), common.max_members)
+        .merge(crate::ui::router_with_registry_token(
+            hub.clone(),
+            registry_url,
+            registry_token.as_deref(),
+        ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| format!("cannot listen on {listen}: {err}"))?;
     let local_addr = listener.local_addr()?;
+    crate::auth::warn_if_exposed("aqueduct", local_addr, &policy);
+    let app = crate::auth::guard(app, policy);
     let (stop_http, stopped) = oneshot::channel::<()>();
-    let http_task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(error = %err, "aqueduct HTTP server failed");
-        }
-    });
+    let http_task = tokio::spawn(crate::http_server::serve(
+        listener,
+        app,
+        crate::http_server::ServeLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let announce = tokio_util::sync::CancellationToken::new();
-    let announce_task = announce_self(&registry_url_for_announce, local_addr, announce.clone());
+    let announce_task = announce_self(
+        &registry_url_for_announce,
+        registry_token.as_deref(),
+        local_addr,
+        announce.clone(),
+    );
     hub.activity(Activity::now(
         "started",
         "aqueduct",
@@ -208,6 +226,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
 /// 20 s, 60 s lease), as the original did, so operators can find every aqueduct in the registry.
 fn announce_self(
     registry_url: &str,
+    registry_token: Option<&str>,
     local_addr: SocketAddr,
     stop: tokio_util::sync::CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -229,6 +248,7 @@ fn announce_self(
     meta.insert("pid".into(), json!(std::process::id()));
     match crate::registry::register::spawn_heartbeat(
         registry_url,
+        registry_token,
         &key,
         meta,
         std::time::Duration::from_secs(20),

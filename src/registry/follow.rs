@@ -24,8 +24,13 @@ pub fn in_process(registry: Registry) -> mpsc::Receiver<FeedItem> {
 /// Follows the registry at `base_url` (e.g. `http://127.0.0.1:9000`) until the receiver is
 /// dropped.
 pub fn over_http(base_url: String) -> mpsc::Receiver<FeedItem> {
+    over_http_with_token(base_url, None)
+}
+
+/// [`over_http`] sending `token` (the registry's read or admin token) as a bearer token.
+pub fn over_http_with_token(base_url: String, token: Option<String>) -> mpsc::Receiver<FeedItem> {
     let (tx, rx) = mpsc::channel(super::fanout::FOLLOWER_BUFFER);
-    tokio::spawn(follow(base_url, tx));
+    tokio::spawn(follow(base_url, token, tx));
     rx
 }
 
@@ -38,10 +43,18 @@ enum Ended {
     Disconnected { connected: bool, error: String },
 }
 
-async fn follow(base_url: String, tx: mpsc::Sender<FeedItem>) {
+async fn follow(base_url: String, token: Option<String>, tx: mpsc::Sender<FeedItem>) {
     let url = format!("{}/events", base_url.trim_end_matches('/'));
+    let headers = match crate::auth::client_headers(token.as_deref()) {
+        Ok(headers) => headers,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot follow the registry with this token");
+            return;
+        }
+    };
     let client = match reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .default_headers(headers)
         .build()
     {
         Ok(client) => client,

@@ -35,6 +35,9 @@ pub struct RegistryConfig {
     pub snapshot_every: Duration,
     /// Past events kept so reconnecting followers can resume.
     pub retained_events: usize,
+    /// Most registrations held at once: a POST for a new one beyond it is refused
+    /// (`--max-registrations`); refreshes of existing ones are always accepted.
+    pub max_registrations: usize,
 }
 
 impl Default for RegistryConfig {
@@ -44,6 +47,7 @@ impl Default for RegistryConfig {
             data_dir: None,
             snapshot_every: Duration::from_secs(1),
             retained_events: event_log::RETAINED_EVENTS,
+            max_registrations: crate::cli::DEFAULT_MAX_REGISTRATIONS,
         }
     }
 }
@@ -53,6 +57,7 @@ impl RegistryConfig {
         RegistryConfig {
             default_ttl: Duration::from_secs(args.default_secs_to_expire.max(1)),
             data_dir: Some(args.data_dir.clone()),
+            max_registrations: args.max_registrations,
             ..Self::default()
         }
     }
@@ -158,7 +163,25 @@ impl Registry {
             }
         };
         let lease = ttl::lease_duration(&meta, self.inner.config.default_ttl)?;
+        self.check_capacity(&key)?;
         Ok(self.register(key, meta, lease))
+    }
+
+    /// Refuses a new registration when the registry is full. Concurrent POSTs may overshoot
+    /// the cap by the number in flight: a brake against floods, not an exact quota.
+    fn check_capacity(&self, key: &RegistrationKey) -> Result<(), ApiError> {
+        let max = self.inner.config.max_registrations;
+        if self.inner.store.len() < max || self.inner.store.contains(&key.id()) {
+            return Ok(());
+        }
+        self.inner.counters.count_refused_at_capacity();
+        Err(ApiError {
+            status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "the registry holds its maximum of {max} registrations (--max-registrations)"
+            ),
+            field: Some("registrations".into()),
+        })
     }
 
     /// Creates or refreshes a registration for `lease` from now. `meta` replaces the old one.

@@ -197,6 +197,10 @@ impl RegistrationStore for MemoryStore {
         self.lock().records.len()
     }
 
+    fn contains(&self, id: &str) -> bool {
+        self.lock().records.contains_key(id)
+    }
+
     fn next_deadline(&self) -> Option<u64> {
         self.lock().earliest()
     }

@@ -102,8 +102,15 @@ pub async fn run(args: RegisterArgs) -> Result<(), BoxError> {
         .iter()
         .map(|key| registration_url(&base, key))
         .collect::<Result<Vec<_>, _>>()?;
+    // `--token` / THALASSA_TOKEN, else the registry's own admin token from the environment
+    // (one secret for a whole compose stack).
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("THALASSA_ADMIN_TOKEN").ok());
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .default_headers(crate::auth::client_headers(token.as_deref())?)
         .build()?;
     let body = Value::Object(heartbeat_meta(args.secs_to_expire));
     let every = args.every.max(Duration::from_millis(10));
@@ -141,9 +148,11 @@ pub async fn run(args: RegisterArgs) -> Result<(), BoxError> {
 }
 
 /// Keeps one registration alive in the background until `stop` is cancelled, then deletes it
-/// (the aqueduct announces itself this way as `thalassa-aqueduct@<version>`).
+/// (the aqueduct announces itself this way as `thalassa-aqueduct@<version>`). `token` is the
+/// registry's admin token, if it has one.
 pub fn spawn_heartbeat(
     registry: &str,
+    token: Option<&str>,
     key: &RegistrationKey,
     meta: Map<String, Value>,
     every: Duration,
@@ -154,6 +163,7 @@ pub fn spawn_heartbeat(
     let url = registration_url(&base, key)?;
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .default_headers(crate::auth::client_headers(token)?)
         .build()?;
     let id = key.id();
     Ok(tokio::spawn(async move {

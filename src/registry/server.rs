@@ -6,9 +6,10 @@ use super::handle::{Registry, RegistryConfig};
 use super::local_ip::first_non_loopback_ipv4;
 use super::model::RegistrationKey;
 use crate::BoxError;
+use crate::auth::AuthPolicy;
 use crate::cli::RegistryArgs;
+use crate::http_server::ServeLimits;
 use crate::shutdown_signal::stop_requested;
-use axum::serve::ListenerExt;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,7 +36,7 @@ pub struct RunningRegistry {
     self_id: String,
     stop_serving: CancellationToken,
     stop_self_refresh: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     self_refresh: JoinHandle<()>,
 }
 
@@ -65,8 +66,7 @@ impl RunningRegistry {
         // End the followers' streams so the server's graceful shutdown does not wait on them.
         self.registry.closing().cancel();
         match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => tracing::error!(error = %err, "registry server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(error = %err, "registry server task failed"),
             Err(_) => {
                 tracing::warn!("connections still open after 10 s: closing them");
@@ -99,19 +99,16 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
     // without its own registration.
     registry.register(self_key.clone(), self_meta(), SELF_LEASE);
 
+    let policy = AuthPolicy::from_args(&args.auth)?;
+    crate::auth::warn_if_exposed("registry", local_addr, &policy);
     let stop_serving = CancellationToken::new();
-    let app = router(registry.clone());
-    // Responses are small and latency matters more than packet count.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
-            .into_future(),
-    );
+    let app = crate::auth::guard(router(registry.clone()), policy);
+    let server = tokio::spawn(crate::http_server::serve(
+        listener,
+        app,
+        ServeLimits::default(),
+        stop_serving.clone().cancelled_owned(),
+    ));
 
     let stop_self_refresh = CancellationToken::new();
     let self_refresh = tokio::spawn(refresh_self(

@@ -151,6 +151,9 @@ pub trait RegistrationStore: Send + Sync + 'static {
     /// Number of live registrations.
     fn len(&self) -> usize;
 
+    /// Whether the registration `id` exists.
+    fn contains(&self, id: &str) -> bool;
+
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -18,6 +18,9 @@ pub struct Counters {
     pub events_offline: Counter,
     pub snapshot_writes_ok: Counter,
     pub snapshot_writes_failed: Counter,
+    /// New registrations refused because `--max-registrations` was reached (also counted as
+    /// rejected POSTs).
+    pub refused_at_capacity: Counter,
 }
 
 impl Counters {
@@ -33,6 +36,10 @@ impl Counters {
             }
             UpsertOutcome::Refreshed => self.posts_refreshed.inc(),
         }
+    }
+
+    pub fn count_refused_at_capacity(&self) {
+        self.refused_at_capacity.inc();
     }
 
     pub fn count_delete(&self, existed: bool) {
@@ -80,6 +87,11 @@ impl Counters {
                     ("unknown", &self.deletes_unknown),
                 ],
             ),
+        );
+        text.counter(
+            "thalassa_registry_refused_at_capacity_total",
+            "New registrations refused because --max-registrations was reached.",
+            &self.refused_at_capacity,
         );
         text.counter(
             "thalassa_registry_expired_total",

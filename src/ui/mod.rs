@@ -53,9 +53,18 @@ struct UiState {
 /// The UI's routes. `registry_url` is the registry's base URL (e.g. `http://127.0.0.1:9000`),
 /// read by `/ui/api/registry`.
 pub fn router(hub: Hub, registry_url: String) -> axum::Router {
+    router_with_registry_token(hub, registry_url, None)
+}
+
+/// [`router`] for a registry that wants a bearer token (its read or admin token).
+pub fn router_with_registry_token(
+    hub: Hub,
+    registry_url: String,
+    registry_token: Option<&str>,
+) -> axum::Router {
     let state = UiState {
         hub,
-        registry: RegistryClient::new(registry_url),
+        registry: RegistryClient::new(registry_url, registry_token),
     };
     axum::Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))

@@ -42,11 +42,15 @@ pub(crate) struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub(crate) fn new(base_url: String) -> RegistryClient {
+    /// A client of the registry at `base_url`, sending `token` as a bearer token if given
+    /// (an invalid token is left out; the registry then answers 401, shown as an outage).
+    pub(crate) fn new(base_url: String, token: Option<&str>) -> RegistryClient {
+        let headers = crate::auth::client_headers(token).unwrap_or_default();
         RegistryClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)
+                .default_headers(headers)
                 .build()
                 .unwrap_or_default(),
         }
