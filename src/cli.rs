@@ -46,6 +46,29 @@ pub struct RegistryArgs {
     pub max_registrations: usize,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub http: HttpLimitsArgs,
+}
+
+/// Timeouts of an HTTP listener (see `http_server`).
+#[derive(Debug, Clone, Args)]
+pub struct HttpLimitsArgs {
+    /// Longest a request may take, body upload included (503 after it); never applies to
+    /// the `/events` streams.
+    #[arg(long, env = "THALASSA_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers before the connection closes.
+    #[arg(long, env = "THALASSA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HttpLimitsArgs {
+    fn default() -> Self {
+        HttpLimitsArgs {
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Default of `--max-registrations`.
@@ -185,6 +208,8 @@ pub struct AqueductCommon {
     pub max_members: usize,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub http: HttpLimitsArgs,
 }
 
 /// Parses a share between 0 and 1, e.g. `0.5`.

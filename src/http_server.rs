@@ -19,9 +19,10 @@ use tokio::sync::watch;
 pub struct ServeLimits {
     /// A client must send a whole request head within this time, or the connection closes.
     pub header_read_timeout: Duration,
-    /// Largest request head (request line and headers) in bytes; a bigger one gets 431. Hyper
-    /// also caps the number of headers at 100.
-    pub max_head_bytes: usize,
+    /// Largest total size of a request's header names and values in bytes: a bigger one gets
+    /// a 431 JSON error. Hyper's own read buffer stops at about twice this (431, no body), and
+    /// it caps the number of headers at 100.
+    pub max_header_bytes: usize,
     /// Longest a request may take from head to response (body upload included), except the
     /// event streams.
     pub request_timeout: Duration,
@@ -31,8 +32,18 @@ impl Default for ServeLimits {
     fn default() -> Self {
         ServeLimits {
             header_read_timeout: Duration::from_secs(10),
-            max_head_bytes: 64 * 1024,
+            max_header_bytes: 32 * 1024,
             request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServeLimits {
+    pub fn from_args(args: &crate::cli::HttpLimitsArgs) -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.request_timeout,
+            ..ServeLimits::default()
         }
     }
 }
@@ -40,6 +51,28 @@ impl Default for ServeLimits {
 /// Paths whose responses never end (server-sent events): no request timeout.
 fn is_event_stream(path: &str) -> bool {
     path == "/events"
+}
+
+/// Refuses requests whose headers add up to more than `max_bytes` (hyper's buffer limit is
+/// only checked between reads, so it lets somewhat bigger heads through).
+pub fn with_header_limit(router: axum::Router, max_bytes: usize) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| async move {
+            let size: usize = request
+                .headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum();
+            if size > max_bytes {
+                return ApiError::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    format!("request headers are larger than {max_bytes} bytes"),
+                )
+                .into_response();
+            }
+            next.run(request).await
+        },
+    ))
 }
 
 /// Adds the request timeout to `router`.
@@ -74,12 +107,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let router = with_request_timeout(router, limits.request_timeout);
+    let router = with_header_limit(router, limits.max_header_bytes);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes.saturating_mul(2))
         // Hyper needs room for at least one 8 KiB read.
-        .max_buf_size(limits.max_head_bytes.max(8192));
+        .max_buf_size(limits.max_header_bytes.saturating_mul(2).max(8192));
     // Dropped when shutdown starts; every connection then finishes gracefully.
     let (stop_tx, stop_rx) = watch::channel(false);
     // Each connection holds a receiver; `closed()` resolves when the last one is gone.

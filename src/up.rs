@@ -11,6 +11,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         default_secs_to_expire: args.default_secs_to_expire,
         max_registrations: args.max_registrations,
         auth: args.common.auth.clone(),
+        http: args.common.http.clone(),
     })
     .await?;
     let registry_url = format!("http://{}", registry.local_addr());

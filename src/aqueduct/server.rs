@@ -192,7 +192,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     let http_task = tokio::spawn(crate::http_server::serve(
         listener,
         app,
-        crate::http_server::ServeLimits::default(),
+        crate::http_server::ServeLimits::from_args(&common.http),
         async {
             let _ = stopped.await;
         },

@@ -106,7 +106,7 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
     let server = tokio::spawn(crate::http_server::serve(
         listener,
         app,
-        ServeLimits::default(),
+        ServeLimits::from_args(&args.http),
         stop_serving.clone().cancelled_owned(),
     ));
 
