@@ -13,6 +13,7 @@ use fantoccini::Locator;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use thalassa::auth::{AuthPolicy, Token};
 use thalassa::ui::{Activity, Hub, MemberSample, ProxySample, StatsSample, now_ms, router};
 use ui_support::{Browser, FakeRegistry, Served, require_chromium};
 
@@ -28,6 +29,8 @@ struct Stack {
     switches: Arc<Mutex<Vec<(String, Value)>>>,
     /// Backend versions, as the API would hold them.
     versions: Arc<Mutex<Vec<(String, String)>>>,
+    /// Tokens guarding the page's API calls (open by default).
+    policy: AuthPolicy,
 }
 
 #[derive(Clone)]
@@ -43,6 +46,10 @@ const DB: &str = "mysql-backend";
 
 impl Stack {
     async fn start() -> Stack {
+        Self::start_with(AuthPolicy::open()).await
+    }
+
+    async fn start_with(policy: AuthPolicy) -> Stack {
         let registry = FakeRegistry::default();
         let far = now_ms() + 10_000_000;
         registry.register(WEB, "1.0.0", "127.0.0.1", 18080, far);
@@ -63,6 +70,7 @@ impl Stack {
                 (WEB.into(), "1.0.0".into()),
                 (DB.into(), "1.0.0".into()),
             ])),
+            policy,
         };
         stack.push_config();
         stack.hub.activity(Activity::now(
@@ -85,6 +93,7 @@ impl Stack {
             .route("/backends/{key}", axum::routing::post(switch_version))
             .with_state(state);
         let app = api.merge(router(self.hub.clone(), self.registry_server.url("")));
+        let app = thalassa::auth::guard(app, self.policy.clone());
         self.app = Some(Served::start_on(app, port).await);
     }
 
@@ -801,4 +810,120 @@ async fn statuses_are_words_not_only_colours() {
     tokio::time::timeout(Duration::from_secs(5), browser.close())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_guarded_page_asks_for_the_token_once_then_renders_and_switches() {
+    if !require_chromium() {
+        return;
+    }
+    let stack = Stack::start_with(AuthPolicy {
+        admin: Some(Token::new("ui-admin-token").unwrap()),
+        read: Some(Token::new("ui-read-token").unwrap()),
+    })
+    .await;
+    stack.stats(&[(WEB, "127.0.0.1:18080", "UP", "L7OK")]);
+    let browser = Browser::start().await;
+    browser.goto(&stack.url("/overview")).await;
+    // The shell loads without a token; the stream is refused, so the page asks for one.
+    browser
+        .wait_text("#token-form p", "the token form", |t| {
+            t.is_some_and(|t| t.contains("needs a token"))
+        })
+        .await;
+    assert_ne!(browser.text("#connection").await.as_deref(), Some("live"));
+    browser.screenshot("token-form").await;
+
+    // A wrong token is refused and asked for again.
+    let input = browser
+        .client
+        .find(Locator::Css("#token-input"))
+        .await
+        .unwrap();
+    input.send_keys("wrong-token").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#token-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text("#token-form p", "the retry prompt", |t| {
+            t.is_some_and(|t| t.contains("not accepted"))
+        })
+        .await;
+
+    let input = browser
+        .client
+        .find(Locator::Css("#token-input"))
+        .await
+        .unwrap();
+    input.send_keys("ui-admin-token").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#token-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text("#connection", "the live stream", |t| t == Some("live"))
+        .await;
+    browser
+        .wait_text(&member("127.0.0.1:18080"), "UP", |t| t == Some("UP"))
+        .await;
+    assert_eq!(browser.text("#token-form").await, None, "the form is gone");
+    // Kept for the session, never in the URL.
+    let kept = browser
+        .js("return sessionStorage.getItem('thalassa.token');", vec![])
+        .await;
+    assert_eq!(kept, "ui-admin-token");
+    assert!(
+        !browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("token")
+    );
+
+    // The version switch sends the token too.
+    let select = format!("[data-backend='{WEB}'] select.version");
+    browser
+        .wait_text(&select, "versions from the registry", |t| {
+            t.is_some_and(|t| t.contains("2.0.0 (1 instance)"))
+        })
+        .await;
+    browser
+        .client
+        .find(Locator::Css(&select))
+        .await
+        .unwrap()
+        .select_by_value("2.0.0")
+        .await
+        .unwrap();
+    browser
+        .wait_text(
+            &format!("[data-backend='{WEB}'] .switch"),
+            "the switch result",
+            |t| t == Some("switched to 2.0.0"),
+        )
+        .await;
+    assert_eq!(
+        *stack.switches.lock().unwrap(),
+        [(WEB.to_owned(), json!({"version": "2.0.0"}))]
+    );
+
+    // Another page of the same session does not ask again.
+    browser.goto(&stack.url("/activity")).await;
+    browser
+        .wait_text("#connection", "live without asking", |t| t == Some("live"))
+        .await;
+    assert_eq!(browser.text("#token-form").await, None);
+    browser.assert_no_script_errors().await;
+    browser.close().await;
 }

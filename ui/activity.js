@@ -4,6 +4,7 @@
 // error. Filterable by text and by verb; the filter lives in the URL so it can be shared.
 import { h, reconcile, clock, iso, num } from './dom.js';
 import { store, mergeActivity, changed } from './live.js';
+import { apiFetch } from './auth.js';
 
 const VERBS = ['started', 'online', 'offline', 'expired', 'member-up', 'member-down', 'config-changed',
   'reloaded', 'reload-failed', 'rejected', 'haproxy-restarted', 'version-switched'];
@@ -81,7 +82,7 @@ async function loadOlder(button) {
   if (!oldest) return;
   button.disabled = true;
   try {
-    const response = await fetch(`/ui/api/activity?before=${oldest.id}&limit=200`);
+    const response = await apiFetch(`/ui/api/activity?before=${oldest.id}&limit=200`);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const older = await response.json();
     if (!older.length) button.hidden = true;

@@ -1,6 +1,8 @@
-// live.js: the page's copy of the aqueduct's state, kept current by one EventSource on /events
+// live.js: the page's copy of the aqueduct's state, kept current by one stream on /events
 // (a snapshot, then deltas), plus the registry view fetched from /ui/api/registry. Pages
 // subscribe with onChange(); the connection indicator shows the stream's state in words.
+
+import { apiFetch, readEventStream } from './auth.js';
 
 const ACTIVITY_KEPT = 1000;
 
@@ -25,18 +27,12 @@ export function changed(kind) { for (const fn of listeners) fn(kind); }
 
 // ---- the event stream ----------------------------------------------------------------------
 
-let source = null;
+let stream = null; // AbortController of the open stream
 let retryTimer = null;
 let retryDelay = 1000;
 
-export function connect() {
-  clearTimeout(retryTimer);
-  if (source) source.close();
-  setConnection(store.connection === 'live' ? 'reconnecting' : store.connection);
-  source = new EventSource('/events');
-  source.addEventListener('snapshot', (e) => {
-    const snap = parse(e);
-    if (!snap) return;
+const HANDLERS = {
+  snapshot(snap) {
     store.config = snap.config || { frontends: [], backends: [] };
     store.stats = snap.stats || null;
     store.history = snap.history || { times: [], frontends: {}, backends: {} };
@@ -47,41 +43,48 @@ export function connect() {
     setConnection('live');
     changed('snapshot');
     refreshRegistry();
-  });
-  source.addEventListener('config', (e) => {
-    const config = parse(e);
-    if (config) { store.config = config; changed('config'); }
-  });
-  source.addEventListener('stats', (e) => {
-    const sample = parse(e);
-    if (!sample) return;
+  },
+  config(config) { store.config = config; changed('config'); },
+  stats(sample) {
     store.lastStats = { sampleTime: sample.time, receivedAt: Date.now() };
     appendHistory(sample);
     store.stats = sample;
     changed('stats');
-  });
-  source.addEventListener('activity', (e) => {
-    const record = parse(e);
-    if (!record) return;
+  },
+  activity(record) {
     mergeActivity([record], false);
     changed('activity');
     if (['online', 'offline', 'expired', 'version-switched'].includes(record.verb)) refreshRegistrySoon();
-  });
-  source.addEventListener('error', () => {
-    if (source.readyState === EventSource.CLOSED) {
-      // The browser gave up (the server answered with an error, e.g. from a proxy while the
-      // aqueduct restarts): retry ourselves, backing off to 10 s.
-      setConnection('offline');
-      retryTimer = setTimeout(connect, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 10000);
-    } else {
-      setConnection('reconnecting'); // EventSource retries by itself (retry: 1 s)
-    }
-  });
+  },
+};
+
+/** Opens /events (read with fetch so a token can be sent) and reopens it whenever it ends,
+ * after 1 s, backing off to 10 s while it keeps failing. */
+export function connect() {
+  clearTimeout(retryTimer);
+  if (stream) stream.abort();
+  const controller = new AbortController();
+  stream = controller;
+  setConnection(store.connection === 'live' ? 'reconnecting' : store.connection);
+  readEventStream('/events', (type, data) => {
+    const handler = HANDLERS[type];
+    const value = handler && parse(type, data);
+    if (value) handler(value);
+  }, controller.signal).then(
+    () => retry(controller, 'reconnecting'),
+    () => retry(controller, 'offline'),
+  );
 }
 
-function parse(event) {
-  try { return JSON.parse(event.data); } catch (err) { console.warn('bad event', event.type, err); return null; }
+function retry(controller, state) {
+  if (stream !== controller) return; // replaced by a newer connect()
+  setConnection(store.connection === 'live' && state === 'reconnecting' ? 'reconnecting' : state);
+  retryTimer = setTimeout(connect, retryDelay);
+  retryDelay = Math.min(retryDelay * 2, 10000);
+}
+
+function parse(type, data) {
+  try { return JSON.parse(data); } catch (err) { console.warn('bad event', type, err); return null; }
 }
 
 function setConnection(state) {
@@ -152,7 +155,7 @@ export async function refreshRegistry() {
   if (registryInFlight) return;
   registryInFlight = true;
   try {
-    const response = await fetch('/ui/api/registry', { cache: 'no-store' });
+    const response = await apiFetch('/ui/api/registry', { cache: 'no-store' });
     const body = await response.json().catch(() => null);
     if (!response.ok) throw new Error((body && body.error) || `HTTP ${response.status}`);
     store.registry = body;
@@ -181,7 +184,7 @@ export async function switchVersion(backendKey, version) {
   store.switches[backendKey] = { state: 'pending', text: `switching to ${version}…` };
   changed('switch');
   try {
-    const response = await fetch(`/backends/${encodeURIComponent(backendKey)}`, {
+    const response = await apiFetch(`/backends/${encodeURIComponent(backendKey)}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ version }),
