@@ -155,12 +155,12 @@ impl AuthPolicy {
     }
 }
 
-/// Paths readable without a token: the UI shell (so the page can ask for one) and the
-/// registry's `/status` health answer. The UI's data (`/events`, `/ui/api/*`) is not open.
+/// Paths readable without a token: the UI shell (so the page can ask for one), the API
+/// descriptions, and the registry's `/status` health answer. The UI's data (`/events`, `/ui/api/*`) is not open.
 fn always_open(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/overview" | "/activity" | "/registry" | "/status"
+        "/" | "/overview" | "/activity" | "/registry" | "/status" | "/openapi.json"
     ) || (path.starts_with("/ui/") && !path.starts_with("/ui/api/"))
 }
 
@@ -382,6 +382,7 @@ mod tests {
         check(&p, Method::GET, "/ui/app.js", None, Ok(()));
         check(&p, Method::GET, "/overview", None, Ok(()));
         check(&p, Method::GET, "/status", None, Ok(()));
+        check(&p, Method::GET, "/openapi.json", None, Ok(()));
         check(
             &p,
             Method::PUT,
