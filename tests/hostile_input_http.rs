@@ -241,3 +241,68 @@ async fn the_registrations_cap_refuses_new_ones_and_keeps_refreshes() {
     );
     drop(registry.proc);
 }
+
+#[tokio::test]
+async fn a_full_dynamic_backend_leaves_further_registrations_out() {
+    if !support::require_haproxy() {
+        return;
+    }
+    let stack = support::Stack::start_with(&["--max-members", "2"]).await;
+    let (status, body) = stack
+        .put(
+            "/backends/web",
+            r#"{"type": "dynamic", "name": "web", "version": "1"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for port in [18081, 18082, 18083] {
+        let (status, body) = stack
+            .register(
+                &format!("web/1/127.0.0.1/{port}"),
+                r#"{"secondsToExpire": 600}"#,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    support::eventually(Duration::from_secs(15), "the left-out metric", || async {
+        let metrics = stack.get_text("/metrics").await;
+        metrics
+            .lines()
+            .any(|l| l == r#"thalassa_members_left_out{backend="web"} 1"#)
+            .then_some(())
+    })
+    .await;
+    let members = stack.get_json("/backends/web/members").await;
+    let ports: Vec<u64> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [18081, 18082]);
+    let activity = stack.get_json("/ui/api/activity").await;
+    assert!(
+        activity
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["verb"] == "members-capped" && a["detail"]["left_out"] == 1),
+        "{activity}"
+    );
+    // A member leaving makes room for the one left out.
+    stack.deregister("web/1/127.0.0.1/18081").await;
+    support::eventually(
+        Duration::from_secs(15),
+        "the left-out registration to join",
+        || async {
+            let members = stack.get_json("/backends/web/members").await;
+            let ports: Vec<u64> = members
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["port"].as_u64())
+                .collect();
+            (ports == [18082, 18083]).then_some(())
+        },
+    )
+    .await;
+}

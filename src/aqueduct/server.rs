@@ -169,6 +169,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
                     window: common.expiry_brake_window,
                     min_members: common.expiry_brake_min_members,
                 },
+                max_members: common.max_members,
             },
         }),
         tokio::spawn(forward_config(controller.clone(), hub.clone())),

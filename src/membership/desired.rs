@@ -107,10 +107,73 @@ pub fn desired_servers(
     out
 }
 
+/// At most `max` of `registrations` (sorted by id), preferring those already members
+/// (`previous`), so a full backend never swaps a serving member for a newcomer; the result
+/// stays sorted by id.
+pub fn cap_members(
+    previous: Option<&Vec<Registration>>,
+    registrations: Vec<Registration>,
+    max: usize,
+) -> Vec<Registration> {
+    if registrations.len() <= max {
+        return registrations;
+    }
+    let was_member: BTreeSet<&str> = previous
+        .map(|members| members.iter().map(|r| r.id.as_str()).collect())
+        .unwrap_or_default();
+    let (mut kept, newcomers): (Vec<Registration>, Vec<Registration>) = registrations
+        .into_iter()
+        .partition(|r| was_member.contains(r.id.as_str()));
+    kept.truncate(max);
+    let room = max - kept.len();
+    kept.extend(newcomers.into_iter().take(room));
+    kept.sort_by(|a, b| a.id.cmp(&b.id));
+    kept
+}
+
 fn check_options(backend: &Backend) -> CheckOptions {
     CheckOptions {
         inter_ms: u64::from(backend.check_interval_ms()),
         rise: RISE,
         fall: FALL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(port: u16) -> Registration {
+        Registration {
+            name: "web".into(),
+            version: "1".into(),
+            host: "127.0.0.1".into(),
+            port,
+            last_known: 0,
+            meta: Default::default(),
+            id: format!("/web/1/127.0.0.1/{port}"),
+        }
+    }
+
+    fn check(previous: Option<&[u16]>, registered: &[u16], max: usize, expected: &[u16]) {
+        let previous: Option<Vec<Registration>> =
+            previous.map(|ports| ports.iter().copied().map(registration).collect());
+        let registrations = registered.iter().copied().map(registration).collect();
+        let kept: Vec<u16> = cap_members(previous.as_ref(), registrations, max)
+            .iter()
+            .map(|r| r.port)
+            .collect();
+        assert_eq!(kept, expected, "{previous:?} {registered:?} max {max}");
+    }
+
+    #[test]
+    fn a_full_backend_keeps_its_members_and_leaves_newcomers_out() {
+        check(None, &[1, 2, 3], 5, &[1, 2, 3]);
+        check(None, &[1, 2, 3], 2, &[1, 2]);
+        check(Some(&[2, 3]), &[1, 2, 3], 2, &[2, 3]);
+        check(Some(&[3]), &[1, 2, 3], 2, &[1, 3]);
+        check(Some(&[1, 2, 3]), &[1, 2, 3, 4], 2, &[1, 2]);
+        check(Some(&[9]), &[1, 2, 3], 2, &[1, 2]);
+        check(None, &[1, 2], 0, &[]);
     }
 }

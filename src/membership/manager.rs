@@ -43,6 +43,9 @@ pub struct ManagerSettings {
     pub mode: MembershipMode,
     /// When most of a backend's members expiring at once are held instead of removed.
     pub brake: BrakeSettings,
+    /// Most members one dynamic backend takes from the registry (`--max-members`); the
+    /// registrations beyond it are left out, with a warning, an activity and a metric.
+    pub max_members: usize,
 }
 
 /// How membership changes reach HAProxy.
@@ -64,6 +67,8 @@ pub struct MembershipMetrics {
     pub brake_engaged: CounterVec,
     /// Dynamic backend -> members held by the brake (0 when not degraded).
     held_by_backend: std::sync::RwLock<BTreeMap<String, usize>>,
+    /// Registrations left out of each backend by `--max-members`, by backend key.
+    left_out_by_backend: std::sync::RwLock<BTreeMap<String, u64>>,
 }
 
 impl Default for MembershipMetrics {
@@ -74,6 +79,7 @@ impl Default for MembershipMetrics {
             members_by_status: std::sync::RwLock::new(BTreeMap::new()),
             brake_engaged: CounterVec::new(&["backend"]),
             held_by_backend: std::sync::RwLock::new(BTreeMap::new()),
+            left_out_by_backend: std::sync::RwLock::new(BTreeMap::new()),
         }
     }
 }
@@ -140,6 +146,33 @@ impl MembershipMetrics {
             "Times most of a backend's members expired at once and the brake held them",
             &self.brake_engaged,
         );
+        let left_out: Vec<(Vec<String>, f64)> = self
+            .left_out_by_backend
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(backend, n)| (vec![backend.clone()], *n as f64))
+            .collect();
+        text.gauge_family(
+            "thalassa_members_left_out",
+            "Registrations not added to a backend because it has --max-members members",
+            &["backend"],
+            &left_out,
+        );
+    }
+
+    /// Records how many registrations `backend` leaves out; returns the previous count.
+    fn set_left_out(&self, backend: &str, left_out: u64) -> u64 {
+        let mut map = self
+            .left_out_by_backend
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let previous = if left_out == 0 {
+            map.remove(backend)
+        } else {
+            map.insert(backend.to_owned(), left_out)
+        };
+        previous.unwrap_or(0)
     }
 }
 
@@ -406,6 +439,13 @@ impl Manager {
                 wall_ms,
                 &mut brake_events,
             );
+            let registered = registrations.len();
+            let registrations = desired::cap_members(
+                self.members_set.get(&backend.key),
+                registrations,
+                self.settings.max_members,
+            );
+            self.note_left_out(&backend.key, registered - registrations.len());
             if self.members_set.get(&backend.key) != Some(&registrations) {
                 self.members_set
                     .insert(backend.key.clone(), registrations.clone());
@@ -779,6 +819,30 @@ impl Manager {
         if self.stats.try_send(request).is_err() {
             tracing::debug!("stats poller still busy; skipping a sample");
         }
+    }
+
+    /// Warns (once per change of the count) when `--max-members` leaves registrations out.
+    fn note_left_out(&self, backend: &str, left_out: usize) {
+        let previous = self.metrics.set_left_out(backend, left_out as u64);
+        if previous == left_out as u64 {
+            return;
+        }
+        let max = self.settings.max_members;
+        if left_out > 0 {
+            tracing::warn!(
+                backend,
+                left_out,
+                max,
+                "backend is full (--max-members): registrations left out"
+            );
+        } else {
+            tracing::info!(backend, max, "backend is no longer over --max-members");
+        }
+        self.record(
+            "members-capped",
+            &format!("backend/{backend}"),
+            serde_json::json!({"max": max, "left_out": left_out}),
+        );
     }
 
     fn record(&self, verb: &str, object: &str, detail: serde_json::Value) {
