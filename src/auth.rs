@@ -251,9 +251,14 @@ pub fn client_headers(token: Option<&str>) -> Result<HeaderMap, String> {
     Ok(headers)
 }
 
+/// Whether anyone beyond this machine could change an API listening on `listen`.
+pub fn exposed(listen: SocketAddr, policy: &AuthPolicy) -> bool {
+    policy.writes_open() && !listen.ip().is_loopback()
+}
+
 /// Warns when `what` listens beyond loopback with nothing guarding writes.
 pub fn warn_if_exposed(what: &str, listen: SocketAddr, policy: &AuthPolicy) {
-    if policy.writes_open() && !listen.ip().is_loopback() {
+    if exposed(listen, policy) {
         tracing::warn!(
             %listen,
             api = what,
@@ -399,6 +404,28 @@ mod tests {
         check(&p, Method::PUT, "/frontends/x", None, Err(Refusal::Missing));
         check(&p, Method::PUT, "/frontends/x", Some("Bearer rd"), Ok(()));
         assert!(!p.writes_open());
+    }
+
+    #[test]
+    fn listening_beyond_loopback_without_a_token_is_exposed() {
+        let open = AuthPolicy::open();
+        let guarded = policy(Some("adm"), None);
+        let cases = [
+            ("127.0.0.1:9000", &open, false),
+            ("127.0.0.5:9000", &open, false),
+            ("[::1]:9000", &open, false),
+            ("0.0.0.0:9000", &open, true),
+            ("[::]:9000", &open, true),
+            ("10.1.2.3:9000", &open, true),
+            ("0.0.0.0:9000", &guarded, false),
+        ];
+        for (listen, policy, expected) in cases {
+            assert_eq!(
+                exposed(listen.parse().unwrap(), policy),
+                expected,
+                "{listen}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Per-request timeout (the original client used 2.5 s).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(2500);
+/// Idle connections are dropped before the registry closes them (it closes a connection that
+/// sends no request head for `--header-read-timeout`, 10 s by default), so a heartbeat never
+/// races a closing connection.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// First retry delay after a failed heartbeat; doubles up to `--every`.
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);
 
@@ -110,6 +114,7 @@ pub async fn run(args: RegisterArgs) -> Result<(), BoxError> {
         .or_else(|| std::env::var("THALASSA_ADMIN_TOKEN").ok());
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .default_headers(crate::auth::client_headers(token.as_deref())?)
         .build()?;
     let body = Value::Object(heartbeat_meta(args.secs_to_expire));
@@ -163,6 +168,7 @@ pub fn spawn_heartbeat(
     let url = registration_url(&base, key)?;
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .default_headers(crate::auth::client_headers(token)?)
         .build()?;
     let id = key.id();
