@@ -157,8 +157,19 @@ async fn metric(stack: &Stack, sample: &str) -> Option<f64> {
 
 /// Membership commands sent to HAProxy so far (adds, drains, deletes...): unchanged means no
 /// member flapped.
+/// Runtime commands that changed something (an add refused because the server exists, as
+/// when the join fast lane meets a held member coming back, changed nothing).
 async fn membership_commands(stack: &Stack) -> u64 {
-    stack.metric_total("thalassa_runtime_commands_total").await
+    let total = stack.metric_total("thalassa_runtime_commands_total").await;
+    let text = stack.get_text("/metrics").await;
+    let unchanged: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("thalassa_runtime_commands_total{"))
+        .filter(|l| l.contains(r#"outcome="exists""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum();
+    total - unchanged
 }
 
 async fn degraded(stack: &Stack) -> Value {

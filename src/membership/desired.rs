@@ -131,6 +131,36 @@ pub fn cap_members(
     kept
 }
 
+/// The servers a brand-new registration becomes, for the join fast lane: one per dynamic
+/// backend following its `name@version`, except where the balance algorithm needs the
+/// controller's stable server ids (those joins wait for the manager's round).
+pub fn joins_of(config: &Config, registration: &Registration) -> Vec<(ServerRef, DesiredMember)> {
+    let Ok(addr) = registration.host.parse::<std::net::IpAddr>() else {
+        return Vec::new(); // a DNS name is left out of HAProxy altogether
+    };
+    config
+        .backends
+        .values()
+        .filter(|b| b.kind == BackendType::Dynamic)
+        .filter(|b| b.name.as_deref() == Some(registration.name.as_str()))
+        .filter(|b| b.version.as_deref() == Some(registration.version.as_str()))
+        .filter(|b| !b.balance.needs_explicit_server_ids())
+        .map(|backend| {
+            let server = ServerRef {
+                backend: backend.key.clone(),
+                server: server_name(&backend.key, addr, registration.port),
+            };
+            let member = DesiredMember {
+                addr,
+                port: registration.port,
+                check: check_options(backend),
+                id: None,
+            };
+            (server, member)
+        })
+        .collect()
+}
+
 fn check_options(backend: &Backend) -> CheckOptions {
     CheckOptions {
         inter_ms: u64::from(backend.check_interval_ms()),

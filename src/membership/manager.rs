@@ -14,12 +14,13 @@
 use super::brake_board::BrakeBoard;
 use super::desired;
 use super::expiry_brake::{BackendRound, BrakeEvent, BrakeSettings, ExpiryBrake};
+use super::fast_join::{FastJoin, join_commands};
 use super::plan::{ObservedServer, Phase, RuntimeOp, ServerRef, Tracker};
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
 use crate::aqueduct::controller::Controller;
 use crate::aqueduct::model::Config;
-use crate::haproxy::runtime::{RuntimeClient, RuntimeError, ServerCommand, ServerOptions};
+use crate::haproxy::runtime::{CommandFailure, RuntimeClient, RuntimeError, ServerCommand};
 use crate::haproxy::stat::CheckResult;
 use crate::metrics::{CounterVec, PromText};
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
@@ -199,11 +200,22 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         metrics: parts.metrics.clone(),
     }
     .spawn();
+    // Runtime mode only: the reload baseline must not get joins for free.
+    let feed = match parts.settings.mode {
+        MembershipMode::Runtime => FastJoin {
+            runtime: RuntimeClient::new(parts.runtime.socket_path()),
+            controller: parts.controller.clone(),
+            metrics: parts.metrics.clone(),
+            max_members: parts.settings.max_members,
+        }
+        .spawn(parts.feed),
+        MembershipMode::Reload { .. } => parts.feed,
+    };
     let manager = Manager {
         config_rx: parts.controller.subscribe(),
         controller: parts.controller,
         runtime: parts.runtime,
-        feed: Some(parts.feed),
+        feed: Some(feed),
         restarts: parts.restarts,
         reloads: parts.reloads,
         stats,
@@ -626,6 +638,7 @@ impl Manager {
         }
         let desired =
             desired::desired_servers(&config, &self.controller.render_members(), &managed);
+        let t_desired = started.elapsed();
         let rows = if full {
             self.runtime.show_servers_state(None).await?
         } else {
@@ -653,8 +666,10 @@ impl Manager {
                 )
             })
             .collect();
+        let t_observed = started.elapsed();
         self.count_connections_of_leaving(&desired, &mut observed)
             .await;
+        let t_conns = started.elapsed();
         let plan = self.tracker.plan(
             &desired,
             &observed,
@@ -666,10 +681,18 @@ impl Manager {
             tracing::info!(repairs = plan.repairs, "reconcile repaired drift");
             self.metrics.repairs.add(&["member"], plan.repairs);
         }
+        let t_plan = started.elapsed();
         if !plan.ops.is_empty() {
             self.apply(&plan.ops).await;
         }
+        let t_apply = started.elapsed();
         self.publish_joining().await;
+        // Where a slow round spent its time (under load it is mostly HAProxy's CLI answering).
+        if started.elapsed() > Duration::from_millis(15) {
+            tracing::debug!(full, transitions, backends = managed.len(), rows = rows.len(),
+                ?t_desired, ?t_observed, ?t_conns, ?t_plan, ?t_apply, total = ?started.elapsed(),
+                "slow reconcile round");
+        }
         if transitions {
             // At most about a third of the time in these rounds: when they get slow (thousands
             // of members in flight, a loaded machine), they run less often, so a registration
@@ -724,24 +747,9 @@ impl Manager {
             let (backend, server) = (op.server().backend.clone(), op.server().server.clone());
             match op {
                 RuntimeOp::Add { member, .. } => {
-                    let options = ServerOptions {
-                        check: true,
-                        inter_ms: u32::try_from(member.check.inter_ms).unwrap_or(u32::MAX),
-                        rise: member.check.rise,
-                        fall: member.check.fall,
-                        id: member.id,
-                        ..ServerOptions::default()
-                    };
                     tracing::info!(backend = %backend, server = %server, "adding member (health-gated)");
-                    commands.push(ServerCommand::Add {
-                        backend: backend.clone(),
-                        server: server.clone(),
-                        addr: member.addr,
-                        port: member.port,
-                        options,
-                    });
+                    commands.extend(join_commands(&backend, &server, member));
                     kinds.push("add");
-                    commands.push(ServerCommand::EnableHealth { backend, server });
                     kinds.push("enable-health");
                 }
                 RuntimeOp::SetState { state, .. } => {
@@ -773,7 +781,18 @@ impl Manager {
                     if let Err(err) = result {
                         tracing::debug!(command = ?command, error = %err, "runtime command refused");
                     }
-                    self.count(kind, result.is_ok());
+                    // The fast lane may have added it between our look and our add.
+                    let outcome = match result {
+                        Ok(()) => "ok",
+                        Err(err)
+                            if *kind == "add"
+                                && err.failure() == Some(CommandFailure::AlreadyExists) =>
+                        {
+                            "exists"
+                        }
+                        Err(_) => "error",
+                    };
+                    self.metrics.runtime_commands.inc(&[kind, outcome]);
                 }
             }
             Err(err) => {

@@ -136,7 +136,15 @@ impl RuntimeOp {
 #[derive(Debug, Default, Clone)]
 pub struct Tracker {
     phases: BTreeMap<ServerRef, Phase>,
+    /// Servers in maintenance with checks running that nobody asked for yet, by when first
+    /// seen: most likely a join the fast lane added before the manager heard of it (see
+    /// `fast_join`). They are left alone for `UNCLAIMED_GRACE`, then treated as leftovers.
+    unclaimed: BTreeMap<ServerRef, Instant>,
 }
+
+/// How long an unclaimed joining server may wait for its registration to reach the manager:
+/// far longer than a round, far shorter than anyone would notice a leftover.
+pub const UNCLAIMED_GRACE: Duration = Duration::from_secs(1);
 
 /// The result of one planning round.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -195,6 +203,15 @@ impl Tracker {
             if desired.contains_key(server) || !managed_backends.contains(&server.backend) {
                 continue;
             }
+            let joining_unasked = !self.phases.contains_key(server)
+                && seen.admin == AdminState::Maint
+                && !seen.check_paused;
+            if joining_unasked {
+                let first_seen = *self.unclaimed.entry(server.clone()).or_insert(now);
+                if now.duration_since(first_seen) < UNCLAIMED_GRACE {
+                    continue;
+                }
+            }
             let hold = waiting_for_replacement.contains(&server.backend)
                 && !has_serving.contains(&server.backend);
             self.plan_leaving(server, seen, hold, now, drain_timeout, &mut plan);
@@ -205,6 +222,10 @@ impl Tracker {
             !managed_backends.contains(&server.backend)
                 || desired.contains_key(server)
                 || observed.contains_key(server)
+        });
+        self.unclaimed.retain(|server, _| {
+            !managed_backends.contains(&server.backend)
+                || (!desired.contains_key(server) && observed.contains_key(server))
         });
         plan
     }
@@ -456,9 +477,31 @@ mod tests {
     #[test]
     fn a_member_that_never_served_is_deleted_at_once() {
         let mut w = World::new();
-        w.observed
-            .insert(sref("127.0.0.1:9"), seen(AdminState::Maint, false, None));
+        let s = sref("127.0.0.1:9");
+        w.desired.insert(s.clone(), member());
+        assert_eq!(w.plan_at(0), ["add be_127.0.0.1:9"]);
+        w.desired.clear();
+        w.observed.insert(s, seen(AdminState::Maint, false, None));
         assert_eq!(w.plan_at(0), ["delete be_127.0.0.1:9"]);
+    }
+
+    #[test]
+    fn an_unasked_joining_server_waits_for_its_registration_then_goes() {
+        // The fast lane added it; the registration has not reached the manager yet.
+        let mut w = World::new();
+        let s = sref("127.0.0.1:9");
+        w.observed
+            .insert(s.clone(), seen(AdminState::Maint, false, None));
+        assert!(w.plan_at(0).is_empty(), "left alone within the grace");
+        w.desired.insert(s.clone(), member());
+        assert!(w.plan_at(0).is_empty(), "adopted as joining: no second add");
+        assert_eq!(w.tracker.phase(&s), Some(Phase::Joining));
+        // One nobody claims is a leftover once the grace is over.
+        let other = sref("127.0.0.1:10");
+        w.observed
+            .insert(other.clone(), seen(AdminState::Maint, false, None));
+        assert!(w.plan_at(0).is_empty());
+        assert_eq!(w.plan_at(2), ["delete be_127.0.0.1:10"]);
     }
 
     #[test]
