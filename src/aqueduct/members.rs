@@ -2,8 +2,9 @@
 //! numeric server id each one keeps for as long as it stays a member.
 
 use crate::aqueduct::model::{BackendType, Config};
-use crate::haproxy::render::{RenderMember, RenderMembers};
-use crate::registry::model::Registration;
+use crate::haproxy::render::{RenderMember, RenderMembers, server_name};
+use crate::haproxy::stat::{AdminState, ServerStateRow};
+use crate::registry::model::{Registration, RegistrationKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -130,10 +131,52 @@ impl DynamicMembers {
     }
 }
 
+/// The members an HAProxy left serving by an earlier run still has, as registrations per
+/// dynamic backend of `config`: every server named like a member of the backend (see
+/// [`crate::haproxy::render::server_name`]) that is not in maintenance (joining or leaving
+/// ones are left to the registry). They keep serving, after a takeover, until the registry's
+/// snapshot replaces them; ordered by their HAProxy server id, so ids are kept where possible.
+pub fn inherited_from(
+    config: &Config,
+    rows: &[ServerStateRow],
+) -> Vec<(String, Vec<Registration>)> {
+    let mut inherited = Vec::new();
+    for backend in config.backends.values() {
+        let (BackendType::Dynamic, Some(name), Some(version)) =
+            (backend.kind, &backend.name, &backend.version)
+        else {
+            continue;
+        };
+        let mut servers: Vec<&ServerStateRow> = rows
+            .iter()
+            .filter(|row| row.backend == backend.key && row.admin_state() != AdminState::Maint)
+            .collect();
+        servers.sort_by_key(|row| row.server_id);
+        let registrations: Vec<Registration> = servers
+            .into_iter()
+            .filter_map(|row| {
+                let (host, port) = (row.addr?, row.port?);
+                (row.server == server_name(&backend.key, host, port)).then(|| {
+                    let key = RegistrationKey {
+                        name: name.clone(),
+                        version: version.clone(),
+                        host: host.to_string(),
+                        port,
+                    };
+                    Registration::new(key, 0, Default::default())
+                })
+            })
+            .collect();
+        if !registrations.is_empty() {
+            inherited.push((backend.key.clone(), registrations));
+        }
+    }
+    inherited
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::model::RegistrationKey;
 
     fn reg(host: &str, port: &str) -> Registration {
         let key = RegistrationKey::parse("svc", "1", host, port).unwrap();

@@ -1,0 +1,182 @@
+//! Fault test: `kill -9` of the aqueduct while traffic flows through its HAProxy. HAProxy is
+//! left running (it is not killed with its parent) and keeps serving; the restarted aqueduct
+//! takes over from it without a gap, restores the members, and exactly one HAProxy remains.
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::{
+    Load, Origin, Proc, client, eventually, free_port, haproxy_masters, haproxy_workers,
+    require_haproxy, signal, spawn_thalassa, wait_for_body, wait_http,
+};
+
+async fn start_registry(dir: &Path, port: u16) -> Proc {
+    let data = dir.join("registry");
+    let mut proc = spawn_thalassa(
+        dir,
+        "registry",
+        &[
+            "registry",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    wait_http(&format!("http://127.0.0.1:{port}/status"), &mut proc).await;
+    proc
+}
+
+async fn start_aqueduct(dir: &Path, name: &str, api_port: u16, registry: &str) -> Proc {
+    let data = dir.join("aqueduct");
+    let mut proc = spawn_thalassa(
+        dir,
+        name,
+        &[
+            "aqueduct",
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--registry",
+            registry,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    wait_http(&format!("http://127.0.0.1:{api_port}/frontends"), &mut proc).await;
+    proc
+}
+
+async fn put(api: &str, path: &str, body: String) {
+    let response = client()
+        .put(format!("{api}{path}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+async fn members_up(api: &str) -> usize {
+    let Ok(response) = client()
+        .get(format!("{api}/backends/app/members"))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let members: serde_json::Value = response.json().await.unwrap_or_default();
+    members
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["status"] == "UP").count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over() {
+    if !require_haproxy() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (registry_port, api_port, proxy_port) = (free_port(), free_port(), free_port());
+    let registry = format!("http://127.0.0.1:{registry_port}");
+    let api = format!("http://127.0.0.1:{api_port}");
+    let _registry = start_registry(dir.path(), registry_port).await;
+    let mut aqueduct = start_aqueduct(dir.path(), "aqueduct-1", api_port, &registry).await;
+    put(
+        &api,
+        "/frontends/web",
+        format!(r#"{{"bind":"127.0.0.1:{proxy_port}","backend":"app","mode":"http"}}"#),
+    )
+    .await;
+    put(
+        &api,
+        "/backends/app",
+        r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#.to_owned(),
+    )
+    .await;
+    let origins = [Origin::start("web").await, Origin::start("web").await];
+    for origin in &origins {
+        let url = format!("{registry}/registrations/app/1/127.0.0.1/{}", origin.port());
+        let response = client()
+            .post(url)
+            .body(r#"{"secondsToExpire":600}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    wait_for_body(proxy_port, "web").await;
+    eventually(Duration::from_secs(10), "both members UP", || async {
+        (members_up(&api).await == 2).then_some(())
+    })
+    .await;
+    let run_dir = dir.path().join("aqueduct").join("haproxy");
+    let first_master = haproxy_masters(&run_dir);
+    assert_eq!(first_master.len(), 1);
+
+    let load = Load::start(proxy_port, 4);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    signal(aqueduct.pid(), "KILL");
+    let _ = aqueduct.child.wait();
+
+    // While the aqueduct is dead, its HAProxy keeps serving.
+    load.wait_ok(500).await;
+    let orphaned = load.report_since(&before, fault_at);
+    orphaned.print("kill -9 aqueduct (while it is down)");
+    assert_eq!(
+        haproxy_masters(&run_dir),
+        first_master,
+        "haproxy outlived the aqueduct"
+    );
+
+    // A new aqueduct on the same data dir takes over.
+    let restart_at = Instant::now();
+    let restarted = start_aqueduct(dir.path(), "aqueduct-2", api_port, &registry).await;
+    eventually(Duration::from_secs(15), "both members UP again", || async {
+        (members_up(&api).await == 2).then_some(())
+    })
+    .await;
+    let masters_gone = eventually(
+        Duration::from_secs(40),
+        "the old haproxy to be gone",
+        || async {
+            let masters = haproxy_masters(&run_dir);
+            (masters.len() == 1 && masters != first_master).then_some(restart_at.elapsed())
+        },
+    )
+    .await;
+    load.wait_ok(500).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("kill -9 aqueduct, restart");
+    println!(
+        "fault: kill -9 aqueduct: restarted aqueduct took over in {:.2} s (old haproxy gone)",
+        masters_gone.as_secs_f64()
+    );
+    load.stop().await;
+
+    assert!(
+        restarted
+            .log_text()
+            .contains("took over the listening sockets"),
+        "the restart took the running haproxy over"
+    );
+    assert_eq!(
+        haproxy_masters(&run_dir).len(),
+        1,
+        "exactly one haproxy master"
+    );
+    assert_eq!(
+        haproxy_workers(&run_dir).len(),
+        1,
+        "exactly one haproxy worker"
+    );
+    assert_eq!(
+        report.failed,
+        0,
+        "no request may fail when the aqueduct dies and restarts; log:\n{}",
+        restarted.log_text()
+    );
+}
