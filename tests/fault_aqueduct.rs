@@ -5,72 +5,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 use support::{
-    Load, Origin, Proc, client, eventually, free_port, haproxy_masters, haproxy_workers,
-    require_haproxy, signal, spawn_thalassa, wait_for_body, wait_http,
+    Load, Origin, app_members_up, client, configure_web_app, eventually, free_port,
+    haproxy_masters, haproxy_workers, require_haproxy, signal, start_aqueduct, start_registry,
+    wait_for_body,
 };
-
-async fn start_registry(dir: &Path, port: u16) -> Proc {
-    let data = dir.join("registry");
-    let mut proc = spawn_thalassa(
-        dir,
-        "registry",
-        &[
-            "registry",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
-    wait_http(&format!("http://127.0.0.1:{port}/status"), &mut proc).await;
-    proc
-}
-
-async fn start_aqueduct(dir: &Path, name: &str, api_port: u16, registry: &str) -> Proc {
-    let data = dir.join("aqueduct");
-    let mut proc = spawn_thalassa(
-        dir,
-        name,
-        &[
-            "aqueduct",
-            "--listen",
-            &format!("127.0.0.1:{api_port}"),
-            "--registry",
-            registry,
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
-    wait_http(&format!("http://127.0.0.1:{api_port}/frontends"), &mut proc).await;
-    proc
-}
-
-async fn put(api: &str, path: &str, body: String) {
-    let response = client()
-        .put(format!("{api}{path}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-}
-
-async fn members_up(api: &str) -> usize {
-    let Ok(response) = client()
-        .get(format!("{api}/backends/app/members"))
-        .send()
-        .await
-    else {
-        return 0;
-    };
-    let members: serde_json::Value = response.json().await.unwrap_or_default();
-    members
-        .as_array()
-        .map_or(0, |m| m.iter().filter(|m| m["status"] == "UP").count())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over() {
@@ -83,18 +23,7 @@ async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over(
     let api = format!("http://127.0.0.1:{api_port}");
     let _registry = start_registry(dir.path(), registry_port).await;
     let mut aqueduct = start_aqueduct(dir.path(), "aqueduct-1", api_port, &registry).await;
-    put(
-        &api,
-        "/frontends/web",
-        format!(r#"{{"bind":"127.0.0.1:{proxy_port}","backend":"app","mode":"http"}}"#),
-    )
-    .await;
-    put(
-        &api,
-        "/backends/app",
-        r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#.to_owned(),
-    )
-    .await;
+    configure_web_app(&api, proxy_port).await;
     let origins = [Origin::start("web").await, Origin::start("web").await];
     for origin in &origins {
         let url = format!("{registry}/registrations/app/1/127.0.0.1/{}", origin.port());
@@ -108,7 +37,7 @@ async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over(
     }
     wait_for_body(proxy_port, "web").await;
     eventually(Duration::from_secs(10), "both members UP", || async {
-        (members_up(&api).await == 2).then_some(())
+        (app_members_up(&api).await == 2).then_some(())
     })
     .await;
     let run_dir = dir.path().join("aqueduct").join("haproxy");
@@ -136,7 +65,7 @@ async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over(
     let restart_at = Instant::now();
     let restarted = start_aqueduct(dir.path(), "aqueduct-2", api_port, &registry).await;
     eventually(Duration::from_secs(15), "both members UP again", || async {
-        (members_up(&api).await == 2).then_some(())
+        (app_members_up(&api).await == 2).then_some(())
     })
     .await;
     let masters_gone = eventually(

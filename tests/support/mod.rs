@@ -666,3 +666,84 @@ pub fn haproxy_workers(run_dir: &Path) -> Vec<u32> {
         .map(|(pid, _)| *pid)
         .collect()
 }
+
+/// `thalassa registry` on `127.0.0.1:<port>` with its data in `<dir>/registry`; returns once
+/// it answers.
+pub async fn start_registry(dir: &Path, port: u16) -> Proc {
+    // Each start logs to its own file, so a restart keeps the earlier run's log.
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let data = dir.join("registry");
+    let mut proc = spawn_thalassa(
+        dir,
+        &format!("registry-{}", STARTS.fetch_add(1, Ordering::SeqCst)),
+        &[
+            "registry",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    wait_http(&format!("http://127.0.0.1:{port}/status"), &mut proc).await;
+    proc
+}
+
+/// `thalassa aqueduct` following `registry`, API on `127.0.0.1:<api_port>`, data in
+/// `<dir>/aqueduct`, logging to `<dir>/<name>.log`; returns once the API answers.
+pub async fn start_aqueduct(dir: &Path, name: &str, api_port: u16, registry: &str) -> Proc {
+    let data = dir.join("aqueduct");
+    let mut proc = spawn_thalassa(
+        dir,
+        name,
+        &[
+            "aqueduct",
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--registry",
+            registry,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    wait_http(&format!("http://127.0.0.1:{api_port}/frontends"), &mut proc).await;
+    proc
+}
+
+/// Frontend `web` on `127.0.0.1:<proxy_port>` and dynamic backend `app` (service `app@1`,
+/// checks every 100 ms) through the aqueduct API at `api`.
+pub async fn configure_web_app(api: &str, proxy_port: u16) {
+    for (path, body) in [
+        (
+            "/frontends/web",
+            format!(r#"{{"bind":"127.0.0.1:{proxy_port}","backend":"app","mode":"http"}}"#),
+        ),
+        (
+            "/backends/app",
+            r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#.to_owned(),
+        ),
+    ] {
+        let response = client()
+            .put(format!("{api}{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+}
+
+/// Members of backend `app` whose status is `UP`, per the aqueduct API at `api` (0 when it
+/// does not answer).
+pub async fn app_members_up(api: &str) -> usize {
+    let Ok(response) = client()
+        .get(format!("{api}/backends/app/members"))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let members: serde_json::Value = response.json().await.unwrap_or_default();
+    members
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["status"] == "UP").count())
+}
