@@ -1,4 +1,5 @@
-//! Fault tests: the registry restarted (`kill -9`, then started again on its data dir) and
+//! Fault tests: the registry restarted (`kill -9`, down past every lease, then started again
+//! on its data dir) and
 //! the registry hung (`SIGSTOP`) for a minute while members' leases would have expired. The
 //! aqueduct keeps every member serving through both (a registry outage never removes
 //! members), resumes its stream, and follows changes again afterwards.
@@ -126,7 +127,11 @@ async fn a_registry_restart_keeps_registrations_and_members() {
     let fault_at = Instant::now();
     signal(setup.registry_proc.pid(), "KILL");
     let _ = setup.registry_proc.child.wait();
-    load.wait_ok(200).await;
+    // Down past every member's 5 s lease: the restarted registry must not expire them
+    // before their heartbeats (retrying meanwhile) reach it.
+    while fault_at.elapsed() < Duration::from_secs(8) {
+        load.wait_ok(100).await;
+    }
     setup.registry_proc = start_registry(setup.dir.path(), setup.registry_port).await;
     let back_in = fault_at.elapsed();
     assert_eq!(
@@ -138,7 +143,7 @@ async fn a_registry_restart_keeps_registrations_and_members() {
     load.wait_ok(300).await;
     let report = load.report_since(&before, fault_at);
     report.print(&format!(
-        "kill -9 registry, restarted after {:.2} s",
+        "kill -9 registry, down past the leases, restarted after {:.2} s",
         back_in.as_secs_f64()
     ));
     load.stop().await;

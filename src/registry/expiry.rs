@@ -7,7 +7,9 @@
 //! find leases that ran out while it could not receive a single heartbeat: that is the
 //! registry's outage, not the services'. After a stall, registrations that fell due during it
 //! are held for one lease length (the longest such lease, capped) so heartbeating services can
-//! refresh them; whatever is not refreshed by then expires as usual.
+//! refresh them; whatever is not refreshed by then expires as usual. A restart from the
+//! snapshot is the same situation (nobody could heartbeat while no registry ran): leases that
+//! ran out while it was down are held the same way from the start.
 
 use super::clock::now_ms;
 use super::handle::Registry;
@@ -21,12 +23,23 @@ const STALL_MS: u64 = 3_000;
 /// Longest hold after a stall, whatever the leases.
 const MAX_HOLD_MS: u64 = 300_000;
 
-pub(crate) async fn drive(registry: Registry) {
+pub(crate) async fn drive(registry: Registry, after_downtime: bool) {
     let closing = registry.closing();
     let mut last_run = now_ms();
     let mut planned_wake = last_run;
     // After a stall: (when it began, until when registrations due since then are held).
     let mut hold: Option<(u64, u64)> = None;
+    if after_downtime {
+        // Everything overdue in the snapshot ran out while no registry ran.
+        let until = hold_after_stall(&registry.leases(), 0, last_run);
+        if until > last_run {
+            tracing::warn!(
+                hold_ms = until - last_run,
+                "leases ran out while the registry was down; they get a grace to be refreshed"
+            );
+            hold = Some((0, until));
+        }
+    }
     loop {
         let now = now_ms();
         if now > planned_wake.saturating_add(STALL_MS) {
