@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::{
-    Load, Origin, app_members_up, client, configure_web_app, eventually, free_port,
-    haproxy_masters, haproxy_workers, require_haproxy, signal, start_aqueduct, start_registry,
-    wait_for_body,
+    KillHaproxiesOnDrop, Load, Origin, app_members_up, client, configure_web_app, eventually,
+    free_port, haproxy_masters, haproxy_workers, require_haproxy, signal, start_aqueduct,
+    start_registry, wait_for_body,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,6 +41,7 @@ async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over(
     })
     .await;
     let run_dir = dir.path().join("aqueduct").join("haproxy");
+    let _reaper = KillHaproxiesOnDrop(run_dir.clone());
     let first_master = haproxy_masters(&run_dir);
     assert_eq!(first_master.len(), 1);
 
@@ -77,6 +78,14 @@ async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over(
         },
     )
     .await;
+    // The adopted setup takes changes (a reload of the new master) and keeps serving.
+    let response = client()
+        .put(format!("{api}/backends/app"))
+        .body(r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":150}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     load.wait_ok(500).await;
     let report = load.report_since(&before, fault_at);
     report.print("kill -9 aqueduct, restart");

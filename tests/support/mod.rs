@@ -747,3 +747,15 @@ pub async fn app_members_up(api: &str) -> usize {
         .as_array()
         .map_or(0, |m| m.iter().filter(|m| m["status"] == "UP").count())
 }
+
+/// Kills (by PID) every HAProxy of a run directory when dropped: for tests that orphan an
+/// HAProxy on purpose (its aqueduct killed with `kill -9`), so a failing test leaks nothing.
+pub struct KillHaproxiesOnDrop(pub PathBuf);
+
+impl Drop for KillHaproxiesOnDrop {
+    fn drop(&mut self) {
+        for (pid, _) in haproxy_processes(&self.0) {
+            signal(pid, "KILL");
+        }
+    }
+}
