@@ -155,6 +155,11 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     if !inherited.is_empty() {
         controller.set_members_of(inherited).await;
     }
+    {
+        // A dead HAProxy restarts with every current member, so it serves at once.
+        let controller = controller.clone();
+        supervisor.set_restart_config(Arc::new(move || controller.haproxy_config()));
+    }
     if let Err(err) = controller.apply_startup().await {
         // HAProxy keeps serving what it started with; the next change retries the full config.
         tracing::error!(error = %err, "the saved configuration could not be applied at startup");

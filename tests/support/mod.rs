@@ -461,7 +461,7 @@ pub struct TrafficReport {
     pub failed: u64,
     /// From the fault to the last failure; zero without failures.
     pub recovered_in: Duration,
-    /// A few distinct failure kinds, for the log.
+    /// The most frequent failure kinds with their counts, for the log.
     pub kinds: Vec<String>,
 }
 
@@ -561,12 +561,20 @@ impl Load {
             // or the caller would see more failures).
             Some((last_failure, _)) => last_failure.saturating_duration_since(fault_at),
         };
-        let mut kinds: Vec<String> = Vec::new();
+        // Each distinct failure with its count, most frequent first.
+        let mut counts: Vec<(String, u64)> = Vec::new();
         for (_, kind) in failures {
-            if kinds.len() < 4 && !kinds.contains(kind) {
-                kinds.push(kind.clone());
+            match counts.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind.clone(), 1)),
             }
         }
+        counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let kinds = counts
+            .into_iter()
+            .take(4)
+            .map(|(kind, n)| format!("{n} x {kind}"))
+            .collect();
         TrafficReport {
             ok: now.ok - before.ok,
             failed: now.failed - before.failed,

@@ -94,6 +94,12 @@ impl SupervisorSettings {
 /// HAProxy never applies stale states (and does not warn about a missing file).
 const EMPTY_SERVER_STATE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n";
 
+/// The config to restart a dead HAProxy with: the current model with its current members
+/// (an empty text means "none"). Fresher than the last reloaded config, which lacks every
+/// member added at runtime since, so a restarted HAProxy serves at once instead of answering
+/// 503 until the members are added again.
+pub type RestartConfigSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// State shared by the public handle, the reload path and the monitor task.
 struct Shared {
     settings: SupervisorSettings,
@@ -110,6 +116,7 @@ struct Shared {
     stopping: AtomicBool,
     reloads: watch::Sender<u64>,
     restarts: watch::Sender<u64>,
+    restart_config: std::sync::Mutex<Option<RestartConfigSource>>,
 }
 
 /// The handle to a supervised HAProxy. Dropping it kills HAProxy; call `shutdown` to stop it
@@ -147,6 +154,7 @@ impl Supervisor {
             stopping: AtomicBool::new(false),
             reloads: watch::Sender::new(0),
             restarts: watch::Sender::new(0),
+            restart_config: std::sync::Mutex::new(None),
             settings,
         });
         shared.check(initial_config).await?;
@@ -209,6 +217,16 @@ impl Supervisor {
 
     pub fn settings(&self) -> &SupervisorSettings {
         &self.shared.settings
+    }
+
+    /// Where a restart after HAProxy died takes its config from (checked with `haproxy -c`
+    /// first; the last good config when it is refused or empty).
+    pub fn set_restart_config(&self, source: RestartConfigSource) {
+        *self
+            .shared
+            .restart_config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(source);
     }
 
     /// Increments after every successful reload.
@@ -305,6 +323,32 @@ impl Shared {
         let outcome = if result.is_ok() { "valid" } else { "rejected" };
         self.metrics.config_checks.inc(&[outcome]);
         result
+    }
+
+    /// The config a restart starts from: the source's current text if HAProxy accepts it,
+    /// else `last_good`.
+    async fn restart_config_text(&self, last_good: &str) -> String {
+        let source = self
+            .restart_config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(text) = source
+            .map(|source| source())
+            .filter(|text| !text.is_empty())
+        else {
+            return last_good.to_owned();
+        };
+        if text == last_good {
+            return text;
+        }
+        match self.check(&text).await {
+            Ok(()) => text,
+            Err(err) => {
+                tracing::warn!(error = %err, "the current config was refused; restarting from the last good one");
+                last_good.to_owned()
+            }
+        }
     }
 
     fn master_socket(&self) -> PathBuf {
@@ -452,7 +496,7 @@ async fn restart(
             return None;
         }
         let attempt = {
-            let config = shared.last_good_config.lock().await;
+            let mut config = shared.last_good_config.lock().await;
             // A worker that outlived its master would share the ports with the new one.
             let leftovers = process::reap_leftovers(&shared.fingerprint).await;
             if !leftovers.is_empty() {
@@ -460,12 +504,17 @@ async fn restart(
             }
             // Saved states describe the dead process; servers start from the config.
             shared.write_empty_server_state();
-            match write_atomic(&shared.settings.config_path(), config.as_bytes()) {
+            let text = shared.restart_config_text(&config).await;
+            let attempt = match write_atomic(&shared.settings.config_path(), text.as_bytes()) {
                 Ok(()) => launch(shared, None).await,
                 Err(err) => Err(ReloadError::Unavailable(format!(
                     "cannot write config: {err}"
                 ))),
+            };
+            if attempt.is_ok() {
+                *config = text;
             }
+            attempt
         };
         match attempt {
             Ok(child) => {
