@@ -1,15 +1,16 @@
 //! Fault test: `kill -9` of the aqueduct while traffic flows through its HAProxy. HAProxy is
 //! left running (it is not killed with its parent) and keeps serving; the restarted aqueduct
 //! takes over from it without a gap, restores the members, and exactly one HAProxy remains.
+//! Both as separate processes (registry + aqueduct) and as one `thalassa up` process.
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 mod support;
 
 use std::time::{Duration, Instant};
 use support::{
-    KillHaproxiesOnDrop, Load, Origin, app_members_up, client, configure_web_app, eventually,
-    free_port, haproxy_masters, haproxy_workers, require_haproxy, signal, start_aqueduct,
-    start_registry, wait_for_body,
+    KillHaproxiesOnDrop, Load, Origin, Stack, app_members_up, client, configure_web_app,
+    eventually, free_port, haproxy_masters, haproxy_workers, require_haproxy, signal,
+    start_aqueduct, start_registry, wait_for_body,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,4 +118,64 @@ async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over(
         "no request may fail when the aqueduct dies and restarts; log:\n{}",
         restarted.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_thalassa_up_is_taken_over_too() {
+    if !require_haproxy() {
+        return;
+    }
+    let mut stack = Stack::start().await;
+    let run_dir = stack.dir.path().join("haproxy");
+    let _reaper = KillHaproxiesOnDrop(run_dir.clone());
+    let proxy_port = free_port();
+    configure_web_app(&stack.aqueduct, proxy_port).await;
+    let origins = [Origin::start("web").await, Origin::start("web").await];
+    for origin in &origins {
+        stack.register_origin("app", "1", origin).await;
+    }
+    eventually(Duration::from_secs(15), "both members UP", || async {
+        (app_members_up(&stack.aqueduct).await == 2).then_some(())
+    })
+    .await;
+    // The in-process registry snapshots at most a second after a change; older
+    // registrations survive its kill -9.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first_master = haproxy_masters(&run_dir);
+
+    let load = Load::start(proxy_port, 4);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    stack.kill_9_and_restart().await;
+    eventually(Duration::from_secs(15), "both members UP again", || async {
+        (app_members_up(&stack.aqueduct).await == 2).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "the old haproxy to be gone",
+        || async {
+            let masters = haproxy_masters(&run_dir);
+            (masters.len() == 1 && masters != first_master).then_some(())
+        },
+    )
+    .await;
+    load.wait_ok(500).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("kill -9 thalassa up, restart");
+    load.stop().await;
+    assert!(
+        stack
+            .proc
+            .log_text()
+            .contains("took over the listening sockets"),
+        "the restart took the running haproxy over"
+    );
+    assert_eq!(
+        haproxy_workers(&run_dir).len(),
+        1,
+        "exactly one haproxy worker"
+    );
+    assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
 }

@@ -310,6 +310,21 @@ impl Stack {
         wait_http(&url, &mut self.proc).await;
     }
 
+    /// Kills the process with SIGKILL (no cleanup: its HAProxy is left running) and starts it
+    /// again on the same ports and data dir.
+    pub async fn kill_9_and_restart(&mut self) {
+        signal(self.proc.pid(), "KILL");
+        let _ = self.proc.child.wait();
+        self.proc = spawn_up(
+            self.dir.path(),
+            self.registry_port,
+            self.aqueduct_port,
+            &self.extra_args,
+        );
+        let url = format!("{}/frontends", self.aqueduct);
+        wait_http(&url, &mut self.proc).await;
+    }
+
     pub fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("haproxy").join("admin.sock")
     }
