@@ -48,6 +48,9 @@
 //!   control character** (natives are verbatim single lines; names use HAProxy's charset).
 //! - **A registry outage never removes members**: followers wait and resume (or resync from a
 //!   snapshot); only `offline` events remove members.
+//! - **A killed aqueduct costs no request**: its HAProxy keeps serving, and the restarted
+//!   aqueduct takes it over (listening sockets, members and server states) instead of
+//!   replacing it; exactly one HAProxy per data dir remains.
 //!
 //! ## Scale-out
 //!

@@ -3,7 +3,7 @@
 //! the UI hub, and one HTTP listener serving the API and the UI.
 
 use super::controller::{ApplyEvent, Change, Controller, ControllerOptions};
-use super::{routes, state_file};
+use super::{members, routes, state_file};
 use crate::BoxError;
 use crate::cli::{AqueductArgs, AqueductCommon};
 use crate::haproxy::ConfigTarget;
@@ -116,8 +116,33 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     if !common.haproxy_stats_bind.is_empty() {
         render_settings.stats_bind = Some(common.haproxy_stats_bind.clone());
     }
-    let supervisor =
-        Arc::new(start_haproxy(supervisor_settings, &config, &render_settings, &hub).await?);
+    // After a kill -9 of an earlier aqueduct its HAProxy still serves: the new one starts with
+    // the members it has (and takes over its sockets), so nothing is lost before the
+    // registry's snapshot arrives.
+    let inherited = members::inherited_from(
+        &config,
+        &crate::haproxy::supervisor::leftover_servers(&supervisor_settings).await,
+    );
+    let mut initial_members = members::DynamicMembers::default();
+    for (key, registrations) in &inherited {
+        initial_members.set(key, registrations.clone());
+    }
+    if !inherited.is_empty() {
+        tracing::info!(
+            members = inherited.iter().map(|(_, r)| r.len()).sum::<usize>(),
+            "taking over the members of the haproxy an earlier run left serving"
+        );
+    }
+    let supervisor = Arc::new(
+        start_haproxy(
+            supervisor_settings,
+            &config,
+            &initial_members.render_members(&config),
+            &render_settings,
+            &hub,
+        )
+        .await?,
+    );
 
     let controller = Controller::start(
         supervisor.clone() as Arc<dyn ConfigTarget>,
@@ -127,6 +152,14 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         },
         config,
     );
+    if !inherited.is_empty() {
+        controller.set_members_of(inherited).await;
+    }
+    {
+        // A dead HAProxy restarts with every current member, so it serves at once.
+        let controller = controller.clone();
+        supervisor.set_restart_config(Arc::new(move || controller.haproxy_config()));
+    }
     if let Err(err) = controller.apply_startup().await {
         // HAProxy keeps serving what it started with; the next change retries the full config.
         tracing::error!(error = %err, "the saved configuration could not be applied at startup");
@@ -268,10 +301,11 @@ fn announce_self(
 async fn start_haproxy(
     settings: SupervisorSettings,
     config: &super::model::Config,
+    members: &RenderMembers,
     render_settings: &RenderSettings,
     hub: &Hub,
 ) -> Result<Supervisor, BoxError> {
-    let text = render(config, &RenderMembers::new(), render_settings);
+    let text = render(config, members, render_settings);
     match Supervisor::start(settings.clone(), &text).await {
         Ok(supervisor) => Ok(supervisor),
         Err(err) if !config.frontends.is_empty() || !config.backends.is_empty() => {

@@ -410,6 +410,12 @@ impl Manager {
     /// Hands each dynamic backend whose service changed its registrations (for rendering,
     /// ids and the API); true when any backend's members changed.
     async fn sync_members(&mut self) -> bool {
+        // Until the registry's first snapshot the controller keeps the members it has (none,
+        // or those taken over from an HAProxy an earlier run left serving): an unreachable
+        // registry never removes members.
+        if !self.synced_once {
+            return false;
+        }
         let config = self.controller.config();
         let config_changed = self
             .last_config

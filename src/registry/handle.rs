@@ -110,11 +110,21 @@ impl Registry {
             })?;
             restore(&store, snapshot::load(dir, now), now);
         }
-        Ok(Self::with_store(Arc::new(store), config))
+        Ok(Self::start(Arc::new(store), config, true))
     }
 
     /// A registry over any store (e.g. a shared one); nothing is loaded from disk.
     pub fn with_store(store: Arc<dyn RegistrationStore>, config: RegistryConfig) -> Registry {
+        Self::start(store, config, false)
+    }
+
+    /// `after_downtime`: the store holds what an earlier run left, so leases that ran out
+    /// while no registry ran get a grace (see [`expiry`]).
+    fn start(
+        store: Arc<dyn RegistrationStore>,
+        config: RegistryConfig,
+        after_downtime: bool,
+    ) -> Registry {
         let registry = Registry {
             inner: Arc::new(Inner {
                 store,
@@ -131,7 +141,7 @@ impl Registry {
             }),
         };
         let mut tasks = vec![
-            tokio::spawn(expiry::drive(registry.clone())),
+            tokio::spawn(expiry::drive(registry.clone(), after_downtime)),
             tokio::spawn(tick_meter(registry.clone())),
         ];
         if registry.inner.config.data_dir.is_some() {

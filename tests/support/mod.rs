@@ -310,6 +310,21 @@ impl Stack {
         wait_http(&url, &mut self.proc).await;
     }
 
+    /// Kills the process with SIGKILL (no cleanup: its HAProxy is left running) and starts it
+    /// again on the same ports and data dir.
+    pub async fn kill_9_and_restart(&mut self) {
+        signal(self.proc.pid(), "KILL");
+        let _ = self.proc.child.wait();
+        self.proc = spawn_up(
+            self.dir.path(),
+            self.registry_port,
+            self.aqueduct_port,
+            &self.extra_args,
+        );
+        let url = format!("{}/frontends", self.aqueduct);
+        wait_http(&url, &mut self.proc).await;
+    }
+
     pub fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("haproxy").join("admin.sock")
     }
@@ -429,5 +444,341 @@ impl Stack {
         let path = format!("{name}/{version}/127.0.0.1/{}", origin.port());
         let (status, body) = self.register(&path, r#"{"secondsToExpire":600}"#).await;
         assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// A continuous HTTP load through a proxy port: `workers` tasks each send `GET /` on a
+/// keep-alive connection, back to back with a short pause, and count what came back. Every
+/// failure (connect error, reset, timeout, non-200 status) is kept with its time, so a test
+/// can say how many requests a fault cost and when traffic was healthy again.
+pub struct Load {
+    stats: Arc<std::sync::Mutex<LoadStats>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LoadStats {
+    pub ok: u64,
+    pub failed: u64,
+    /// When each failure happened, and what it was.
+    pub failures: Vec<(Instant, String)>,
+    /// When the most recent successful request completed.
+    pub last_ok: Option<Instant>,
+    /// Successes since the most recent failure.
+    pub ok_since_failure: u64,
+}
+
+/// What traffic saw from a moment on (usually the fault).
+#[derive(Debug, Clone)]
+pub struct TrafficReport {
+    pub ok: u64,
+    pub failed: u64,
+    /// From the fault to the last failure; zero without failures.
+    pub recovered_in: Duration,
+    /// The most frequent failure kinds with their counts, for the log.
+    pub kinds: Vec<String>,
+}
+
+impl TrafficReport {
+    /// One line for the test output, e.g. `fault: kill -9 worker: 12345 ok, 3 failed, recovered in 0.41 s`.
+    pub fn print(&self, fault: &str) {
+        println!(
+            "fault: {fault}: {} ok, {} failed, recovered in {:.2} s{}",
+            self.ok,
+            self.failed,
+            self.recovered_in.as_secs_f64(),
+            if self.kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" (failures: {})", self.kinds.join("; "))
+            }
+        );
+    }
+}
+
+impl Load {
+    pub fn start(port: u16, workers: usize) -> Load {
+        let stats = Arc::new(std::sync::Mutex::new(LoadStats::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stats, stop) = (stats.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(5))
+                        .build()
+                        .unwrap();
+                    let url = format!("http://127.0.0.1:{port}/");
+                    while !stop.load(Ordering::SeqCst) {
+                        let outcome = match client.get(&url).send().await {
+                            Ok(response) if response.status() == 200 => {
+                                match response.bytes().await {
+                                    Ok(_) => Ok(()),
+                                    Err(err) => Err(format!("body: {err}")),
+                                }
+                            }
+                            Ok(response) => Err(format!("status {}", response.status().as_u16())),
+                            Err(err) => Err(innermost_cause(&err)),
+                        };
+                        {
+                            let mut stats = stats.lock().unwrap();
+                            match outcome {
+                                Ok(()) => {
+                                    stats.ok += 1;
+                                    stats.ok_since_failure += 1;
+                                    stats.last_ok = Some(Instant::now());
+                                }
+                                Err(kind) => {
+                                    stats.failed += 1;
+                                    stats.ok_since_failure = 0;
+                                    stats.failures.push((Instant::now(), kind));
+                                }
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        Load { stats, stop, tasks }
+    }
+
+    pub fn snapshot(&self) -> LoadStats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` more requests succeeded (traffic flows), up to 15 s.
+    pub async fn wait_ok(&self, n: u64) {
+        let start = self.snapshot().ok;
+        eventually(Duration::from_secs(15), "traffic to flow", || async {
+            (self.snapshot().ok >= start + n).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits (up to `timeout`) until `n` requests in a row succeeded: traffic is healthy.
+    pub async fn wait_healthy(&self, n: u64, timeout: Duration) {
+        eventually(timeout, "traffic to be healthy again", || async {
+            (self.snapshot().ok_since_failure >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Requests since `before` (a snapshot taken at the fault), and the recovery time from
+    /// `fault_at`.
+    pub fn report_since(&self, before: &LoadStats, fault_at: Instant) -> TrafficReport {
+        let now = self.snapshot();
+        let failures = &now.failures[before.failures.len()..];
+        let recovered_in = match failures.last() {
+            None => Duration::ZERO,
+            // Traffic is healthy again right after the last failure (later requests succeed,
+            // or the caller would see more failures).
+            Some((last_failure, _)) => last_failure.saturating_duration_since(fault_at),
+        };
+        // Each distinct failure with its count, most frequent first.
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for (_, kind) in failures {
+            match counts.iter_mut().find(|(k, _)| k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind.clone(), 1)),
+            }
+        }
+        counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let kinds = counts
+            .into_iter()
+            .take(4)
+            .map(|(kind, n)| format!("{n} x {kind}"))
+            .collect();
+        TrafficReport {
+            ok: now.ok - before.ok,
+            failed: now.failed - before.failed,
+            recovered_in,
+            kinds,
+        }
+    }
+
+    /// Stops the workers and waits for them.
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The innermost cause of an error (reqwest hides the interesting part, like "Connection
+/// reset by peer", in the sources), marked with whether connecting failed.
+pub fn innermost_cause(err: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let stage = if err.is_connect() {
+        "connect"
+    } else if err.is_timeout() {
+        "timeout"
+    } else {
+        "request"
+    };
+    format!("{stage}: {cause}")
+}
+
+/// PIDs of the HAProxy processes whose master CLI socket is in `run_dir` (their argv carries
+/// `-S <run_dir>/master.sock,...`), as `(pid, parent pid)`.
+pub fn haproxy_processes(run_dir: &Path) -> Vec<(u32, u32)> {
+    let needle = format!("{}/master.sock", run_dir.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let ours = args
+            .windows(2)
+            .any(|w| w[0] == b"-S" && w[1].starts_with(needle.as_bytes()));
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if ours && fields.first().is_some_and(|state| *state != "Z") {
+            let ppid = fields.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            found.push((pid, ppid));
+        }
+    }
+    found
+}
+
+/// The HAProxy masters of `run_dir` (processes whose parent is not one of them).
+pub fn haproxy_masters(run_dir: &Path) -> Vec<u32> {
+    let procs = haproxy_processes(run_dir);
+    let pids: Vec<u32> = procs.iter().map(|(pid, _)| *pid).collect();
+    procs
+        .iter()
+        .filter(|(_, ppid)| !pids.contains(ppid))
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// The HAProxy workers of `run_dir` (children of one of its masters).
+pub fn haproxy_workers(run_dir: &Path) -> Vec<u32> {
+    let procs = haproxy_processes(run_dir);
+    let masters = haproxy_masters(run_dir);
+    procs
+        .iter()
+        .filter(|(_, ppid)| masters.contains(ppid))
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// `thalassa registry` on `127.0.0.1:<port>` with its data in `<dir>/registry`; returns once
+/// it answers.
+pub async fn start_registry(dir: &Path, port: u16) -> Proc {
+    // Each start logs to its own file, so a restart keeps the earlier run's log.
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let data = dir.join("registry");
+    let mut proc = spawn_thalassa(
+        dir,
+        &format!("registry-{}", STARTS.fetch_add(1, Ordering::SeqCst)),
+        &[
+            "registry",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    wait_http(&format!("http://127.0.0.1:{port}/status"), &mut proc).await;
+    proc
+}
+
+/// `thalassa aqueduct` following `registry`, API on `127.0.0.1:<api_port>`, data in
+/// `<dir>/aqueduct`, logging to `<dir>/<name>.log`; returns once the API answers.
+pub async fn start_aqueduct(dir: &Path, name: &str, api_port: u16, registry: &str) -> Proc {
+    let data = dir.join("aqueduct");
+    let mut proc = spawn_thalassa(
+        dir,
+        name,
+        &[
+            "aqueduct",
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--registry",
+            registry,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    wait_http(&format!("http://127.0.0.1:{api_port}/frontends"), &mut proc).await;
+    proc
+}
+
+/// Frontend `web` on `127.0.0.1:<proxy_port>` and dynamic backend `app` (service `app@1`,
+/// checks every 100 ms) through the aqueduct API at `api`.
+pub async fn configure_web_app(api: &str, proxy_port: u16) {
+    for (path, body) in [
+        (
+            "/frontends/web",
+            format!(r#"{{"bind":"127.0.0.1:{proxy_port}","backend":"app","mode":"http"}}"#),
+        ),
+        (
+            "/backends/app",
+            r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#.to_owned(),
+        ),
+    ] {
+        let response = client()
+            .put(format!("{api}{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+}
+
+/// Members of backend `app` whose status is `UP`, per the aqueduct API at `api` (0 when it
+/// does not answer).
+pub async fn app_members_up(api: &str) -> usize {
+    let Ok(response) = client()
+        .get(format!("{api}/backends/app/members"))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let members: serde_json::Value = response.json().await.unwrap_or_default();
+    members
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["status"] == "UP").count())
+}
+
+/// Kills (by PID) every HAProxy of a run directory when dropped: for tests that orphan an
+/// HAProxy on purpose (its aqueduct killed with `kill -9`), so a failing test leaks nothing.
+pub struct KillHaproxiesOnDrop(pub PathBuf);
+
+impl Drop for KillHaproxiesOnDrop {
+    fn drop(&mut self) {
+        for (pid, _) in haproxy_processes(&self.0) {
+            signal(pid, "KILL");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `haproxy -c`: validates a candidate config from a scratch copy in the run directory,
+//! `haproxy -c`: validates a candidate config from a scratch copy in the run directory (or
+//! the temp dir when the run directory cannot be written),
 //! without touching the running process. It does not bind ports, so a port already in use
 //! only shows at reload.
 
@@ -19,16 +20,26 @@ pub(super) async fn check_config(
     settings: &SupervisorSettings,
     config_text: &str,
 ) -> Result<(), ConfigRejected> {
-    let scratch = settings.run_dir.join(format!(
+    let name = format!(
         ".check-{}-{}.cfg",
         std::process::id(),
         SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    if let Err(err) = tokio::fs::write(&scratch, config_text).await {
-        return Err(rejected(format!(
-            "cannot write {} for checking: {err}",
-            scratch.display()
-        )));
+    );
+    // A full or read-only data dir must not make every change look like a bad config: the
+    // check then runs from the system's temp dir, and the reload's own write reports the
+    // data dir problem.
+    let mut scratch = settings.run_dir.join(&name);
+    if let Err(err) = write_private(&scratch, config_text).await {
+        let fallback = std::env::temp_dir().join(&name);
+        if let Err(fallback_err) = write_private(&fallback, config_text).await {
+            return Err(rejected(format!(
+                "cannot write {} for checking: {err}; nor {}: {fallback_err}",
+                scratch.display(),
+                fallback.display()
+            )));
+        }
+        tracing::debug!(error = %err, "checking the config from the temp dir");
+        scratch = fallback;
     }
     let output = Command::new(&settings.bin)
         .arg("-c")
@@ -70,6 +81,26 @@ pub(super) async fn check_config(
     Err(ConfigRejected {
         lines: error_lines(&text),
     })
+}
+
+/// Writes a new owner-only file (a config may carry credentials in natives).
+async fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    // tokio hands writes to a background thread: only the flush reports ENOSPC.
+    let written = match file.write_all(text.as_bytes()).await {
+        Ok(()) => file.flush().await,
+        Err(err) => Err(err),
+    };
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    written
 }
 
 /// HAProxy's ALERT messages (without the `[ALERT] (pid) :` prefix), or every non-empty line

@@ -6,7 +6,7 @@
 //! The config the renderer produces must contain, for this to work:
 //! ```text
 //! global
-//!     stats socket <admin_socket_path()> mode 600 level admin
+//!     stats socket <admin_socket_path()> mode 600 level admin expose-fd listeners
 //!     server-state-file <server_state_path()>
 //! defaults
 //!     load-server-state-from-file global
@@ -17,9 +17,11 @@ mod log;
 mod metrics;
 mod process;
 mod reload;
+mod takeover;
 
 pub use log::{LogLevel, LogLine, LogRing};
 pub use metrics::SupervisorMetrics;
+pub use takeover::leftover_servers;
 
 use super::master_cli::{self, MasterCliError};
 use super::runtime::RuntimeClient;
@@ -92,6 +94,12 @@ impl SupervisorSettings {
 /// HAProxy never applies stale states (and does not warn about a missing file).
 const EMPTY_SERVER_STATE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n";
 
+/// The config to restart a dead HAProxy with: the current model with its current members
+/// (an empty text means "none"). Fresher than the last reloaded config, which lacks every
+/// member added at runtime since, so a restarted HAProxy serves at once instead of answering
+/// 503 until the members are added again.
+pub type RestartConfigSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// State shared by the public handle, the reload path and the monitor task.
 struct Shared {
     settings: SupervisorSettings,
@@ -108,6 +116,7 @@ struct Shared {
     stopping: AtomicBool,
     reloads: watch::Sender<u64>,
     restarts: watch::Sender<u64>,
+    restart_config: std::sync::Mutex<Option<RestartConfigSource>>,
 }
 
 /// The handle to a supervised HAProxy. Dropping it kills HAProxy; call `shutdown` to stop it
@@ -120,8 +129,11 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Validates `initial_config`, writes it, starts HAProxy and returns once its worker
-    /// answers on the admin socket. Leftover HAProxy processes of the same run directory
-    /// (from a crashed earlier run) are killed first.
+    /// answers on the admin socket. An HAProxy of the same run directory left serving by an
+    /// earlier run (killed without stopping it) is taken over without a gap: the new master
+    /// takes its listening sockets and server states, then it is soft-stopped; leftovers that
+    /// do not answer are killed first. Render the config with the servers
+    /// [`leftover_servers`] reports so the new worker starts with them.
     pub async fn start(
         settings: SupervisorSettings,
         initial_config: &str,
@@ -142,24 +154,47 @@ impl Supervisor {
             stopping: AtomicBool::new(false),
             reloads: watch::Sender::new(0),
             restarts: watch::Sender::new(0),
+            restart_config: std::sync::Mutex::new(None),
             settings,
         });
         shared.check(initial_config).await?;
 
-        let leftovers = process::reap_leftovers(&shared.fingerprint).await;
-        if !leftovers.is_empty() {
-            tracing::warn!(pids = ?leftovers, "killed haproxy processes left by an earlier run");
+        // An HAProxy left serving by an earlier run (killed without stopping it) is taken
+        // over without a gap; one that does not answer is killed.
+        let leftover = takeover::find_leftover(&shared.settings, &shared.fingerprint).await;
+        if leftover.is_none() {
+            let leftovers = process::reap_leftovers(&shared.fingerprint).await;
+            if !leftovers.is_empty() {
+                tracing::warn!(pids = ?leftovers, "killed haproxy processes left by an earlier run");
+            }
         }
         let settings = &shared.settings;
+        let servers_state = leftover
+            .as_ref()
+            .map_or(EMPTY_SERVER_STATE, |old| old.servers_state.as_str());
         write_atomic(&settings.config_path(), initial_config.as_bytes())
-            .and_then(|()| {
-                write_atomic(&settings.server_state_path(), EMPTY_SERVER_STATE.as_bytes())
-            })
+            .and_then(|()| write_atomic(&settings.server_state_path(), servers_state.as_bytes()))
             .map_err(|err| {
                 ReloadError::Unavailable(format!("cannot write haproxy files: {err}"))
             })?;
 
-        let child = launch(&shared).await?;
+        let child = match leftover {
+            None => launch(&shared, None).await?,
+            Some(old) => match launch(&shared, Some(&old.pids)).await {
+                Ok(child) => {
+                    tracing::info!(old_pids = ?old.pids,
+                        "took over the listening sockets of the haproxy an earlier run left serving");
+                    child
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, old_pids = ?old.pids,
+                        "taking over the leftover haproxy failed; replacing it");
+                    process::reap_leftovers(&shared.fingerprint).await;
+                    shared.write_empty_server_state();
+                    launch(&shared, None).await?
+                }
+            },
+        };
         tracing::info!(
             master_pid = shared.master_pid.load(Ordering::Relaxed),
             run_dir = %shared.settings.run_dir.display(),
@@ -182,6 +217,16 @@ impl Supervisor {
 
     pub fn settings(&self) -> &SupervisorSettings {
         &self.shared.settings
+    }
+
+    /// Where a restart after HAProxy died takes its config from (checked with `haproxy -c`
+    /// first; the last good config when it is refused or empty).
+    pub fn set_restart_config(&self, source: RestartConfigSource) {
+        *self
+            .shared
+            .restart_config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(source);
     }
 
     /// Increments after every successful reload.
@@ -280,6 +325,32 @@ impl Shared {
         result
     }
 
+    /// The config a restart starts from: the source's current text if HAProxy accepts it,
+    /// else `last_good`.
+    async fn restart_config_text(&self, last_good: &str) -> String {
+        let source = self
+            .restart_config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(text) = source
+            .map(|source| source())
+            .filter(|text| !text.is_empty())
+        else {
+            return last_good.to_owned();
+        };
+        if text == last_good {
+            return text;
+        }
+        match self.check(&text).await {
+            Ok(()) => text,
+            Err(err) => {
+                tracing::warn!(error = %err, "the current config was refused; restarting from the last good one");
+                last_good.to_owned()
+            }
+        }
+    }
+
     fn master_socket(&self) -> PathBuf {
         self.settings.master_socket_path()
     }
@@ -305,19 +376,24 @@ impl Shared {
 }
 
 /// Spawns the master from the config on disk and waits until its worker answers on the admin
-/// socket. On failure nothing is left running.
-async fn launch(shared: &Shared) -> Result<Child, ReloadError> {
+/// socket. On failure nothing is left running. With `take_over_from` (the processes of an
+/// HAProxy an earlier run left serving), the new master takes their listening sockets, and the
+/// old master is soft-stopped once the new worker exists.
+async fn launch(shared: &Shared, take_over_from: Option<&[u32]>) -> Result<Child, ReloadError> {
     let settings = &shared.settings;
     let mark = shared.logs.mark();
-    let mut child = process::spawn_master(settings, &shared.logs).map_err(|err| {
-        ReloadError::Unavailable(format!("cannot run {}: {err}", settings.bin.display()))
-    })?;
+    let mut child = process::spawn_master(settings, &shared.logs, take_over_from.is_some())
+        .map_err(|err| {
+            ReloadError::Unavailable(format!("cannot run {}: {err}", settings.bin.display()))
+        })?;
     shared
         .master_pid
         .store(child.id().unwrap_or(0), Ordering::SeqCst);
     let deadline = Instant::now() + settings.ready_timeout;
     let probe =
         RuntimeClient::new(settings.admin_socket_path()).with_timeout(Duration::from_secs(2));
+    // Until the old HAProxy stops accepting, it shares the admin socket with the new worker.
+    let mut old_retired = take_over_from.is_none();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             shared.master_pid.store(0, Ordering::SeqCst);
@@ -336,12 +412,22 @@ async fn launch(shared: &Shared) -> Result<Child, ReloadError> {
                 alerts.join(" | ")
             }));
         }
-        if let Ok(procs) = master_cli::show_proc(&shared.master_socket()).await
-            && let Some(worker) = procs.current_worker()
-            && let Ok(info) = probe.show_info().await
-            && info.pid() == Some(worker.pid)
-        {
-            return Ok(child);
+        // The master socket's path reaches the old master until the new one has bound it.
+        let new_worker = master_cli::show_proc(&shared.master_socket())
+            .await
+            .ok()
+            .and_then(|procs| procs.current_worker().map(|worker| worker.pid))
+            .filter(|pid| take_over_from.is_none_or(|old| !old.contains(pid)));
+        if let Some(worker_pid) = new_worker {
+            if !old_retired {
+                takeover::retire(shared, take_over_from.unwrap_or_default().to_vec());
+                old_retired = true;
+            }
+            if let Ok(info) = probe.show_info().await
+                && info.pid() == Some(worker_pid)
+            {
+                return Ok(child);
+            }
         }
         probe.disconnect().await;
         if Instant::now() >= deadline {
@@ -410,7 +496,7 @@ async fn restart(
             return None;
         }
         let attempt = {
-            let config = shared.last_good_config.lock().await;
+            let mut config = shared.last_good_config.lock().await;
             // A worker that outlived its master would share the ports with the new one.
             let leftovers = process::reap_leftovers(&shared.fingerprint).await;
             if !leftovers.is_empty() {
@@ -418,12 +504,17 @@ async fn restart(
             }
             // Saved states describe the dead process; servers start from the config.
             shared.write_empty_server_state();
-            match write_atomic(&shared.settings.config_path(), config.as_bytes()) {
-                Ok(()) => launch(shared).await,
+            let text = shared.restart_config_text(&config).await;
+            let attempt = match write_atomic(&shared.settings.config_path(), text.as_bytes()) {
+                Ok(()) => launch(shared, None).await,
                 Err(err) => Err(ReloadError::Unavailable(format!(
                     "cannot write config: {err}"
                 ))),
+            };
+            if attempt.is_ok() {
+                *config = text;
             }
+            attempt
         };
         match attempt {
             Ok(child) => {

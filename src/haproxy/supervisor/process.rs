@@ -17,17 +17,24 @@ pub(super) fn master_socket_arg(settings: &SupervisorSettings) -> String {
     format!("{},mode,600", settings.master_socket_path().display())
 }
 
-/// Starts `haproxy -W -S <run_dir>/master.sock,mode,600 -f <run_dir>/haproxy.cfg`.
+/// Starts `haproxy -W -S <run_dir>/master.sock,mode,600 -f <run_dir>/haproxy.cfg`, with
+/// `-x <admin socket>` when it is to take the listening sockets of a running HAProxy.
 pub(super) fn spawn_master(
     settings: &SupervisorSettings,
     logs: &Arc<LogRing>,
+    take_listeners: bool,
 ) -> io::Result<Child> {
-    let mut child = Command::new(&settings.bin)
+    let mut command = Command::new(&settings.bin);
+    command
         .arg("-W")
         .arg("-S")
         .arg(master_socket_arg(settings))
         .arg("-f")
-        .arg(settings.config_path())
+        .arg(settings.config_path());
+    if take_listeners {
+        command.arg("-x").arg(settings.admin_socket_path());
+    }
+    let mut child = command
         .current_dir(&settings.run_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -98,6 +105,14 @@ pub(super) async fn reap_leftovers(fingerprint: &str) -> Vec<u32> {
     leftovers
 }
 
+/// The parent of `pid`, from /proc.
+pub(super) fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // State, then the parent PID, follow the parenthesised command name.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Alive and not a zombie.
 pub(super) fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -131,6 +146,7 @@ mod tests {
     fn only_processes_with_our_fingerprint_match() {
         let own = std::process::id();
         assert!(is_alive(own));
+        assert_eq!(parent_pid(own), Some(std::os::unix::process::parent_id()));
         assert!(!is_our_haproxy(own, "/nonexistent/master.sock,mode,600"));
         assert!(find_our_haproxies("/nonexistent/master.sock,mode,600").is_empty());
     }

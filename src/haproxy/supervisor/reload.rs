@@ -91,8 +91,12 @@ async fn reload_locked(
             shared.write_empty_server_state();
         }
     }
-    write_atomic(&settings.config_path(), config_text.as_bytes())
-        .map_err(|err| ReloadError::Unavailable(format!("cannot write config: {err}")))?;
+    write_atomic(&settings.config_path(), config_text.as_bytes()).map_err(|err| {
+        ReloadError::Unavailable(format!(
+            "cannot write {}: {err}",
+            settings.config_path().display()
+        ))
+    })?;
 
     let mark = shared.logs.mark();
     let state_saved = started.elapsed();

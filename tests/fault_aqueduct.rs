@@ -1,0 +1,181 @@
+//! Fault test: `kill -9` of the aqueduct while traffic flows through its HAProxy. HAProxy is
+//! left running (it is not killed with its parent) and keeps serving; the restarted aqueduct
+//! takes over from it without a gap, restores the members, and exactly one HAProxy remains.
+//! Both as separate processes (registry + aqueduct) and as one `thalassa up` process.
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{
+    KillHaproxiesOnDrop, Load, Origin, Stack, app_members_up, client, configure_web_app,
+    eventually, free_port, haproxy_masters, haproxy_workers, require_haproxy, signal,
+    start_aqueduct, start_registry, wait_for_body,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over() {
+    if !require_haproxy() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (registry_port, api_port, proxy_port) = (free_port(), free_port(), free_port());
+    let registry = format!("http://127.0.0.1:{registry_port}");
+    let api = format!("http://127.0.0.1:{api_port}");
+    let _registry = start_registry(dir.path(), registry_port).await;
+    let mut aqueduct = start_aqueduct(dir.path(), "aqueduct-1", api_port, &registry).await;
+    configure_web_app(&api, proxy_port).await;
+    let origins = [Origin::start("web").await, Origin::start("web").await];
+    for origin in &origins {
+        let url = format!("{registry}/registrations/app/1/127.0.0.1/{}", origin.port());
+        let response = client()
+            .post(url)
+            .body(r#"{"secondsToExpire":600}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    wait_for_body(proxy_port, "web").await;
+    eventually(Duration::from_secs(10), "both members UP", || async {
+        (app_members_up(&api).await == 2).then_some(())
+    })
+    .await;
+    let run_dir = dir.path().join("aqueduct").join("haproxy");
+    let _reaper = KillHaproxiesOnDrop(run_dir.clone());
+    let first_master = haproxy_masters(&run_dir);
+    assert_eq!(first_master.len(), 1);
+
+    let load = Load::start(proxy_port, 4);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    signal(aqueduct.pid(), "KILL");
+    let _ = aqueduct.child.wait();
+
+    // While the aqueduct is dead, its HAProxy keeps serving.
+    load.wait_ok(500).await;
+    let orphaned = load.report_since(&before, fault_at);
+    orphaned.print("kill -9 aqueduct (while it is down)");
+    assert_eq!(
+        haproxy_masters(&run_dir),
+        first_master,
+        "haproxy outlived the aqueduct"
+    );
+
+    // A new aqueduct on the same data dir takes over.
+    let restart_at = Instant::now();
+    let restarted = start_aqueduct(dir.path(), "aqueduct-2", api_port, &registry).await;
+    eventually(Duration::from_secs(15), "both members UP again", || async {
+        (app_members_up(&api).await == 2).then_some(())
+    })
+    .await;
+    let masters_gone = eventually(
+        Duration::from_secs(40),
+        "the old haproxy to be gone",
+        || async {
+            let masters = haproxy_masters(&run_dir);
+            (masters.len() == 1 && masters != first_master).then_some(restart_at.elapsed())
+        },
+    )
+    .await;
+    // The adopted setup takes changes (a reload of the new master) and keeps serving.
+    let response = client()
+        .put(format!("{api}/backends/app"))
+        .body(r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":150}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    load.wait_ok(500).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("kill -9 aqueduct, restart");
+    println!(
+        "fault: kill -9 aqueduct: restarted aqueduct took over in {:.2} s (old haproxy gone)",
+        masters_gone.as_secs_f64()
+    );
+    load.stop().await;
+
+    assert!(
+        restarted
+            .log_text()
+            .contains("took over the listening sockets"),
+        "the restart took the running haproxy over"
+    );
+    assert_eq!(
+        haproxy_masters(&run_dir).len(),
+        1,
+        "exactly one haproxy master"
+    );
+    assert_eq!(
+        haproxy_workers(&run_dir).len(),
+        1,
+        "exactly one haproxy worker"
+    );
+    assert_eq!(
+        report.failed,
+        0,
+        "no request may fail when the aqueduct dies and restarts; log:\n{}",
+        restarted.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_thalassa_up_is_taken_over_too() {
+    if !require_haproxy() {
+        return;
+    }
+    let mut stack = Stack::start().await;
+    let run_dir = stack.dir.path().join("haproxy");
+    let _reaper = KillHaproxiesOnDrop(run_dir.clone());
+    let proxy_port = free_port();
+    configure_web_app(&stack.aqueduct, proxy_port).await;
+    let origins = [Origin::start("web").await, Origin::start("web").await];
+    for origin in &origins {
+        stack.register_origin("app", "1", origin).await;
+    }
+    eventually(Duration::from_secs(15), "both members UP", || async {
+        (app_members_up(&stack.aqueduct).await == 2).then_some(())
+    })
+    .await;
+    // The in-process registry snapshots at most a second after a change; older
+    // registrations survive its kill -9.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first_master = haproxy_masters(&run_dir);
+
+    let load = Load::start(proxy_port, 4);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    stack.kill_9_and_restart().await;
+    eventually(Duration::from_secs(15), "both members UP again", || async {
+        (app_members_up(&stack.aqueduct).await == 2).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "the old haproxy to be gone",
+        || async {
+            let masters = haproxy_masters(&run_dir);
+            (masters.len() == 1 && masters != first_master).then_some(())
+        },
+    )
+    .await;
+    load.wait_ok(500).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("kill -9 thalassa up, restart");
+    load.stop().await;
+    assert!(
+        stack
+            .proc
+            .log_text()
+            .contains("took over the listening sockets"),
+        "the restart took the running haproxy over"
+    );
+    assert_eq!(
+        haproxy_workers(&run_dir).len(),
+        1,
+        "exactly one haproxy worker"
+    );
+    assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
+}
