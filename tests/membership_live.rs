@@ -428,20 +428,41 @@ async fn a_structural_reload_keeps_members_up_without_a_flash() {
         stack.metric_total("thalassa_haproxy_reloads_total").await,
         reloads_before + 3
     );
-    assert_eq!(
-        stack
-            .member_status("app", &format!("127.0.0.1:{dead_port}"))
-            .await
-            .as_deref(),
-        Some("DOWN")
+    // Right after the last reload, HAProxy itself: the steady member ready and UP (its state
+    // carried over, no flash), the dead one still held in maintenance by the health gate.
+    let client = thalassa::haproxy::runtime::RuntimeClient::new(stack.admin_socket());
+    let rows = client.show_servers_state(Some("app")).await.unwrap();
+    let row = |port: u16| {
+        rows.iter()
+            .find(|r| r.server == format!("app_127.0.0.1:{port}"))
+            .unwrap_or_else(|| panic!("server for port {port} missing: {rows:?}"))
+    };
+    let steady = row(origin.port());
+    assert!(
+        steady.admin_state() == thalassa::haproxy::stat::AdminState::Ready
+            && steady.op_state.is_up(),
+        "the steady member flashed across the reloads: {steady:?}"
     );
     assert_eq!(
-        stack
-            .member_status("app", &format!("127.0.0.1:{}", origin.port()))
-            .await
-            .as_deref(),
-        Some("UP")
+        row(dead_port).admin_state(),
+        thalassa::haproxy::stat::AdminState::Maint
     );
+    // And the API agrees (its status sample is at most a second old).
+    for (port, status) in [(dead_port, "DOWN"), (origin.port(), "UP")] {
+        eventually(
+            Duration::from_secs(5),
+            &format!("127.0.0.1:{port} {status} in the API"),
+            || async {
+                (stack
+                    .member_status("app", &format!("127.0.0.1:{port}"))
+                    .await
+                    .as_deref()
+                    == Some(status))
+                .then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// Names of the servers HAProxy has in `backend` right now.

@@ -194,7 +194,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
     let brake = ExpiryBrake::new(parts.settings.brake.clone());
     let brake_board = parts.board.brake().clone();
     let stats = StatsPoller {
-        runtime: RuntimeClient::new(parts.runtime.socket_path()),
+        runtime: parts.runtime.clone(),
         board: parts.board,
         hub: parts.hub.clone(),
         metrics: parts.metrics.clone(),

@@ -1,5 +1,4 @@
-//! The stats poller: reads `show stat` once a second on its own admin-socket connection and
-//! publishes what it shows (the status board, the UI's stats samples, member UP/DOWN activity,
+//! The stats poller: reads `show stat` once a second and publishes what it shows (the status board, the UI's stats samples, member UP/DOWN activity,
 //! the members-by-status gauge). It runs beside the manager rather than inside its loop so a
 //! dump of thousands of servers never delays a join or a drain.
 
@@ -22,8 +21,8 @@ pub struct StatsRequest {
 }
 
 pub struct StatsPoller {
-    /// A connection of its own, opened per poll: after a reload it reaches the new worker,
-    /// and a long dump never holds the manager's connection.
+    /// The manager's client (one connection, serialised): the supervisor holds it during a
+    /// reload, so a sample never comes from a worker that is being replaced.
     pub runtime: RuntimeClient,
     pub board: StatusBoard,
     pub hub: Option<Hub>,
@@ -42,9 +41,7 @@ impl StatsPoller {
     async fn run(self, mut requests: mpsc::Receiver<StatsRequest>) {
         let mut last_status = BTreeMap::new();
         while let Some(request) = requests.recv().await {
-            let polled = self.poll(&request).await;
-            self.runtime.disconnect().await;
-            match polled {
+            match self.poll(&request).await {
                 Ok(mut sample) => {
                     sample.degraded = self.board.brake().all();
                     last_status = self.note_transitions(&sample, last_status);
