@@ -267,15 +267,8 @@ impl RuntimeClient {
         &self,
         backends: &[&str],
     ) -> Result<Vec<ServerStateRow>, RuntimeError> {
-        let replies = self.show_each("show servers state", backends).await?;
-        let mut rows = Vec::new();
-        for (command, reply) in replies {
-            rows.extend(
-                parse_servers_state(&reply)
-                    .map_err(|source| RuntimeError::Parse { command, source })?,
-            );
-        }
-        Ok(rows)
+        self.show_each("show servers state", backends, parse_servers_state)
+            .await
     }
 
     /// `show servers conn <backend>` for several backends in one round trip.
@@ -283,24 +276,18 @@ impl RuntimeClient {
         &self,
         backends: &[&str],
     ) -> Result<Vec<ServerConnRow>, RuntimeError> {
-        let replies = self.show_each("show servers conn", backends).await?;
-        let mut rows = Vec::new();
-        for (command, reply) in replies {
-            rows.extend(
-                parse_servers_conn(&reply)
-                    .map_err(|source| RuntimeError::Parse { command, source })?,
-            );
-        }
-        Ok(rows)
+        self.show_each("show servers conn", backends, parse_servers_conn)
+            .await
     }
 
-    /// `<show> <backend>` for each backend, pipelined; the replies of backends HAProxy knows,
-    /// with the command that produced each.
-    async fn show_each(
+    /// `<show> <backend>` for each backend, pipelined, every reply parsed into rows; backends
+    /// HAProxy does not know yield none.
+    async fn show_each<T>(
         &self,
         show: &str,
         backends: &[&str],
-    ) -> Result<Vec<(String, String)>, RuntimeError> {
+        parse: fn(&str) -> Result<Vec<T>, ParseError>,
+    ) -> Result<Vec<T>, RuntimeError> {
         let mut commands = Vec::with_capacity(backends.len());
         for backend in backends {
             commands.push(format!("{show} {}", validate_name("backend", backend)?));
@@ -320,11 +307,14 @@ impl RuntimeClient {
             )
             .await?
         };
-        Ok(commands
-            .into_iter()
-            .zip(replies)
-            .filter(|(_, reply)| !reply.starts_with("Can't find backend"))
-            .collect())
+        let mut rows = Vec::new();
+        for (command, reply) in commands.into_iter().zip(replies) {
+            if reply.starts_with("Can't find backend") {
+                continue;
+            }
+            rows.extend(parse(&reply).map_err(|source| RuntimeError::Parse { command, source })?);
+        }
+        Ok(rows)
     }
 
     /// The raw `show servers state` text, newline-terminated: the server-state file format.
