@@ -1,0 +1,235 @@
+//! One reconcile round of the membership manager: observe the backends in scope
+//! (`show servers state`, and `show servers conn` for leaving members), plan with the
+//! [`Tracker`](crate::membership::plan::Tracker), apply the plan as one runtime batch, and
+//! tell the controller which members are still joining.
+
+use super::{FAST_ROUND, Manager, SLOW_ROUND};
+use crate::haproxy::runtime::{CommandFailure, RuntimeError, ServerCommand};
+use crate::haproxy::stat::CheckResult;
+use crate::membership::desired;
+use crate::membership::fast_join::join_commands;
+use crate::membership::plan::{ObservedServer, Phase, RuntimeOp, ServerRef};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+impl Manager {
+    /// Observes and plans the backends that changed or have members in transition; every
+    /// backend once a second, and after a reload, a restart or a config change.
+    pub(super) async fn reconcile(&mut self) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let config = self.controller.config();
+        let full = started >= self.next_full_round;
+        let mut transitions = full;
+        let managed: BTreeSet<String> = if full {
+            config.backends.keys().cloned().collect()
+        } else {
+            let mut scope = std::mem::take(&mut self.dirty_backends);
+            // Members in transition are looked at every FAST_ROUND, not on every feed item:
+            // a round triggered by a registration then observes only the backends it touched.
+            if Instant::now() >= self.next_transition_round {
+                transitions = true;
+                scope.extend(
+                    self.tracker
+                        .phases()
+                        .filter(|(_, phase)| !matches!(phase, Phase::Serving))
+                        .map(|(server, _)| server.backend.clone()),
+                );
+            }
+            scope.retain(|key| config.backends.contains_key(key));
+            scope
+        };
+        if full {
+            self.dirty_backends.clear();
+            self.next_full_round = Instant::now() + SLOW_ROUND;
+        }
+        if managed.is_empty() {
+            return Ok(());
+        }
+        let desired =
+            desired::desired_servers(&config, &self.controller.render_members(), &managed);
+        let t_desired = started.elapsed();
+        let rows = if full {
+            self.runtime.show_servers_state(None).await?
+        } else {
+            let backends: Vec<&str> = managed.iter().map(String::as_str).collect();
+            self.runtime.show_servers_state_of(&backends).await?
+        };
+        let mut observed: BTreeMap<ServerRef, ObservedServer> = rows
+            .iter()
+            .filter(|row| managed.contains(&row.backend))
+            .map(|row| {
+                (
+                    ServerRef {
+                        backend: row.backend.clone(),
+                        server: row.server.clone(),
+                    },
+                    ObservedServer {
+                        admin: row.admin_state(),
+                        check_passed: matches!(
+                            row.check_result,
+                            CheckResult::Passed | CheckResult::ConditionallyPassed
+                        ),
+                        check_paused: row.check_flags.paused(),
+                        connections: None,
+                    },
+                )
+            })
+            .collect();
+        let t_observed = started.elapsed();
+        self.count_connections_of_leaving(&desired, &mut observed)
+            .await;
+        let t_conns = started.elapsed();
+        let plan = self.tracker.plan(
+            &desired,
+            &observed,
+            &managed,
+            Instant::now(),
+            self.settings.drain_timeout,
+        );
+        if plan.repairs > 0 {
+            tracing::info!(repairs = plan.repairs, "reconcile repaired drift");
+            self.metrics.repairs.add(&["member"], plan.repairs);
+        }
+        let t_plan = started.elapsed();
+        if !plan.ops.is_empty() {
+            self.apply(&plan.ops).await;
+        }
+        let t_apply = started.elapsed();
+        self.publish_joining().await;
+        // Where a slow round spent its time (under load it is mostly HAProxy's CLI answering).
+        if started.elapsed() > Duration::from_millis(15) {
+            tracing::debug!(full, transitions, backends = managed.len(), rows = rows.len(),
+                ?t_desired, ?t_observed, ?t_conns, ?t_plan, ?t_apply, total = ?started.elapsed(),
+                "slow reconcile round");
+        }
+        if transitions {
+            // At most about a third of the time in these rounds: when they get slow (thousands
+            // of members in flight, a loaded machine), they run less often, so a registration
+            // never waits long behind one.
+            self.next_transition_round = started + FAST_ROUND.max(started.elapsed() * 2);
+        }
+        Ok(())
+    }
+
+    /// Fills `connections` for servers that are leaving (not desired any more).
+    async fn count_connections_of_leaving(
+        &self,
+        desired: &BTreeMap<ServerRef, crate::membership::plan::DesiredMember>,
+        observed: &mut BTreeMap<ServerRef, ObservedServer>,
+    ) {
+        let backends: BTreeSet<&str> = observed
+            .keys()
+            .filter(|s| !desired.contains_key(*s))
+            .map(|s| s.backend.as_str())
+            .collect();
+        if backends.is_empty() {
+            return;
+        }
+        let backends: Vec<&str> = backends.into_iter().collect();
+        match self.runtime.show_servers_conn_of(&backends).await {
+            Ok(rows) => {
+                let connections: BTreeMap<ServerRef, u64> = rows
+                    .into_iter()
+                    .map(|row| {
+                        let server = ServerRef {
+                            backend: row.backend,
+                            server: row.server,
+                        };
+                        (server, row.used_cur)
+                    })
+                    .collect();
+                for (server, seen) in observed.iter_mut() {
+                    if let Some(used) = connections.get(server) {
+                        seen.connections = Some(*used);
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(error = %err,
+                "show servers conn failed; leaving members wait"),
+        }
+    }
+
+    async fn apply(&mut self, ops: &[RuntimeOp]) {
+        let mut commands = Vec::new();
+        let mut kinds = Vec::new();
+        for op in ops {
+            let (backend, server) = (op.server().backend.clone(), op.server().server.clone());
+            match op {
+                RuntimeOp::Add { member, .. } => {
+                    tracing::info!(backend = %backend, server = %server, "adding member (health-gated)");
+                    commands.extend(join_commands(&backend, &server, member));
+                    kinds.push("add");
+                    kinds.push("enable-health");
+                }
+                RuntimeOp::SetState { state, .. } => {
+                    tracing::info!(backend = %backend, server = %server, state = state.keyword(), "member state");
+                    commands.push(ServerCommand::SetState {
+                        backend,
+                        server,
+                        state: *state,
+                    });
+                    kinds.push(op.kind());
+                }
+                RuntimeOp::Delete { force, .. } => {
+                    if *force {
+                        tracing::warn!(backend = %backend, server = %server,
+                            "drain timeout passed; closing the member's remaining sessions");
+                        let line = format!("shutdown sessions server {backend}/{server}");
+                        let outcome = self.runtime.command(&line).await;
+                        self.count("shutdown-sessions", outcome.is_ok());
+                    }
+                    tracing::info!(backend = %backend, server = %server, "removing member");
+                    commands.push(ServerCommand::Delete { backend, server });
+                    kinds.push("delete");
+                }
+            }
+        }
+        match self.runtime.batch(&commands).await {
+            Ok(results) => {
+                for ((kind, result), command) in kinds.iter().zip(&results).zip(&commands) {
+                    if let Err(err) = result {
+                        tracing::debug!(command = ?command, error = %err, "runtime command refused");
+                    }
+                    // The fast lane may have added it between our look and our add.
+                    let outcome = match result {
+                        Ok(()) => "ok",
+                        Err(err)
+                            if *kind == "add"
+                                && err.failure() == Some(CommandFailure::AlreadyExists) =>
+                        {
+                            "exists"
+                        }
+                        Err(_) => "error",
+                    };
+                    self.metrics.runtime_commands.inc(&[kind, outcome]);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "runtime batch failed; the next round repairs");
+                for kind in kinds {
+                    self.count(kind, false);
+                }
+            }
+        }
+    }
+
+    fn count(&self, kind: &str, ok: bool) {
+        self.metrics
+            .runtime_commands
+            .inc(&[kind, if ok { "ok" } else { "error" }]);
+    }
+
+    /// Tells the controller which members are joining, so a reload renders them `disabled`.
+    async fn publish_joining(&mut self) {
+        let joining: BTreeSet<String> = self
+            .tracker
+            .phases()
+            .filter(|(_, phase)| matches!(phase, Phase::Joining))
+            .map(|(server, _)| server.server.clone())
+            .collect();
+        if joining != self.joining_set {
+            self.controller.set_joining(joining.clone()).await;
+            self.joining_set = joining;
+        }
+    }
+}
