@@ -242,8 +242,11 @@ async fn most_members_expiring_at_once_keep_serving_until_they_return_or_are_con
     })
     .await;
     assert_eq!(mark["held"], serde_json::json!(sorted_addresses(flaky)));
+    // The brake engages once more than half have expired (3 of 5, or 4 when the expiries land in
+    // one round); every later expiry in the window is held too.
+    let reason = mark["reason"].as_str().unwrap();
     assert!(
-        mark["reason"].as_str().unwrap().contains("4 of 5"),
+        reason.contains("3 of 5") || reason.contains("4 of 5"),
         "{mark}"
     );
     assert!(mark["since"].as_u64().unwrap() > 0);
