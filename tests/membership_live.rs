@@ -201,6 +201,78 @@ async fn deleted_and_expired_members_finish_in_flight_requests_then_leave() {
     );
 }
 
+/// A deletion is drained at once by the fast lane, before the manager hears of it; a member
+/// deleted and registered again straight away serves again: the manager neither takes the
+/// lane's drain for drift to undo (which would send it requests after its deletion) nor
+/// leaves the returning member drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_deleted_and_registered_again_at_once_serves_again() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let member_a = format!("app/1/127.0.0.1/{}", a.port());
+    let member_b = format!("app/1/127.0.0.1/{}", b.port());
+    stack
+        .register(&member_a, r#"{"secondsToExpire":600}"#)
+        .await;
+    stack
+        .register(&member_b, r#"{"secondsToExpire":600}"#)
+        .await;
+    wait_for_body(port, "a").await;
+    wait_for_body(port, "b").await;
+
+    let load = Load::start(port);
+    for _ in 0..5 {
+        assert_eq!(stack.deregister(&member_a).await.0, 200);
+        assert_eq!(
+            stack
+                .register(&member_a, r#"{"secondsToExpire":600}"#)
+                .await
+                .0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = stack.get_text("/metrics").await;
+    let drained: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("thalassa_runtime_commands_total{")
+                && l.contains(r#"kind="fast-drain""#)
+                && l.contains(r#"outcome="ok""#)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        drained >= 1.0,
+        "the lane drained the deleted member:\n{metrics}"
+    );
+
+    let host_port = format!("127.0.0.1:{}", a.port());
+    eventually(Duration::from_secs(5), "a to be UP again", || async {
+        (stack.member_status("app", &host_port).await.as_deref() == Some("UP")).then_some(())
+    })
+    .await;
+    let served = a.count();
+    eventually(
+        Duration::from_secs(5),
+        "a to get requests again",
+        || async { (a.count() > served).then_some(()) },
+    )
+    .await;
+    let (ok, failed, _) = load.finish().await;
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(
+        haproxy_servers(&stack)
+            .await
+            .contains(&format!("app_{host_port}")),
+        "a is in haproxy once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_switch_moves_traffic_without_a_failed_request() {
     if !require_haproxy() {

@@ -66,6 +66,8 @@ pub struct Member {
     pub registered_at: Option<Micros>,
     /// The registry answered the POST with 200.
     pub registration_acked: bool,
+    /// When that answer arrived.
+    pub acked_at: Option<Micros>,
     /// First observed in HAProxy at all (a new runtime member starts in maintenance).
     pub present_at: Option<Micros>,
     /// First observed ready and UP: HAProxy sends it requests.
@@ -96,6 +98,7 @@ impl Member {
             initial,
             registered_at: None,
             registration_acked: false,
+            acked_at: None,
             present_at: None,
             ready_at: None,
             left_at: None,
@@ -183,6 +186,9 @@ impl MemberTable {
             return;
         };
         member.registration_acked = acked;
+        if acked {
+            member.acked_at.get_or_insert(now_us());
+        }
         if acked && member.lifetime == Lifetime::Lasting && member.left_at.is_none() {
             self.deletable.push(id);
         }

@@ -14,7 +14,9 @@
 //! Appearance needs the finest resolution (it is the latency the design promises in
 //! milliseconds), so it has a third, much cheaper tier: every `PROBE_INTERVAL`, one
 //! `get weight <backend>/<server>` per member waiting to appear (a few dozen bytes each, instead
-//! of dumping a hundred servers per backend).
+//! of dumping a hundred servers per backend). The probes run in a task of their own: a dump
+//! takes 5-30 ms on a loaded machine, and a probe waiting behind it would add that to the
+//! measured latency.
 
 use super::members::{MemberTable, Micros, member_id, member_ip, now_us};
 use super::origins::Origins;
@@ -62,19 +64,38 @@ pub struct Observer {
 
 impl Observer {
     pub fn spawn(self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<ObserverStats> {
-        tokio::spawn(self.run(stop))
+        let this = Arc::new(self);
+        let prober = tokio::spawn(this.clone().probe(stop.clone()));
+        tokio::spawn(async move {
+            let mut stats = this.run(stop).await;
+            if let Ok(Err(err)) = prober.await {
+                stats.errors += 1;
+                stats.last_error = Some(err);
+            }
+            stats
+        })
     }
 
-    async fn run(self, stop: Arc<AtomicBool>) -> ObserverStats {
+    /// Probes members waiting to appear every `PROBE_INTERVAL` until `stop`; the last error,
+    /// if any.
+    async fn probe(self: Arc<Self>, stop: Arc<AtomicBool>) -> Result<(), String> {
+        let mut last = Ok(());
+        while !stop.load(Ordering::Relaxed) {
+            let started = tokio::time::Instant::now();
+            if let Err(err) = self.probe_appearances().await {
+                last = Err(err);
+            }
+            tokio::time::sleep_until(started + PROBE_INTERVAL).await;
+        }
+        last
+    }
+
+    async fn run(&self, stop: Arc<AtomicBool>) -> ObserverStats {
         let mut stats = ObserverStats::default();
         let mut next_full = tokio::time::Instant::now();
         let mut next_dump = tokio::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let now = tokio::time::Instant::now();
-            if let Err(err) = self.probe_appearances().await {
-                stats.errors += 1;
-                stats.last_error = Some(err);
-            }
             if now >= next_dump {
                 let started = now;
                 let full = started >= next_full;
@@ -85,10 +106,11 @@ impl Observer {
                     Some(self.urgent_backends())
                 };
                 if backends.as_ref().is_none_or(|b| !b.is_empty()) {
+                    let asked_at = now_us();
                     match self.poll(backends.as_ref()).await {
                         Ok(rows) => {
                             stats.servers_dumped += rows.len() as u64;
-                            self.apply(&rows, backends.as_ref(), now_us());
+                            self.apply(&rows, backends.as_ref(), asked_at, now_us());
                         }
                         Err(err) => {
                             stats.errors += 1;
@@ -106,7 +128,7 @@ impl Observer {
                 // than add load.
                 next_dump = started + self.interval.max(started.elapsed() * 3);
             }
-            tokio::time::sleep_until(now + PROBE_INTERVAL).await;
+            tokio::time::sleep_until(next_dump.min(now + self.interval)).await;
         }
         stats
     }
@@ -209,9 +231,17 @@ impl Observer {
         Ok(rows)
     }
 
-    /// Stamps what `rows` show. With `dumped` set, only members of those backends are
-    /// judged: the others were not looked at.
-    fn apply(&self, rows: &[ServerStateRow], dumped: Option<&BTreeSet<usize>>, at: Micros) {
+    /// Stamps what `rows` show, a dump asked for at `asked_at` and answered at `at`. With
+    /// `dumped` set, only members of those backends are judged: the others were not looked
+    /// at. A member the prober saw appear after `asked_at` may be missing from the dump
+    /// without having vanished.
+    fn apply(
+        &self,
+        rows: &[ServerStateRow],
+        dumped: Option<&BTreeSet<usize>>,
+        asked_at: Micros,
+        at: Micros,
+    ) {
         let port = self.origins.port();
         // Member id -> serving (ready and UP).
         let seen: HashMap<u32, bool> = rows
@@ -243,7 +273,7 @@ impl Observer {
                     None => {
                         // Only a member HAProxy had can be gone; one whose join had not landed
                         // yet may still appear (and then be removed).
-                        if member.present_at.is_some() {
+                        if member.present_at.is_some_and(|p| p < asked_at) {
                             member.gone_at.get_or_insert(at);
                         }
                         let left = member.left_at.unwrap_or(at);
@@ -266,7 +296,9 @@ impl Observer {
                             member.ready_at.get_or_insert(at);
                         }
                     }
-                    None if member.present_at.is_some() => member.vanished = true,
+                    None if member.present_at.is_some_and(|p| p < asked_at) => {
+                        member.vanished = true
+                    }
                     None => {}
                 }
             }

@@ -117,6 +117,9 @@ pub struct RunReport {
     pub backends: usize,
     pub check_inter_ms: u32,
     pub changes: Changes,
+    /// Registration POST sent -> the registry's 200 arrived (the registry's and the client's
+    /// share of `register_to_present`; the server may be in HAProxy before this answer).
+    pub register_to_acked: Latency,
     /// Registration POST sent -> the server exists in HAProxy (in maintenance until checked).
     pub register_to_present: Latency,
     /// The same, for registrations in the last quarter of the churn (growth = falling behind).
@@ -137,6 +140,14 @@ pub struct RunReport {
     pub reloads: u64,
     /// HAProxy worker processes that appeared during the window (a reload starts one).
     pub new_haproxy_workers: u64,
+    /// The control plane's own view (bucket bounds of its histograms, so upper bounds):
+    /// registry event in hand -> `add server` answered, p50 and p99.
+    pub fast_join_p50_ms: Option<f64>,
+    pub fast_join_p99_ms: Option<f64>,
+    /// Reconcile rounds during the window, and their duration p50 and p99.
+    pub rounds: u64,
+    pub round_p50_ms: Option<f64>,
+    pub round_p99_ms: Option<f64>,
     pub runtime_commands_ok: u64,
     pub runtime_commands_failed: u64,
     pub cpu: Cpu,
@@ -242,6 +253,11 @@ fn ms(l: &Latency) -> String {
     }
 }
 
+/// A histogram bucket bound in ms, or `-`.
+fn bound(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms}"))
+}
+
 const ROWS: &[Row] = &[
     ("membership changes offered /s", |r| {
         format!("{:.0}", r.changes.offered_per_s)
@@ -273,6 +289,16 @@ const ROWS: &[Row] = &[
     ("  in the last quarter of the churn", |r| {
         ms(&r.register_to_present_last_quarter)
     }),
+    ("  register -> registry answered, ms", |r| {
+        ms(&r.register_to_acked)
+    }),
+    ("  event -> add answered (fast lane), ms <=", |r| {
+        format!(
+            "{} / {}",
+            bound(r.fast_join_p50_ms),
+            bound(r.fast_join_p99_ms)
+        )
+    }),
     ("register -> serving, ms p50/p99/max", |r| {
         ms(&r.register_to_serving)
     }),
@@ -299,6 +325,14 @@ const ROWS: &[Row] = &[
     ("new HAProxy workers", |r| r.new_haproxy_workers.to_string()),
     ("runtime API commands ok / failed", |r| {
         format!("{} / {}", r.runtime_commands_ok, r.runtime_commands_failed)
+    }),
+    ("reconcile rounds, ms p50/p99 <=", |r| {
+        format!(
+            "{} ({} / {})",
+            r.rounds,
+            bound(r.round_p50_ms),
+            bound(r.round_p99_ms)
+        )
     }),
     ("CPU control plane, % of a core", |r| {
         format!(

@@ -282,6 +282,38 @@ impl Metrics {
             .sum()
     }
 
+    /// The bucket bound (seconds) under which a share `q` of the observations of histogram
+    /// `name` made between `earlier` and `self` fall; `None` without observations. An upper
+    /// bound, as coarse as the buckets.
+    pub fn quantile_since(&self, earlier: &Metrics, name: &str, q: f64) -> Option<f64> {
+        let bucket = format!("{name}_bucket");
+        let mut buckets: Vec<(f64, f64)> = self
+            .matching(&bucket)
+            .into_iter()
+            .filter_map(|(series, count)| {
+                let le = series.split("le=\"").nth(1)?.split('"').next()?;
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((
+                    bound,
+                    count - earlier.series.get(&series).copied().unwrap_or(0.0),
+                ))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        buckets
+            .iter()
+            .find(|(_, count)| *count >= q * total)
+            .map(|(bound, _)| *bound)
+    }
+
     /// `name{labels}` to value, for the JSON report.
     pub fn matching(&self, name: &str) -> BTreeMap<String, f64> {
         self.series

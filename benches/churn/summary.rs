@@ -78,6 +78,7 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
     let window = recorded.window;
     let mut report = RunReport::default();
     let mut present = Vec::new();
+    let mut acked = Vec::new();
     // Joins of the last quarter of the churn: if the control plane falls behind, their
     // latency grows; if it keeps up, it matches the whole run's.
     let mut present_late = Vec::new();
@@ -95,6 +96,9 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
         if !member.initial && window.in_churn(member.registered_at) {
             changes.joins += 1;
             let registered = member.registered_at.unwrap_or(0);
+            if let Some(at) = member.acked_at {
+                acked.push(at.saturating_sub(registered));
+            }
             match member.present_at {
                 Some(at) => {
                     present.push(at.saturating_sub(registered));
@@ -174,6 +178,7 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
         (changes.joins + changes.deletes + changes.expiries) as f64 / churn_seconds;
     changes.landed_during_churn_per_s = landed_during_churn as f64 / churn_seconds;
     report.changes = changes;
+    report.register_to_acked = Latency::from_micros(acked);
     report.register_to_present = Latency::from_micros(present);
     report.register_to_present_last_quarter = Latency::from_micros(present_late);
     report.register_to_serving = Latency::from_micros(serving);
@@ -194,6 +199,12 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
     report.runtime_commands_ok = delta("thalassa_runtime_commands_total", &["outcome=\"ok\""]);
     report.runtime_commands_failed =
         delta("thalassa_runtime_commands_total", &["outcome=\"error\""]);
+    let quantile_ms = |name: &str, q: f64| end.quantile_since(start, name, q).map(|s| s * 1e3);
+    report.fast_join_p50_ms = quantile_ms("thalassa_fast_join_duration_seconds", 0.5);
+    report.fast_join_p99_ms = quantile_ms("thalassa_fast_join_duration_seconds", 0.99);
+    report.round_p50_ms = quantile_ms("thalassa_reconcile_round_duration_seconds", 0.5);
+    report.round_p99_ms = quantile_ms("thalassa_reconcile_round_duration_seconds", 0.99);
+    report.rounds = delta("thalassa_reconcile_round_duration_seconds_count", &[]);
 
     let procs = &recorded.procs;
     let window_s = (window.end - window.churn_start) as f64 / 1e6;

@@ -131,19 +131,30 @@ pub fn cap_members(
     kept
 }
 
-/// The servers a brand-new registration becomes, for the join fast lane: one per dynamic
-/// backend following its `name@version`, except where the balance algorithm needs the
-/// controller's stable server ids (those joins wait for the manager's round).
+/// The dynamic backends following `registration`'s `name@version`, with its address; none
+/// for a DNS name (left out of HAProxy altogether).
+fn following<'a>(
+    config: &'a Config,
+    registration: &Registration,
+) -> Option<(std::net::IpAddr, impl Iterator<Item = &'a Backend>)> {
+    let addr = registration.host.parse::<std::net::IpAddr>().ok()?;
+    let (name, version) = (registration.name.clone(), registration.version.clone());
+    let backends = config.backends.values().filter(move |b| {
+        b.kind == BackendType::Dynamic
+            && b.name.as_deref() == Some(name.as_str())
+            && b.version.as_deref() == Some(version.as_str())
+    });
+    Some((addr, backends))
+}
+
+/// The servers a brand-new registration becomes, for the fast lane: one per dynamic backend
+/// following its `name@version`, except where the balance algorithm needs the controller's
+/// stable server ids (those joins wait for the manager's round).
 pub fn joins_of(config: &Config, registration: &Registration) -> Vec<(ServerRef, DesiredMember)> {
-    let Ok(addr) = registration.host.parse::<std::net::IpAddr>() else {
-        return Vec::new(); // a DNS name is left out of HAProxy altogether
+    let Some((addr, backends)) = following(config, registration) else {
+        return Vec::new();
     };
-    config
-        .backends
-        .values()
-        .filter(|b| b.kind == BackendType::Dynamic)
-        .filter(|b| b.name.as_deref() == Some(registration.name.as_str()))
-        .filter(|b| b.version.as_deref() == Some(registration.version.as_str()))
+    backends
         .filter(|b| !b.balance.needs_explicit_server_ids())
         .map(|backend| {
             let server = ServerRef {
@@ -157,6 +168,20 @@ pub fn joins_of(config: &Config, registration: &Registration) -> Vec<(ServerRef,
                 id: None,
             };
             (server, member)
+        })
+        .collect()
+}
+
+/// Every server `registration` is (or would be) in the backends following it: what the
+/// fast lane drains when it is deleted.
+pub fn servers_of(config: &Config, registration: &Registration) -> Vec<ServerRef> {
+    let Some((addr, backends)) = following(config, registration) else {
+        return Vec::new();
+    };
+    backends
+        .map(|backend| ServerRef {
+            backend: backend.key.clone(),
+            server: server_name(&backend.key, addr, registration.port),
         })
         .collect()
 }

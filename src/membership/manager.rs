@@ -14,14 +14,14 @@
 use super::brake_board::BrakeBoard;
 use super::desired;
 use super::expiry_brake::{BackendRound, BrakeEvent, BrakeSettings, ExpiryBrake};
-use super::fast_join::FastJoin;
+use super::fast_lane::{FastLane, LaneDrains};
 use super::plan::Tracker;
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
 use crate::aqueduct::controller::Controller;
 use crate::aqueduct::model::Config;
 use crate::haproxy::runtime::RuntimeClient;
-use crate::metrics::{CounterVec, PromText};
+use crate::metrics::{CounterVec, Histogram, PromText};
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
 use crate::registry::model::Registration;
 use crate::ui::{Activity, DegradedSample, Hub, now_ms};
@@ -37,6 +37,11 @@ mod reconcile;
 const FAST_ROUND: Duration = Duration::from_millis(25);
 /// The periodic reconcile and stats poll.
 const SLOW_ROUND: Duration = Duration::from_secs(1);
+/// Registry events are handled in rounds at least this far apart. A round per event would
+/// re-read the touched backend from HAProxy on every registration (hundreds of dumps a
+/// second under churn, most of the control plane's CPU); joins do not wait for it (the fast
+/// lane adds them), and neither do deletions (the fast lane drains them).
+const FEED_ROUND_GAP: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct ManagerSettings {
@@ -71,7 +76,16 @@ pub struct MembershipMetrics {
     held_by_backend: std::sync::RwLock<BTreeMap<String, usize>>,
     /// Registrations left out of each backend by `--max-members`, by backend key.
     left_out_by_backend: std::sync::RwLock<BTreeMap<String, u64>>,
+    /// The fast lane: registry event in hand -> `add server` answered.
+    pub fast_join_seconds: Histogram,
+    /// Reconcile rounds (observe, plan, apply), by how long they took.
+    pub round_seconds: Histogram,
 }
+
+/// Joins land in about a millisecond when HAProxy is quiet; tens under heavy churn.
+const FAST_JOIN_SECONDS_BOUNDS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
+const ROUND_SECONDS_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 impl Default for MembershipMetrics {
     fn default() -> Self {
@@ -82,6 +96,8 @@ impl Default for MembershipMetrics {
             brake_engaged: CounterVec::new(&["backend"]),
             held_by_backend: std::sync::RwLock::new(BTreeMap::new()),
             left_out_by_backend: std::sync::RwLock::new(BTreeMap::new()),
+            fast_join_seconds: Histogram::new(FAST_JOIN_SECONDS_BOUNDS),
+            round_seconds: Histogram::new(ROUND_SECONDS_BOUNDS),
         }
     }
 }
@@ -104,6 +120,16 @@ impl MembershipMetrics {
             "thalassa_reconcile_repairs_total",
             "Drift between desired members and HAProxy that the reconcile loop repaired",
             &self.repairs,
+        )
+        .histogram(
+            "thalassa_fast_join_duration_seconds",
+            "New registration in hand -> its add server answered by HAProxy (the join fast lane)",
+            &self.fast_join_seconds,
+        )
+        .histogram(
+            "thalassa_reconcile_round_duration_seconds",
+            "Membership reconcile rounds: observe HAProxy, plan, apply",
+            &self.round_seconds,
         );
         let samples: Vec<(Vec<String>, f64)> = self
             .members_by_status
@@ -202,9 +228,11 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
     }
     .spawn();
     // Runtime mode only: the reload baseline must not get joins for free.
+    let lane_drains = LaneDrains::default();
     let feed = match parts.settings.mode {
-        MembershipMode::Runtime => FastJoin {
+        MembershipMode::Runtime => FastLane {
             runtime: RuntimeClient::new(parts.runtime.socket_path()),
+            drains: lane_drains.clone(),
             controller: parts.controller.clone(),
             metrics: parts.metrics.clone(),
             max_members: parts.settings.max_members,
@@ -213,6 +241,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         MembershipMode::Reload { .. } => parts.feed,
     };
     let manager = Manager {
+        lane_drains,
         config_rx: parts.controller.subscribe(),
         controller: parts.controller,
         runtime: parts.runtime,
@@ -245,6 +274,8 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
 }
 
 struct Manager {
+    /// What the fast lane drained for deletions still on their way here.
+    lane_drains: LaneDrains,
     controller: Controller,
     config_rx: watch::Receiver<Arc<Config>>,
     runtime: RuntimeClient,
@@ -288,15 +319,20 @@ struct Manager {
 
 impl Manager {
     async fn run(mut self) {
+        let mut last_round = Instant::now();
         loop {
             let wait = if self.tracker.has_transitions() || self.reload_due.is_some() {
                 FAST_ROUND
             } else {
                 SLOW_ROUND
             };
+            let mut fed = false;
             tokio::select! {
                 item = recv_feed(&mut self.feed) => match item {
-                    Some(item) => self.apply_feed(item),
+                    Some(item) => {
+                        self.apply_feed(item);
+                        fed = true;
+                    }
                     None => {
                         tracing::warn!("the registry feed ended; members stay as they are");
                         self.feed = None;
@@ -321,10 +357,14 @@ impl Manager {
                 () = self.brake_board.confirmation_queued() => self.confirm_removals(),
                 _ = tokio::time::sleep(wait) => {}
             }
+            if fed {
+                tokio::time::sleep_until((last_round + FEED_ROUND_GAP).into()).await;
+            }
             // Take everything else already queued: one round for a burst of changes.
             while let Some(item) = self.feed.as_mut().and_then(|f| f.try_recv().ok()) {
                 self.apply_feed(item);
             }
+            last_round = Instant::now();
             self.round().await;
         }
     }

@@ -4,7 +4,7 @@
 pub mod brake_board;
 pub mod desired;
 pub mod expiry_brake;
-pub mod fast_join;
+pub mod fast_lane;
 pub mod manager;
 pub mod plan;
 pub mod stats_poller;

@@ -76,6 +76,9 @@ pub struct ObservedServer {
     pub check_paused: bool,
     /// Connections currently using the server (`used_cur`), when known.
     pub connections: Option<u64>,
+    /// The fast lane drained it for a deleted registration whose `offline` event may not
+    /// have reached the tracker yet: a drain to keep, not drift to undo.
+    pub drained_by_lane: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +141,7 @@ pub struct Tracker {
     phases: BTreeMap<ServerRef, Phase>,
     /// Servers in maintenance with checks running that nobody asked for yet, by when first
     /// seen: most likely a join the fast lane added before the manager heard of it (see
-    /// `fast_join`). They are left alone for `UNCLAIMED_GRACE`, then treated as leftovers.
+    /// `fast_lane`). They are left alone for `UNCLAIMED_GRACE`, then treated as leftovers.
     unclaimed: BTreeMap<ServerRef, Instant>,
 }
 
@@ -280,6 +283,9 @@ impl Tracker {
                     self.phases.insert(server.clone(), Phase::Joining);
                 }
             }
+            // Its deletion is on its way (the fast lane drained it while this round's
+            // registrations were being read): the next round sees it leave.
+            (_, AdminState::Drain) if seen.drained_by_lane => {}
             // Came back while being drained (re-registered): serve again.
             (_, AdminState::Drain) => {
                 plan.ops.push(RuntimeOp::SetState {
@@ -373,6 +379,7 @@ mod tests {
             admin,
             check_passed,
             check_paused: false,
+            drained_by_lane: false,
             connections,
         }
     }
@@ -582,6 +589,25 @@ mod tests {
             w.plan_at(0),
             ["delete be_127.0.0.1:8080", "add be_127.0.0.1:8080"]
         );
+    }
+
+    #[test]
+    fn a_drain_by_the_fast_lane_is_kept_until_the_deletion_arrives() {
+        let mut w = World::new();
+        let s = sref("127.0.0.1:8080");
+        w.desired.insert(s.clone(), member());
+        w.observed
+            .insert(s.clone(), seen(AdminState::Ready, true, Some(1)));
+        assert!(w.plan_at(0).is_empty());
+        // The registration was deleted; the lane drained it before this round heard of it.
+        let mut drained = seen(AdminState::Drain, true, Some(1));
+        drained.drained_by_lane = true;
+        w.observed.insert(s.clone(), drained.clone());
+        assert!(w.plan_at(1).is_empty(), "not set ready again");
+        // Without the lane's word, a drained member that is desired serves again.
+        drained.drained_by_lane = false;
+        w.observed.insert(s, drained);
+        assert_eq!(w.plan_at(2), ["ready be_127.0.0.1:8080"]);
     }
 
     #[test]

@@ -7,10 +7,14 @@ use super::{FAST_ROUND, Manager, SLOW_ROUND};
 use crate::haproxy::runtime::{CommandFailure, RuntimeError, ServerCommand};
 use crate::haproxy::stat::CheckResult;
 use crate::membership::desired;
-use crate::membership::fast_join::join_commands;
+use crate::membership::fast_lane::join_commands;
 use crate::membership::plan::{ObservedServer, Phase, RuntimeOp, ServerRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+/// How long a drain by the fast lane is kept without its deletion having arrived: far
+/// longer than an event takes from the lane to the manager.
+const LANE_DRAIN_MEMORY: Duration = Duration::from_secs(1);
 
 impl Manager {
     /// Observes and plans the backends that changed or have members in transition; every
@@ -54,15 +58,18 @@ impl Manager {
             let backends: Vec<&str> = managed.iter().map(String::as_str).collect();
             self.runtime.show_servers_state_of(&backends).await?
         };
+        let lane_drained = self.lane_drains.recent(Instant::now(), LANE_DRAIN_MEMORY);
         let mut observed: BTreeMap<ServerRef, ObservedServer> = rows
             .iter()
             .filter(|row| managed.contains(&row.backend))
             .map(|row| {
+                let server = ServerRef {
+                    backend: row.backend.clone(),
+                    server: row.server.clone(),
+                };
+                let drained_by_lane = lane_drained.contains(&server);
                 (
-                    ServerRef {
-                        backend: row.backend.clone(),
-                        server: row.server.clone(),
-                    },
+                    server,
                     ObservedServer {
                         admin: row.admin_state(),
                         check_passed: matches!(
@@ -71,6 +78,7 @@ impl Manager {
                         ),
                         check_paused: row.check_flags.paused(),
                         connections: None,
+                        drained_by_lane,
                     },
                 )
             })
@@ -96,6 +104,9 @@ impl Manager {
         }
         let t_apply = started.elapsed();
         self.publish_joining().await;
+        self.metrics
+            .round_seconds
+            .observe(started.elapsed().as_secs_f64());
         // Where a slow round spent its time (under load it is mostly HAProxy's CLI answering).
         if started.elapsed() > Duration::from_millis(15) {
             tracing::debug!(full, transitions, backends = managed.len(), rows = rows.len(),

@@ -1,0 +1,372 @@
+//! The fast lane: a new registration's server is added to HAProxy (in maintenance, health
+//! checks on) the moment its `online` event arrives, and a deleted registration's server is
+//! drained (no new requests) the moment its `offline` event arrives, before the manager hears
+//! of either.
+//!
+//! Why: under churn a manager round spends tens of milliseconds observing backends and
+//! counting a leaving member's connections, and rounds are batched; an event that arrives
+//! meanwhile would wait for that. The lane sits between the registry feed and the manager, on
+//! a connection of its own, and does two things only, both safe whatever the manager decides
+//! next: `add server` + `enable health` for servers that cannot exist yet, and
+//! `set server ... state drain` for servers whose registration was deleted. It then forwards
+//! the events, so the manager's next round observes the server (in maintenance with checks
+//! running, or draining) and carries on: the health gate, waiting for connections to end,
+//! removal, repairs and everything else stay the manager's. Nothing here can put a server
+//! into service, and a registration that comes back is set ready again by the manager.
+//!
+//! What it leaves to the manager: backends whose algorithm needs stable server ids (joins),
+//! services at the `--max-members` cap (joins), registrations the brake holds, and expiries
+//! (the brake decides whether those leave at all).
+use super::manager::MembershipMetrics;
+use super::plan::{DesiredMember, ServerRef};
+use crate::aqueduct::controller::Controller;
+use crate::haproxy::runtime::{CommandFailure, RuntimeClient, ServerCommand, ServerOptions};
+use crate::haproxy::stat::AdminState;
+use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
+use crate::registry::model::Registration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Feed items handled as one burst at most (bounds a burst's command lines and its delay).
+const MAX_BURST: usize = 256;
+
+pub struct FastLane {
+    /// Its own connection: a join or drain never queues behind the manager's long dumps.
+    pub runtime: RuntimeClient,
+    /// Shared with the manager.
+    pub drains: LaneDrains,
+    pub controller: Controller,
+    pub metrics: Arc<MembershipMetrics>,
+    /// `--max-members`: a service at the cap is left to the manager, which picks who stays.
+    pub max_members: usize,
+}
+
+/// The `add server` + `enable health` pair that starts a health-gated join (shared with the
+/// manager so both add servers the same way).
+pub fn join_commands(backend: &str, server: &str, member: &DesiredMember) -> [ServerCommand; 2] {
+    let options = ServerOptions {
+        check: true,
+        inter_ms: u32::try_from(member.check.inter_ms).unwrap_or(u32::MAX),
+        rise: member.check.rise,
+        fall: member.check.fall,
+        id: member.id,
+        ..ServerOptions::default()
+    };
+    [
+        ServerCommand::Add {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+            addr: member.addr,
+            port: member.port,
+            options,
+        },
+        ServerCommand::EnableHealth {
+            backend: backend.to_owned(),
+            server: server.to_owned(),
+        },
+    ]
+}
+
+impl FastLane {
+    /// Takes the registry feed; returns the feed the manager reads (the same items, in order).
+    /// Items that arrive together are handled together: one exchange adds every new server
+    /// of the burst, so under churn the lane's cost per change shrinks instead of queueing.
+    pub fn spawn(self, mut feed: mpsc::Receiver<FeedItem>) -> mpsc::Receiver<FeedItem> {
+        let (tx, rx) = mpsc::channel(crate::registry::fanout::FOLLOWER_BUFFER);
+        tokio::spawn(async move {
+            let mut known = KnownRegistrations::default();
+            while let Some(first) = feed.recv().await {
+                let received = Instant::now();
+                let mut burst = vec![first];
+                while burst.len() < MAX_BURST {
+                    match feed.try_recv() {
+                        Ok(item) => burst.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let mut changes = BurstChanges::default();
+                for item in &burst {
+                    self.note(item, &mut known, &mut changes);
+                }
+                self.run(changes, received).await;
+                for item in burst {
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// Updates what is known, and the changes of this burst by registration id (a
+    /// registration that joins and leaves within the burst changes nothing).
+    fn note(&self, item: &FeedItem, known: &mut KnownRegistrations, changes: &mut BurstChanges) {
+        match item {
+            FeedItem::Snapshot { registrations, .. } => {
+                known.reset(registrations.iter().cloned());
+                *changes = BurstChanges::default();
+            }
+            FeedItem::Event {
+                event: RegistryEvent::Offline { id, reason },
+                ..
+            } => {
+                let joined_in_burst = changes.joins.remove(id).is_some();
+                let Some(registration) = known.remove(id) else {
+                    return;
+                };
+                if *reason == OfflineReason::Deleted && !joined_in_burst {
+                    let config = self.controller.config();
+                    let servers = super::desired::servers_of(&config, &registration);
+                    changes.drains.insert(id.clone(), servers);
+                }
+            }
+            FeedItem::Event {
+                event: RegistryEvent::Online(registration),
+                ..
+            } => {
+                // Back: whatever the lane drained of it is the manager's to serve again.
+                changes.drains.remove(&registration.id);
+                self.drains.forget(&super::desired::servers_of(
+                    &self.controller.config(),
+                    registration,
+                ));
+                let service = service_of(registration);
+                if !known.insert(registration.clone()) {
+                    return; // a meta change: the server exists already
+                }
+                if known.count(&service) > self.max_members {
+                    return;
+                }
+                let config = self.controller.config();
+                let commands: Vec<[ServerCommand; 2]> =
+                    super::desired::joins_of(&config, registration)
+                        .iter()
+                        .map(|(server, member)| {
+                            join_commands(&server.backend, &server.server, member)
+                        })
+                        .collect();
+                if !commands.is_empty() {
+                    changes.joins.insert(registration.id.clone(), commands);
+                }
+            }
+        }
+    }
+
+    /// One exchange for the burst's adds and drains (adds first: a join's latency is the one
+    /// measured in milliseconds), then one enabling health checks on the servers it added.
+    async fn run(&self, changes: BurstChanges, received: Instant) {
+        let joins: Vec<[ServerCommand; 2]> = changes.joins.into_values().flatten().collect();
+        let drained: Vec<ServerRef> = changes.drains.into_values().flatten().collect();
+        if joins.is_empty() && drained.is_empty() {
+            return;
+        }
+        // Marked before the drain lands, so no round can see the drain without the mark.
+        self.drains.mark(&drained, Instant::now());
+        let drains = drained.into_iter().map(|server| ServerCommand::SetState {
+            backend: server.backend,
+            server: server.server,
+            state: AdminState::Drain,
+        });
+        let mut commands: Vec<ServerCommand> = joins.iter().map(|[add, _]| add.clone()).collect();
+        commands.extend(drains);
+        let mut results = match self.runtime.batch(&commands).await {
+            Ok(results) => results,
+            Err(err) => {
+                tracing::debug!(error = %err, "fast lane exchange failed; the manager's round catches up");
+                self.runtime.disconnect().await;
+                return;
+            }
+        };
+        let took = received.elapsed().as_secs_f64();
+        let drained = results.split_off(joins.len().min(results.len()));
+        for result in drained {
+            let outcome = match &result {
+                Ok(()) => "ok",
+                // Never added (left out by the cap, a join still to come) or removed already.
+                Err(err) if err.failure() == Some(CommandFailure::NoSuchServer) => "absent",
+                Err(err) => {
+                    tracing::debug!(error = %err, "fast drain refused; the manager's round drains");
+                    "error"
+                }
+            };
+            self.metrics.runtime_commands.inc(&["fast-drain", outcome]);
+        }
+        let mut health = Vec::new();
+        for ([add, enable], result) in joins.iter().zip(results) {
+            self.metrics.fast_join_seconds.observe(took);
+            // A server that exists already (a held member coming back, a join the manager
+            // made first) is left as it is: health is enabled only on servers this add created.
+            let outcome = match &result {
+                Ok(()) => {
+                    health.push(enable.clone());
+                    "ok"
+                }
+                Err(err) if err.failure() == Some(CommandFailure::AlreadyExists) => "exists",
+                Err(err) => {
+                    tracing::debug!(command = ?add, error = %err, "fast join refused; the manager's round repairs");
+                    "error"
+                }
+            };
+            self.metrics.runtime_commands.inc(&["fast-add", outcome]);
+        }
+        if health.is_empty() {
+            return;
+        }
+        match self.runtime.batch(&health).await {
+            Ok(results) => {
+                for result in results {
+                    let outcome = if result.is_ok() { "ok" } else { "error" };
+                    self.metrics
+                        .runtime_commands
+                        .inc(&["fast-enable-health", outcome]);
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "fast join: enabling health failed; the manager's round repairs");
+                self.runtime.disconnect().await;
+            }
+        }
+    }
+}
+
+/// What one burst of feed items asks of HAProxy, by registration id.
+#[derive(Default)]
+struct BurstChanges {
+    joins: BTreeMap<String, Vec<[ServerCommand; 2]>>,
+    drains: BTreeMap<String, Vec<ServerRef>>,
+}
+
+/// The servers the lane drained for deleted registrations, and when. A manager round that
+/// read its registrations before the deletion reached it would otherwise see a drained
+/// member it still wants and set it ready again; it keeps these drains instead.
+#[derive(Debug, Clone, Default)]
+pub struct LaneDrains(Arc<Mutex<HashMap<ServerRef, Instant>>>);
+
+impl LaneDrains {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerRef, Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark(&self, servers: &[ServerRef], at: Instant) {
+        let mut drains = self.lock();
+        for server in servers {
+            drains.insert(server.clone(), at);
+        }
+    }
+
+    fn forget(&self, servers: &[ServerRef]) {
+        let mut drains = self.lock();
+        for server in servers {
+            drains.remove(server);
+        }
+    }
+
+    /// The drains at most `memory` old; older ones are forgotten (by then the deletion has
+    /// reached the manager, or was lost and the manager's view wins).
+    pub fn recent(&self, now: Instant, memory: Duration) -> HashSet<ServerRef> {
+        let mut drains = self.lock();
+        drains.retain(|_, at| now.saturating_duration_since(*at) <= memory);
+        drains.keys().cloned().collect()
+    }
+}
+
+fn service_of(registration: &Registration) -> (String, String) {
+    (registration.name.clone(), registration.version.clone())
+}
+
+/// Which registrations exist, and how many per service.
+#[derive(Default)]
+struct KnownRegistrations {
+    by_id: BTreeMap<String, Registration>,
+    per_service: BTreeMap<(String, String), usize>,
+}
+
+impl KnownRegistrations {
+    fn reset(&mut self, registrations: impl Iterator<Item = Registration>) {
+        self.by_id.clear();
+        self.per_service.clear();
+        for registration in registrations {
+            self.insert(registration);
+        }
+    }
+
+    /// True when the registration is new (a meta change keeps the one known).
+    fn insert(&mut self, registration: Registration) -> bool {
+        if self.by_id.contains_key(&registration.id) {
+            return false;
+        }
+        *self
+            .per_service
+            .entry(service_of(&registration))
+            .or_default() += 1;
+        self.by_id.insert(registration.id.clone(), registration);
+        true
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Registration> {
+        let registration = self.by_id.remove(id)?;
+        let service = service_of(&registration);
+        if let Some(n) = self.per_service.get_mut(&service) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_service.remove(&service);
+            }
+        }
+        Some(registration)
+    }
+
+    fn count(&self, service: &(String, String)) -> usize {
+        self.per_service.get(service).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(name: &str, port: u16) -> Registration {
+        Registration {
+            name: name.into(),
+            version: "1".into(),
+            host: "127.0.0.1".into(),
+            port,
+            last_known: 0,
+            meta: Default::default(),
+            id: format!("/{name}/1/127.0.0.1/{port}"),
+        }
+    }
+
+    fn service(name: &str) -> (String, String) {
+        (name.to_owned(), "1".to_owned())
+    }
+
+    #[test]
+    fn known_registrations_count_per_service_and_tell_new_from_seen() {
+        let mut known = KnownRegistrations::default();
+        assert!(known.insert(registration("a", 1)));
+        assert!(
+            !known.insert(registration("a", 1)),
+            "a meta change is not new"
+        );
+        assert!(known.insert(registration("a", 2)));
+        assert!(known.insert(registration("b", 1)));
+        assert_eq!(known.count(&service("a")), 2);
+        assert_eq!(
+            known.remove("/a/1/127.0.0.1/1").map(|r| r.port),
+            Some(1),
+            "a removal hands back what it knew (the drain needs host and port)"
+        );
+        assert!(known.remove("/nope").is_none());
+        assert_eq!(known.count(&service("a")), 1);
+        assert!(
+            known.insert(registration("a", 1)),
+            "new again after leaving"
+        );
+        known.reset(std::iter::once(registration("c", 1)));
+        assert_eq!(known.count(&service("a")), 0);
+        assert_eq!(known.count(&service("c")), 1);
+    }
+}
