@@ -21,6 +21,10 @@ async fn starts_reloads_and_verifies_the_new_worker() {
 
     let before = lab.supervisor.show_proc().await.unwrap();
     let old_worker = before.current_worker().unwrap().pid;
+    // A client on a connection of its own (like the membership manager's), connected to the
+    // old worker before the reload.
+    let separate = lab.supervisor.runtime().separate();
+    assert_eq!(separate.show_info().await.unwrap().pid(), Some(old_worker));
     let mut reloads = lab.supervisor.reloads();
     let report = lab
         .supervisor
@@ -39,6 +43,11 @@ async fn starts_reloads_and_verifies_the_new_worker() {
     assert_eq!(http_get(port, "/").await.unwrap(), (200, "two".to_owned()));
     let info = lab.supervisor.runtime().show_info().await.unwrap();
     assert_eq!(info.pid(), Some(new_worker));
+    assert_eq!(
+        separate.show_info().await.unwrap().pid(),
+        Some(new_worker),
+        "a separate client moves to the new worker too"
+    );
     let after = lab.supervisor.show_proc().await.unwrap();
     assert_eq!(after.master.reloads, before.master.reloads + 1);
     assert_eq!(after.master.failed_reloads, 0);

@@ -29,6 +29,8 @@ pub struct Registrar {
     pub origins: Origins,
     pub counters: Arc<RegistrarCounters>,
     permits: Arc<Semaphore>,
+    /// The measuring thread's runtime: requests are stamped and sent there.
+    measure: tokio::runtime::Handle,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +49,7 @@ impl Registrar {
         registry: String,
         table: Arc<Mutex<MemberTable>>,
         origins: Origins,
+        measure: tokio::runtime::Handle,
     ) -> Result<Registrar, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -60,6 +63,7 @@ impl Registrar {
             origins,
             counters: Arc::default(),
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
+            measure,
         })
     }
 
@@ -101,7 +105,7 @@ impl Registrar {
         }
         self.counters.joins.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
-        Some(tokio::spawn(async move {
+        Some(self.measure.spawn(async move {
             let Ok(_permit) = this.permits.acquire().await else {
                 return;
             };
@@ -123,7 +127,7 @@ impl Registrar {
         };
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
-        Some(tokio::spawn(async move {
+        Some(self.measure.spawn(async move {
             let Ok(_permit) = this.permits.acquire().await else {
                 return;
             };
@@ -149,7 +153,7 @@ impl Registrar {
         };
         self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
-        Some(tokio::spawn(async move {
+        Some(self.measure.spawn(async move {
             if let Ok(_permit) = this.permits.acquire().await {
                 let url = this.url(id, backend);
                 this.post(&url, LASTING_LEASE_SECS as f64).await;

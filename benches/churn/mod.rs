@@ -13,6 +13,7 @@
 
 pub mod driver;
 pub mod load;
+pub mod measure_thread;
 pub mod members;
 pub mod observer;
 pub mod origins;

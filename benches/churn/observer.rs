@@ -6,9 +6,9 @@
 //!
 //! Dumping every server is not free for HAProxy (about 1 ms of its CPU per 2,000 servers; at
 //! 200 polls/s that is a fifth of a core taken from the system under test). So polls are in
-//! two tiers: every `interval`, only the backends with a member waiting to appear or to be
-//! drained (the latencies that need precision); every `full_interval`, all of them (serving,
-//! removal, anomalies, closing departed members' listeners). And the observer spends at most
+//! two tiers: every `interval`, only the backends with a member waiting to be drained (the
+//! latency that needs precision); every `full_interval`, all of them (serving, removal,
+//! anomalies, closing departed members' listeners). And the observer spends at most
 //! a third of its time polling.
 //!
 //! Appearance needs the finest resolution (it is the latency the design promises in
@@ -60,12 +60,14 @@ pub struct Observer {
     pub full_interval: Duration,
     pub table: Arc<Mutex<MemberTable>>,
     pub origins: Origins,
+    /// The measuring thread's runtime, where the probes run.
+    pub measure: tokio::runtime::Handle,
 }
 
 impl Observer {
     pub fn spawn(self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<ObserverStats> {
         let this = Arc::new(self);
-        let prober = tokio::spawn(this.clone().probe(stop.clone()));
+        let prober = this.measure.spawn(this.clone().probe(stop.clone()));
         tokio::spawn(async move {
             let mut stats = this.run(stop).await;
             if let Ok(Err(err)) = prober.await {
@@ -189,7 +191,8 @@ impl Observer {
             .map_err(|err| format!("admin socket: {err}"))
     }
 
-    /// Backends with a member whose appearance or drain is still to be seen.
+    /// Backends with a member whose drain is still to be seen (appearances are the
+    /// prober's).
     fn urgent_backends(&self) -> BTreeSet<usize> {
         let now = now_us();
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,13 +200,7 @@ impl Observer {
             .active_ids()
             .into_iter()
             .filter_map(|id| table.get(id))
-            .filter(|m| {
-                if m.has_left(now) {
-                    m.drained_at.is_none()
-                } else {
-                    m.registered_at.is_some() && m.present_at.is_none()
-                }
-            })
+            .filter(|m| m.has_left(now) && m.drained_at.is_none())
             .map(|m| m.backend)
             .collect()
     }

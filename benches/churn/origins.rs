@@ -40,6 +40,8 @@ pub struct OriginTotals {
 #[derive(Clone)]
 pub struct Origins {
     port: u16,
+    /// The runtime the origins serve on (the load's), whoever opens them.
+    runtime: tokio::runtime::Handle,
     inner: Arc<Mutex<OriginsInner>>,
     pub totals: Arc<OriginTotals>,
 }
@@ -51,13 +53,15 @@ struct OriginsInner {
 }
 
 impl Origins {
-    /// Finds the shared port: whatever the OS gives the first member address.
+    /// Finds the shared port: whatever the OS gives the first member address. Origins are
+    /// served on the calling runtime.
     pub fn new() -> std::io::Result<Origins> {
         let probe = std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(member_ip(0)), 0))?;
         let port = probe.local_addr()?.port();
         drop(probe);
         Ok(Origins {
             port,
+            runtime: tokio::runtime::Handle::current(),
             inner: Arc::default(),
             totals: Arc::default(),
         })
@@ -71,15 +75,18 @@ impl Origins {
         SocketAddr::new(IpAddr::V4(member_ip(id)), self.port)
     }
 
-    /// Starts member `id`'s listener. Must be called inside the Tokio runtime.
+    /// Starts member `id`'s listener.
     pub fn open(&self, id: u32) -> std::io::Result<()> {
+        let _runtime = self.runtime.enter();
         let socket = TcpSocket::new_v4()?;
         socket.set_reuseaddr(true)?;
         socket.bind(self.addr(id))?;
         let listener = socket.listen(1024)?;
         let counters = Arc::new(MemberCounters::default());
         let totals = self.totals.clone();
-        let task = tokio::spawn(accept_loop(listener, counters.clone(), totals));
+        let task = self
+            .runtime
+            .spawn(accept_loop(listener, counters.clone(), totals));
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.counters.insert(id, counters);
         if let Some(previous) = inner.listeners.insert(id, task) {

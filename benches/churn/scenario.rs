@@ -4,6 +4,7 @@
 
 use super::driver::{self, ChurnPlan, Registrar};
 use super::load::{ConnectionKind, Load};
+use super::measure_thread::MeasureThread;
 use super::members::{MemberTable, now_us};
 use super::observer::Observer;
 use super::origins::Origins;
@@ -58,6 +59,7 @@ async fn measure(
     table: &Arc<Mutex<MemberTable>>,
 ) -> Result<RunReport, String> {
     let label = run.label();
+    let measure = MeasureThread::start()?;
     let stop_observer = Arc::new(AtomicBool::new(false));
     let observer_started = Instant::now();
     let observer = Observer {
@@ -66,9 +68,15 @@ async fn measure(
         full_interval: settings.full_poll_interval,
         table: table.clone(),
         origins: origins.clone(),
+        measure: measure.handle(),
     }
     .spawn(stop_observer.clone());
-    let registrar = Registrar::new(stack.registry.clone(), table.clone(), origins.clone())?;
+    let registrar = Registrar::new(
+        stack.registry.clone(),
+        table.clone(),
+        origins.clone(),
+        measure.handle(),
+    )?;
 
     // The starting members, all serving before anything is measured.
     let started = Instant::now();

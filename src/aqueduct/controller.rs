@@ -400,24 +400,32 @@ impl Controller {
 
     /// `GET /backends`: rows sorted by id.
     pub fn backend_rows(&self) -> Vec<Value> {
-        let live = self.shared.read_live();
-        live.config
+        let (config, members) = self.config_and_members();
+        config
             .backends
             .values()
-            .map(|b| b.to_row(&live.members.registrations(&b.key)))
+            .map(|b| b.to_row(&members.registrations(&b.key)))
             .collect()
     }
 
     pub fn backend_row(&self, key: &str) -> Option<Value> {
-        let live = self.shared.read_live();
-        let backend = live.config.backends.get(key)?;
-        Some(backend.to_row(&live.members.registrations(key)))
+        let (config, members) = self.config_and_members();
+        let backend = config.backends.get(key)?;
+        Some(backend.to_row(&members.registrations(key)))
     }
 
     pub fn members_json(&self, key: &str) -> Option<Value> {
+        let (config, members) = self.config_and_members();
+        let backend = config.backends.get(key)?;
+        Some(backend.members_json(&members.registrations(key)))
+    }
+
+    /// A consistent copy of the config and members, taken in a moment: rows with thousands
+    /// of members are built after the lock is released, so the membership manager and the
+    /// fast lane never wait for a UI or API read.
+    fn config_and_members(&self) -> (Arc<Config>, DynamicMembers) {
         let live = self.shared.read_live();
-        let backend = live.config.backends.get(key)?;
-        Some(backend.members_json(&live.members.registrations(key)))
+        (live.config.clone(), live.members.clone())
     }
 
     /// `GET /haproxy/config`: the text HAProxy runs; empty before the first reload.

@@ -7,10 +7,13 @@ use crate::haproxy::stat::{AdminState, ServerStateRow};
 use crate::registry::model::{Registration, RegistrationKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
+/// Cheap to clone (each backend's members are shared): readers take a copy under the
+/// controller's lock and do their work after releasing it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DynamicMembers {
-    by_backend: BTreeMap<String, Vec<Member>>,
+    by_backend: BTreeMap<String, Arc<Vec<Member>>>,
     /// Server names (dynamic or static members) still waiting for a first passing check.
     joining: BTreeSet<String>,
 }
@@ -32,7 +35,7 @@ impl DynamicMembers {
             .by_backend
             .get(backend_key)
             .into_iter()
-            .flatten()
+            .flat_map(|members| members.iter())
             .map(|m| ((m.host, m.registration.port), m.server_id))
             .collect();
         let mut kept = Vec::new();
@@ -75,7 +78,8 @@ impl DynamicMembers {
         if members.is_empty() {
             self.by_backend.remove(backend_key);
         } else {
-            self.by_backend.insert(backend_key.to_owned(), members);
+            self.by_backend
+                .insert(backend_key.to_owned(), Arc::new(members));
         }
     }
 
@@ -101,7 +105,7 @@ impl DynamicMembers {
         self.by_backend
             .get(backend_key)
             .into_iter()
-            .flatten()
+            .flat_map(|members| members.iter())
             .map(|m| m.registration.clone())
             .collect()
     }

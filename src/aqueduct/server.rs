@@ -42,7 +42,9 @@ pub struct RunningAqueduct {
     /// Stops the self-registration heartbeat (which then deregisters).
     announce: tokio_util::sync::CancellationToken,
     announce_task: Option<tokio::task::JoinHandle<()>>,
-    background: Vec<tokio::task::JoinHandle<()>>,
+    background_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The thread those tasks run on; dropped (stopped) after them.
+    _background: crate::background::Background,
 }
 
 impl RunningAqueduct {
@@ -60,10 +62,10 @@ impl RunningAqueduct {
             let _ = stop.send(());
         }
         let _ = (&mut self.http_task).await;
-        for task in &self.background {
+        for task in &self.background_tasks {
             task.abort();
         }
-        for task in self.background.drain(..) {
+        for task in self.background_tasks.drain(..) {
             let _ = task.await;
         }
         self.supervisor.shutdown().await;
@@ -170,6 +172,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         ));
     }
 
+    let background = crate::background::Background::start()?;
     let board = StatusBoard::new();
     let membership_metrics = Arc::new(MembershipMetrics::default());
     {
@@ -178,7 +181,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         let membership_metrics = membership_metrics.clone();
         controller.add_metrics_source(Arc::new(move |text| membership_metrics.render(text)));
     }
-    let background = vec![
+    let background_tasks = vec![
         manager::spawn(ManagerParts {
             controller: controller.clone(),
             runtime: supervisor.runtime(),
@@ -204,8 +207,9 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
                 },
                 max_members: common.max_members,
             },
+            background: background.handle(),
         }),
-        tokio::spawn(forward_config(controller.clone(), hub.clone())),
+        background.spawn(forward_config(controller.clone(), hub.clone())),
         tokio::spawn(forward_apply_events(controller.clone(), hub.clone())),
     ];
 
@@ -252,7 +256,8 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         http_task,
         announce,
         announce_task,
-        background,
+        background_tasks,
+        _background: background,
     })
 }
 

@@ -33,14 +33,21 @@ use tokio::sync::{mpsc, watch};
 
 mod reconcile;
 
-/// How often a busy round repeats while members are joining or leaving.
+/// How often the manager wakes while something is pending (a reload to make, a transition
+/// round due).
 const FAST_ROUND: Duration = Duration::from_millis(25);
+/// How often backends with members joining or leaving are observed and planned. Nothing
+/// waits for it that matters in milliseconds: joins are added and deletions drained by the
+/// fast lane, a new member serves after its first passing check (a check interval, a second
+/// by default, plus at most this), and a drained member is removed once idle.
+const TRANSITION_ROUND: Duration = Duration::from_millis(100);
 /// The periodic reconcile and stats poll.
 const SLOW_ROUND: Duration = Duration::from_secs(1);
-/// Registry events are handled in rounds at least this far apart. A round per event would
-/// re-read the touched backend from HAProxy on every registration (hundreds of dumps a
-/// second under churn, most of the control plane's CPU); joins do not wait for it (the fast
-/// lane adds them), and neither do deletions (the fast lane drains them).
+/// Registry events are planned against HAProxy in rounds at least this far apart (they reach
+/// the controller, hence the API, at once). A round per event would re-read the touched
+/// backend from HAProxy on every registration (hundreds of dumps a second under churn, most
+/// of the control plane's CPU); joins do not wait for it (the fast lane adds them), and
+/// neither do deletions (the fast lane drains them).
 const FEED_ROUND_GAP: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
@@ -215,23 +222,31 @@ pub struct ManagerParts {
     pub hub: Option<Hub>,
     pub metrics: Arc<MembershipMetrics>,
     pub settings: ManagerSettings,
+    /// Where the manager and its stats poll run (see [`crate::background`]); the fast lane
+    /// stays on the calling runtime, next to the registry it follows.
+    pub background: tokio::runtime::Handle,
 }
 
 pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
     let brake = ExpiryBrake::new(parts.settings.brake.clone());
     let brake_board = parts.board.brake().clone();
-    let stats = StatsPoller {
-        runtime: parts.runtime.clone(),
-        board: parts.board,
-        hub: parts.hub.clone(),
-        metrics: parts.metrics.clone(),
-    }
-    .spawn();
+    // One connection for the manager and its stats poll, opened on the background runtime.
+    let background_runtime = parts.runtime.separate();
+    let stats = {
+        let _background = parts.background.enter();
+        StatsPoller {
+            runtime: background_runtime.clone(),
+            board: parts.board,
+            hub: parts.hub.clone(),
+            metrics: parts.metrics.clone(),
+        }
+        .spawn()
+    };
     // Runtime mode only: the reload baseline must not get joins for free.
     let lane_drains = LaneDrains::default();
     let feed = match parts.settings.mode {
         MembershipMode::Runtime => FastLane {
-            runtime: RuntimeClient::new(parts.runtime.socket_path()),
+            runtime: parts.runtime.separate(),
             drains: lane_drains.clone(),
             controller: parts.controller.clone(),
             metrics: parts.metrics.clone(),
@@ -244,7 +259,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         lane_drains,
         config_rx: parts.controller.subscribe(),
         controller: parts.controller,
-        runtime: parts.runtime,
+        runtime: background_runtime,
         feed: Some(feed),
         restarts: parts.restarts,
         reloads: parts.reloads,
@@ -258,6 +273,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         all_dirty: true,
         last_config: None,
         dirty_backends: BTreeSet::new(),
+        lane_handled_backends: BTreeSet::new(),
         next_full_round: Instant::now(),
         next_transition_round: Instant::now(),
         synced_once: false,
@@ -270,7 +286,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         next_stats: Instant::now(),
         reload_due: None,
     };
-    tokio::spawn(manager.run())
+    parts.background.spawn(manager.run())
 }
 
 struct Manager {
@@ -298,6 +314,10 @@ struct Manager {
     last_config: Option<Arc<Config>>,
     /// Backends whose desired members changed and must be observed and planned this round.
     dirty_backends: BTreeSet<String>,
+    /// Backends whose desired members changed in ways the fast lane has carried out (new
+    /// members added, deleted ones drained): observed and planned on the next transition
+    /// round, not at once.
+    lane_handled_backends: BTreeSet<String>,
     /// When every backend is observed again (the periodic reconcile).
     next_full_round: Instant,
     /// When backends with members joining or leaving are observed again.
@@ -320,8 +340,16 @@ struct Manager {
 impl Manager {
     async fn run(mut self) {
         let mut last_round = Instant::now();
+        // Registry changes handed to the controller but not yet planned against HAProxy.
+        let mut unplanned = false;
+        let mut members_changed = false;
         loop {
-            let wait = if self.tracker.has_transitions() || self.reload_due.is_some() {
+            let wait = if unplanned {
+                (last_round + FEED_ROUND_GAP).saturating_duration_since(Instant::now())
+            } else if self.tracker.has_transitions()
+                || !self.lane_handled_backends.is_empty()
+                || self.reload_due.is_some()
+            {
                 FAST_ROUND
             } else {
                 SLOW_ROUND
@@ -357,20 +385,26 @@ impl Manager {
                 () = self.brake_board.confirmation_queued() => self.confirm_removals(),
                 _ = tokio::time::sleep(wait) => {}
             }
-            if fed {
-                tokio::time::sleep_until((last_round + FEED_ROUND_GAP).into()).await;
-            }
             // Take everything else already queued: one round for a burst of changes.
             while let Some(item) = self.feed.as_mut().and_then(|f| f.try_recv().ok()) {
                 self.apply_feed(item);
             }
+            // The API and the UI show registrations at once; planning against HAProxy waits
+            // for the batch.
+            members_changed |= self.sync_members().await;
+            if fed && Instant::now() < last_round + FEED_ROUND_GAP {
+                unplanned = true;
+                continue;
+            }
+            unplanned = false;
             last_round = Instant::now();
-            self.round().await;
+            self.round(std::mem::take(&mut members_changed)).await;
         }
     }
 
-    async fn round(&mut self) {
-        let changed = self.sync_members().await;
+    /// Plans (or, for the reload baseline, reloads) after `sync_members`; `changed` says
+    /// whether members changed since the last round.
+    async fn round(&mut self, changed: bool) {
         if let MembershipMode::Reload { debounce } = self.settings.mode {
             self.reload_round(changed, debounce).await;
         } else if let Err(err) = self.reconcile().await {
@@ -506,9 +540,26 @@ impl Manager {
             );
             self.note_left_out(&backend.key, registered - registrations.len());
             if self.members_set.get(&backend.key) != Some(&registrations) {
+                // The fast lane has added this backend's new members and drained its deleted
+                // ones already; what is left (adopting the joins, removing drained members)
+                // can wait for the next transition round. Expiries (the lane leaves those to
+                // the brake), joins the lane does not make (stable ids, the cap) and resyncs
+                // cannot.
+                let expired = !self.expired.is_empty()
+                    && self.members_set.get(&backend.key).is_some_and(|members| {
+                        members.iter().any(|r| self.expired.contains(&r.id))
+                    });
+                let lane_covers = !everything
+                    && !expired
+                    && registered == registrations.len()
+                    && !backend.balance.needs_explicit_server_ids();
+                if lane_covers {
+                    self.lane_handled_backends.insert(backend.key.clone());
+                } else {
+                    self.dirty_backends.insert(backend.key.clone());
+                }
                 self.members_set
                     .insert(backend.key.clone(), registrations.clone());
-                self.dirty_backends.insert(backend.key.clone());
                 changes.push((backend.key.clone(), registrations));
             }
         }

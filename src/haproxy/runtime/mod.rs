@@ -20,9 +20,10 @@ use session::Session;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// HAProxy reads one CLI line into a buffer of `tune.bufsize` (16 KiB by default); batches
 /// are cut into lines well below that.
@@ -72,22 +73,82 @@ pub struct RuntimeClient {
     path: Arc<PathBuf>,
     timeout: Duration,
     session: Arc<Mutex<Option<Session>>>,
+    /// The worker generation this client's connection was opened for.
+    connected_for: Arc<AtomicU64>,
+    /// Shared with every client on the same socket (see [`RuntimeClient::separate`]).
+    group: Arc<SocketGroup>,
+}
+
+/// What all clients of one admin socket share. A reload closes the gate (waiting for the
+/// exchanges in flight), so no client's command reaches the old worker after its server
+/// state was saved for the new one; and it bumps the generation, so every client drops its
+/// connection to the old worker and reconnects to the new one.
+#[derive(Debug, Default)]
+struct SocketGroup {
+    gate: Arc<RwLock<()>>,
+    generation: AtomicU64,
+    /// Every client's connection slot, to close them all at once.
+    sessions: std::sync::Mutex<Vec<Weak<Mutex<Option<Session>>>>>,
+}
+
+impl SocketGroup {
+    fn join(&self, session: &Arc<Mutex<Option<Session>>>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|s| s.strong_count() > 0);
+        sessions.push(Arc::downgrade(session));
+    }
 }
 
 impl RuntimeClient {
     /// Does not connect yet: the first command does.
     pub fn new(socket_path: impl Into<PathBuf>) -> RuntimeClient {
-        RuntimeClient {
+        let client = RuntimeClient {
             path: Arc::new(socket_path.into()),
             timeout: DEFAULT_TIMEOUT,
             session: Arc::new(Mutex::new(None)),
-        }
+            connected_for: Arc::default(),
+            group: Arc::default(),
+        };
+        client.group.join(&client.session);
+        client
     }
 
     /// Bounds every exchange (connect, write, read all replies).
     pub fn with_timeout(mut self, timeout: Duration) -> RuntimeClient {
         self.timeout = timeout;
         self
+    }
+
+    /// The same socket and timeout on a connection of its own: for a user that must not
+    /// queue behind the others' exchanges, or that runs on another async runtime (a
+    /// connection belongs to the runtime that opened it). Reloads hold it back and move it
+    /// to the new worker like the original.
+    pub fn separate(&self) -> RuntimeClient {
+        let client = RuntimeClient {
+            path: self.path.clone(),
+            timeout: self.timeout,
+            session: Arc::new(Mutex::new(None)),
+            connected_for: Arc::default(),
+            group: self.group.clone(),
+        };
+        client.group.join(&client.session);
+        client
+    }
+
+    /// One exchange on this client's connection, through the reload gate, on a connection
+    /// to the current worker.
+    async fn exchange(
+        &self,
+        lines: &[String],
+        replies: usize,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let _open = self.group.gate.read().await;
+        let mut session = self.session.lock().await;
+        let generation = self.group.generation.load(Ordering::Acquire);
+        if self.connected_for.swap(generation, Ordering::AcqRel) != generation {
+            *session = None;
+        }
+        exchange(&mut session, &self.path, self.timeout, lines, replies).await
     }
 
     pub fn socket_path(&self) -> &Path {
@@ -98,15 +159,7 @@ impl RuntimeClient {
     /// The line must be a single command (no `;`, no control characters).
     pub async fn command(&self, line: &str) -> Result<String, RuntimeError> {
         let line = command::validate_line(line)?;
-        let mut session = self.session.lock().await;
-        let mut replies = exchange(
-            &mut session,
-            &self.path,
-            self.timeout,
-            &[line.to_owned()],
-            1,
-        )
-        .await?;
+        let mut replies = self.exchange(&[line.to_owned()], 1).await?;
         Ok(replies.pop().unwrap_or_default())
     }
 
@@ -136,17 +189,7 @@ impl RuntimeClient {
         }
         if !to_send.is_empty() {
             let lines = join_into_lines(to_send.iter().map(|(_, line)| line.as_str()));
-            let replies = {
-                let mut session = self.session.lock().await;
-                exchange(
-                    &mut session,
-                    &self.path,
-                    self.timeout,
-                    &lines,
-                    to_send.len(),
-                )
-                .await?
-            };
+            let replies = self.exchange(&lines, to_send.len()).await?;
             for ((index, line), reply) in to_send.into_iter().zip(replies) {
                 let outcome = match commands.get(index) {
                     Some(command) if command.accepts(&reply) => Ok(()),
@@ -296,17 +339,7 @@ impl RuntimeClient {
             return Ok(Vec::new());
         }
         let lines = join_into_lines(commands.iter().map(String::as_str));
-        let replies = {
-            let mut session = self.session.lock().await;
-            exchange(
-                &mut session,
-                &self.path,
-                self.timeout,
-                &lines,
-                commands.len(),
-            )
-            .await?
-        };
+        let replies = self.exchange(&lines, commands.len()).await?;
         let mut rows = Vec::new();
         for (command, reply) in commands.into_iter().zip(replies) {
             if reply.starts_with("Can't find backend") {
@@ -368,12 +401,32 @@ impl RuntimeClient {
         *self.session.lock().await = None;
     }
 
-    /// Takes the connection for the duration of a reload: other callers wait, so no command
-    /// reaches the old worker after its state was saved. Dropping the lock disconnects.
+    /// Drops the connections of this client and of every separate one (an open connection
+    /// keeps a stopping worker alive; a restarted HAProxy is a new process).
+    pub async fn disconnect_all(&self) {
+        self.group.generation.fetch_add(1, Ordering::AcqRel);
+        let sessions: Vec<Arc<Mutex<Option<Session>>>> = self
+            .group
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for session in sessions {
+            *session.lock().await = None;
+        }
+    }
+
+    /// Takes the connection for the duration of a reload: other callers (of this client
+    /// and of its separate ones) wait, so no command reaches the old worker after its state
+    /// was saved. Dropping the lock disconnects them all.
     pub(crate) async fn lock_for_reload(&self) -> ReloadLock {
+        let gate = self.group.gate.clone().write_owned().await;
         ReloadLock {
             client: self.clone(),
             session: self.session.clone().lock_owned().await,
+            _gate: gate,
         }
     }
 
@@ -394,6 +447,8 @@ impl RuntimeClient {
 pub(crate) struct ReloadLock {
     client: RuntimeClient,
     session: OwnedMutexGuard<Option<Session>>,
+    /// Released after the generation is bumped (fields drop after `Drop::drop`).
+    _gate: OwnedRwLockWriteGuard<()>,
 }
 
 impl ReloadLock {
@@ -442,6 +497,8 @@ impl ReloadLock {
 impl Drop for ReloadLock {
     fn drop(&mut self) {
         *self.session = None;
+        // Every client reconnects (to the new worker) before its next exchange.
+        self.client.group.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -269,7 +269,7 @@ impl Supervisor {
     pub async fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // An open admin-socket connection keeps a stopping worker alive until it times out.
-        self.shared.runtime.disconnect().await;
+        self.shared.runtime.disconnect_all().await;
         let _ = self.shutdown.send(true);
         let monitor = self
             .monitor
@@ -524,7 +524,7 @@ async fn restart(
                 }
                 shared.metrics.restarts.inc();
                 shared.restarts.send_modify(|generation| *generation += 1);
-                shared.runtime.disconnect().await;
+                shared.runtime.disconnect_all().await;
                 tracing::info!(
                     master_pid = shared.master_pid.load(Ordering::Relaxed),
                     restarts = shared.metrics.restarts.get(),

@@ -3,7 +3,7 @@
 //! [`Tracker`](crate::membership::plan::Tracker), apply the plan as one runtime batch, and
 //! tell the controller which members are still joining.
 
-use super::{FAST_ROUND, Manager, SLOW_ROUND};
+use super::{Manager, SLOW_ROUND, TRANSITION_ROUND};
 use crate::haproxy::runtime::{CommandFailure, RuntimeError, ServerCommand};
 use crate::haproxy::stat::CheckResult;
 use crate::membership::desired;
@@ -28,10 +28,11 @@ impl Manager {
             config.backends.keys().cloned().collect()
         } else {
             let mut scope = std::mem::take(&mut self.dirty_backends);
-            // Members in transition are looked at every FAST_ROUND, not on every feed item:
+            // Members in transition are looked at every TRANSITION_ROUND, not on every feed item:
             // a round triggered by a registration then observes only the backends it touched.
             if Instant::now() >= self.next_transition_round {
                 transitions = true;
+                scope.append(&mut self.lane_handled_backends);
                 scope.extend(
                     self.tracker
                         .phases()
@@ -44,6 +45,7 @@ impl Manager {
         };
         if full {
             self.dirty_backends.clear();
+            self.lane_handled_backends.clear();
             self.next_full_round = Instant::now() + SLOW_ROUND;
         }
         if managed.is_empty() {
@@ -114,10 +116,9 @@ impl Manager {
                 "slow reconcile round");
         }
         if transitions {
-            // At most about a third of the time in these rounds: when they get slow (thousands
-            // of members in flight, a loaded machine), they run less often, so a registration
-            // never waits long behind one.
-            self.next_transition_round = started + FAST_ROUND.max(started.elapsed() * 2);
+            // At most about a quarter of the time in these rounds: when they get slow
+            // (thousands of members in flight, a loaded machine), they run less often.
+            self.next_transition_round = started + TRANSITION_ROUND.max(started.elapsed() * 3);
         }
         Ok(())
     }

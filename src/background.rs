@@ -1,0 +1,58 @@
+//! The background runtime: work that is never waited on by a client (the membership
+//! manager's reconcile rounds, the stats poll, the UI's config view) runs on a thread of its
+//! own, at a lower CPU priority.
+//!
+//! Why: those jobs compute in chunks of milliseconds (parsing thousands of servers, planning,
+//! building JSON for every member). On the shared runtime each chunk holds a worker thread,
+//! and whatever was queued on that worker (a registration being answered, the fast lane's
+//! next join) waits behind it. On their own thread the kernel schedules them, and the lower
+//! priority tells it that registrations and joins go first when the machine is busy.
+
+use std::future::Future;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How much lower than the rest of the process the background thread runs (nice levels).
+const BACKGROUND_NICE: i32 = 5;
+
+/// Owns the thread; dropping it stops the runtime and every task on it.
+pub struct Background {
+    handle: Handle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Background {
+    pub fn start() -> std::io::Result<Background> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("background".into())
+            .spawn(move || {
+                crate::priority::lower_this_thread(BACKGROUND_NICE);
+                // Ends when the owner is dropped (the sender goes away).
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Background {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(future)
+    }
+}
