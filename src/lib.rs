@@ -16,12 +16,21 @@
 //!   store + expiry   (SSE or     |            (render, check,            ^
 //!   + event log      in-process) |             ONE reload per batch)     | stats, activity
 //!                                v                 |                     |
+//!                      membership::fast_lane       |                     |
+//!                      (add joins, drain deletions |                     |
+//!                       the moment they arrive)    |                     |
+//!                                v                 |                     |
 //!                     membership::manager ---------+---------------------+
 //!                     (plan: add/ready/drain/del)  |
 //!                                |  runtime API    |  master CLI reload
 //!                                v                 v
 //!                            HAProxy (master-worker, supervised child)
 //! ```
+//!
+//! Threads: the registry, the API, the fast lane and the supervisor share the main runtime;
+//! the manager's reconcile rounds, the stats poll and the UI's config view (CPU work in
+//! chunks of milliseconds) run on [`background`]'s lower-priority thread, so a registration
+//! is answered and its server added without waiting behind them.
 //!
 //! Entry points to read first: [`registry`] (its module doc has a map), [`aqueduct::controller`]
 //! (the apply pipeline), [`membership::plan`] (the member state machine),
@@ -41,6 +50,9 @@
 //!   the old members until a new one serves.
 //! - **A rejected change changes nothing.** Every candidate config passes `haproxy -c` before it
 //!   is applied; a failed reload is rolled back; state files are only written after success.
+//! - **No runtime command reaches an old worker after a reload saved its state.** Every
+//!   `RuntimeClient` on the admin socket passes a gate the reload closes, and reconnects to
+//!   the new worker after it.
 //! - **Only `haproxy::runtime::RuntimeClient` writes to the admin socket; only the supervisor
 //!   talks to the master CLI; only `aqueduct::controller` changes the live config and only
 //!   `aqueduct::state_file` writes `aqueduct.json`.**

@@ -431,3 +431,26 @@ async fn show_stat_parses_the_live_table() {
         Some(format!("127.0.0.1:{}", origin.port).as_str())
     );
 }
+
+#[tokio::test]
+async fn raw_commands_are_pipelined_and_answered_in_order() {
+    let Some(bin) = haproxy_bin() else { return };
+    let origin = Origin::start("origin").await;
+    let port = free_port();
+    let lab = Lab::start(bin, |s| runtime_config(s, port, origin.port)).await;
+    let runtime = lab.supervisor.runtime();
+    runtime
+        .add_server("dyn", "m1", LOOPBACK, origin.port, &fast_check())
+        .await
+        .unwrap();
+    // Many more than fit on one command line: they are split over several.
+    let mut lines = vec!["get weight dyn/m1", "get weight dyn/nope"];
+    lines.extend(std::iter::repeat_n("get weight dyn/m1", 1000));
+    let replies = runtime.commands(&lines).await.unwrap();
+    assert_eq!(replies.len(), lines.len());
+    assert!(replies[0].starts_with('1'), "{:?}", replies[0]);
+    assert!(replies[1].contains("No such server"), "{:?}", replies[1]);
+    assert!(replies[2..].iter().all(|r| r.starts_with('1')));
+    assert!(runtime.commands(&["show info; show stat"]).await.is_err());
+    assert!(runtime.commands(&[]).await.unwrap().is_empty());
+}

@@ -158,6 +158,8 @@ pub struct RunReport {
     pub observer_servers_dumped_per_s: f64,
     pub observer_errors: u64,
     pub observer_poll: Latency,
+    /// Appearance probes (one exchange for every member waiting to appear).
+    pub observer_probe: Latency,
     pub observer_interval_ms: f64,
     pub driver_lag: Latency,
     pub registry_errors: u64,
@@ -362,6 +364,12 @@ const ROWS: &[Row] = &[
         format!(
             "{:.1} / {:.1} ({:.0})",
             r.observer_poll.p50_ms, r.observer_poll.p99_ms, r.observer_interval_ms
+        )
+    }),
+    ("observer probe ms p50/p99 (every 2 ms)", |r| {
+        format!(
+            "{:.1} / {:.1}",
+            r.observer_probe.p50_ms, r.observer_probe.p99_ms
         )
     }),
     ("  servers dumped /s (its HAProxy cost)", |r| {

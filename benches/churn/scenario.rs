@@ -69,6 +69,12 @@ async fn measure(
         table: table.clone(),
         origins: origins.clone(),
         measure: measure.handle(),
+        probe_connection: match run.membership {
+            Membership::Runtime => Some(thalassa::haproxy::runtime::RuntimeClient::new(
+                stack.dir().join("data/haproxy/admin.sock"),
+            )),
+            Membership::Reload { .. } => None,
+        },
     }
     .spawn(stop_observer.clone());
     let registrar = Registrar::new(

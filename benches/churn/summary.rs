@@ -249,6 +249,14 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
             .map(|u| u64::from(*u))
             .collect(),
     );
+    report.observer_probe = Latency::from_micros(
+        recorded
+            .observer
+            .probe_us
+            .iter()
+            .map(|u| u64::from(*u))
+            .collect(),
+    );
     report.observer_interval_ms = recorded.observer_interval_ms;
     report.driver_lag = Latency::from_micros(
         recorded

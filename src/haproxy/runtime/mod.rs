@@ -163,6 +163,20 @@ impl RuntimeClient {
         Ok(replies.pop().unwrap_or_default())
     }
 
+    /// Sends several raw command lines in one round trip (pipelined, like [`Self::batch`])
+    /// and returns each reply, in order, whatever it says. Each line must be a single command.
+    pub async fn commands(&self, lines: &[&str]) -> Result<Vec<String>, RuntimeError> {
+        let mut checked = Vec::with_capacity(lines.len());
+        for line in lines {
+            checked.push(command::validate_line(line)?);
+        }
+        if checked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let joined = join_into_lines(checked.iter().copied());
+        self.exchange(&joined, checked.len()).await
+    }
+
     /// Runs one typed command; HAProxy's refusal becomes `RuntimeError::Command`.
     pub async fn run(&self, command: &ServerCommand) -> Result<(), RuntimeError> {
         let mut results = self.batch(std::slice::from_ref(command)).await?;
