@@ -241,31 +241,10 @@ pub fn summarize(recorded: Recorded<'_>) -> RunReport {
     report.observer_servers_dumped_per_s =
         recorded.observer.servers_dumped as f64 / recorded.observer_seconds.max(1e-9);
     report.observer_errors = recorded.observer.errors;
-    report.observer_poll = Latency::from_micros(
-        recorded
-            .observer
-            .poll_us
-            .iter()
-            .map(|u| u64::from(*u))
-            .collect(),
-    );
-    report.observer_probe = Latency::from_micros(
-        recorded
-            .observer
-            .probe_us
-            .iter()
-            .map(|u| u64::from(*u))
-            .collect(),
-    );
+    report.observer_poll = latency_of(&recorded.observer.poll_us);
+    report.observer_probe = latency_of(&recorded.observer.probe_us);
     report.observer_interval_ms = recorded.observer_interval_ms;
-    report.driver_lag = Latency::from_micros(
-        recorded
-            .driver
-            .lag_us
-            .iter()
-            .map(|u| u64::from(*u))
-            .collect(),
-    );
+    report.driver_lag = latency_of(&recorded.driver.lag_us);
     report.registry_errors = recorded.registry_errors;
     report.listener_errors = recorded.listener_errors;
     report
@@ -324,4 +303,9 @@ fn load_report(load: LoadWindow, seconds: f64) -> LoadReport {
         0.0
     };
     report
+}
+
+/// The latency summary of durations in µs.
+fn latency_of(micros: &[u32]) -> Latency {
+    Latency::from_micros(micros.iter().map(|u| u64::from(*u)).collect())
 }

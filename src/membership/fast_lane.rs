@@ -17,7 +17,7 @@
 //! What it leaves to the manager: backends whose algorithm needs stable server ids (joins),
 //! services at the `--max-members` cap (joins), registrations the brake holds, and expiries
 //! (the brake decides whether those leave at all).
-use super::manager::MembershipMetrics;
+use super::metrics::MembershipMetrics;
 use super::plan::{DesiredMember, ServerRef};
 use crate::aqueduct::controller::Controller;
 use crate::haproxy::runtime::{CommandFailure, RuntimeClient, ServerCommand, ServerOptions};

@@ -6,6 +6,7 @@ pub mod desired;
 pub mod expiry_brake;
 pub mod fast_lane;
 pub mod manager;
+pub mod metrics;
 pub mod plan;
 pub mod stats_poller;
 pub mod status;

@@ -2,7 +2,7 @@
 //! the members-by-status gauge). It runs beside the manager rather than inside its loop so a
 //! dump of thousands of servers never delays a join or a drain.
 
-use super::manager::MembershipMetrics;
+use super::metrics::MembershipMetrics;
 use super::plan::Phase;
 use super::status::{StatusBoard, sample_from_rows};
 use crate::aqueduct::model::Config;
