@@ -37,7 +37,7 @@ impl Background {
         std::thread::Builder::new()
             .name("background".into())
             .spawn(move || {
-                crate::priority::lower_this_thread(BACKGROUND_NICE);
+                lower_this_thread(BACKGROUND_NICE);
                 // Ends when the owner is dropped (the sender goes away).
                 runtime.block_on(async {
                     let _ = stopped.await;
@@ -60,4 +60,20 @@ impl Background {
     {
         self.handle.spawn(future)
     }
+}
+
+/// Raises the calling thread's nice value by `delta` (lower priority). On Linux a nice value
+/// belongs to a thread, so the rest of the process is unaffected. Never fails the caller:
+/// without the permission or the platform support it logs and carries on.
+fn lower_this_thread(delta: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(err) = rustix::process::setpriority_process(Some(tid), current + delta) {
+            tracing::debug!(error = %err, "cannot lower this thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = delta;
 }

@@ -82,7 +82,6 @@ pub mod json_body;
 pub mod membership;
 pub mod metrics;
 pub mod openapi;
-pub mod priority;
 pub mod registry;
 pub mod shutdown_signal;
 pub mod ui;

@@ -8,29 +8,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::{
-    Load, Origin, Stack, eventually, free_port, haproxy_masters, haproxy_workers, require_haproxy,
-    signal, wait_for_body,
+    Load, Origin, Stack, eventually, haproxy_masters, haproxy_workers, require_haproxy, signal,
+    stack_with_app, wait_for_body,
 };
 
 /// A stack with frontend `web` on a free port, dynamic backend `app` (app@1, checks every
 /// 100 ms) and two origins registered; returns once traffic flows.
 async fn serving_stack() -> (Stack, u16, Vec<Origin>) {
-    let stack = Stack::start().await;
-    let proxy_port = free_port();
-    let (status, body) = stack
-        .put(
-            "/frontends/web",
-            &format!(r#"{{"bind":"127.0.0.1:{proxy_port}","backend":"app","mode":"http"}}"#),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = stack
-        .put(
-            "/backends/app",
-            r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (stack, proxy_port) = stack_with_app("1").await;
     let origins = vec![Origin::start("web").await, Origin::start("web").await];
     for origin in &origins {
         stack.register_origin("app", "1", origin).await;

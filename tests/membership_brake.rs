@@ -13,24 +13,11 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use support::{Origin, Stack, eventually, free_port, get_once, require_haproxy, wait_for_body};
+use support::{
+    Origin, Stack, eventually, get_once, require_haproxy, stack_with_app, wait_for_body,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A stack with frontend `web` on a free port and a dynamic backend `app` following `app@1`
-/// with 100 ms health checks.
-async fn stack_with_app() -> (Stack, u16) {
-    let stack = Stack::start().await;
-    let port = free_port();
-    let frontend = format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#);
-    let (status, body) = stack.put("/frontends/web", &frontend).await;
-    assert_eq!(status, 200, "{body}");
-    let backend =
-        r#"{"type":"dynamic","name":"app","version":"1","mode":"http","health":{"interval":100}}"#;
-    let (status, body) = stack.put("/backends/app", backend).await;
-    assert_eq!(status, 200, "{body}");
-    (stack, port)
-}
 
 fn path_of(origin: &Origin) -> String {
     format!("app/1/127.0.0.1/{}", origin.port())
@@ -220,7 +207,7 @@ async fn most_members_expiring_at_once_keep_serving_until_they_return_or_are_con
     if !require_haproxy() {
         return;
     }
-    let (stack, port) = stack_with_app().await;
+    let (stack, port) = stack_with_app("1").await;
     let mut origins = Vec::new();
     for i in 0..5 {
         origins.push(Origin::start(&format!("o{i}")).await);
@@ -364,7 +351,7 @@ async fn the_overview_shows_a_degraded_backend_in_words_and_confirms_its_removal
     if !require_haproxy() || !ui_support::require_chromium() {
         return;
     }
-    let (stack, port) = stack_with_app().await;
+    let (stack, port) = stack_with_app("1").await;
     let mut origins = Vec::new();
     for i in 0..4 {
         origins.push(Origin::start(&format!("o{i}")).await);
@@ -438,7 +425,7 @@ async fn a_single_expiry_is_removed_as_usual() {
     if !require_haproxy() {
         return;
     }
-    let (stack, port) = stack_with_app().await;
+    let (stack, port) = stack_with_app("1").await;
     let mut origins = Vec::new();
     for i in 0..5 {
         origins.push(Origin::start(&format!("o{i}")).await);
@@ -469,7 +456,7 @@ async fn deletions_are_never_braked() {
     if !require_haproxy() {
         return;
     }
-    let (stack, port) = stack_with_app().await;
+    let (stack, port) = stack_with_app("1").await;
     let mut origins = Vec::new();
     for i in 0..5 {
         origins.push(Origin::start(&format!("o{i}")).await);

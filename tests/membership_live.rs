@@ -9,32 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use support::{
-    Origin, Stack, eventually, free_port, get_once, require_haproxy, signal, wait_for_body,
+    Origin, Stack, eventually, free_port, get_once, require_haproxy, signal, stack_with_app,
+    wait_for_body,
 };
-
-/// A stack with frontend `web` on a free port and a dynamic backend `app` following
-/// `app@<version>` with 100 ms health checks.
-async fn stack_with_app(version: &str) -> (Stack, u16) {
-    let stack = Stack::start().await;
-    let port = free_port();
-    let (status, body) = stack
-        .put(
-            "/frontends/web",
-            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = stack
-        .put(
-            "/backends/app",
-            &format!(
-                r#"{{"type":"dynamic","name":"app","version":"{version}","mode":"http","health":{{"interval":100}}}}"#
-            ),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    (stack, port)
-}
 
 /// Sends requests through `port` until stopped; counts successes and failures and which
 /// origin answered.

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 use support::{
-    Origin, Proc, client, eventually, free_port, get_once, require_haproxy, spawn_thalassa,
-    wait_for_body, wait_http,
+    Origin, Proc, client, configure_web_app, eventually, free_port, get_once, require_haproxy,
+    spawn_thalassa, wait_for_body, wait_http,
 };
 
 struct Aqueduct {
@@ -51,24 +51,7 @@ async fn start_aqueduct(dir: &std::path::Path, name: &str, registry: &str) -> Aq
     );
     let api = format!("http://127.0.0.1:{api_port}");
     wait_http(&format!("{api}/frontends"), &mut proc).await;
-    for (path, body) in [
-        (
-            "/frontends/web",
-            format!(r#"{{"bind":"127.0.0.1:{proxy_port}","backend":"app","mode":"http"}}"#),
-        ),
-        (
-            "/backends/app",
-            r#"{"type":"dynamic","name":"app","version":"1","health":{"interval":100}}"#.to_owned(),
-        ),
-    ] {
-        let response = client()
-            .put(format!("{api}{path}"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
+    configure_web_app(&api, proxy_port).await;
     Aqueduct {
         api,
         proxy_port,

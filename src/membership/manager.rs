@@ -94,16 +94,13 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
     let brake_board = parts.board.brake().clone();
     // One connection for the manager and its stats poll, opened on the background runtime.
     let background_runtime = parts.runtime.separate();
-    let stats = {
-        let _background = parts.background.enter();
-        StatsPoller {
-            runtime: background_runtime.clone(),
-            board: parts.board,
-            hub: parts.hub.clone(),
-            metrics: parts.metrics.clone(),
-        }
-        .spawn()
-    };
+    let stats = StatsPoller {
+        runtime: background_runtime.clone(),
+        board: parts.board,
+        hub: parts.hub.clone(),
+        metrics: parts.metrics.clone(),
+    }
+    .spawn(&parts.background);
     // Runtime mode only: the reload baseline must not get joins for free.
     let lane_drains = LaneDrains::default();
     let feed = match parts.settings.mode {

@@ -32,9 +32,10 @@ pub struct StatsPoller {
 impl StatsPoller {
     /// Polls once per request; a request that arrives while a poll runs waits for the next
     /// (the channel holds one), so a slow HAProxy is polled less often, never piled up.
-    pub fn spawn(self) -> mpsc::Sender<StatsRequest> {
+    /// Starts polling on `runtime`; the sender asks for a poll.
+    pub fn spawn(self, runtime: &tokio::runtime::Handle) -> mpsc::Sender<StatsRequest> {
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(self.run(rx));
+        runtime.spawn(self.run(rx));
         tx
     }
 

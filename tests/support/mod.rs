@@ -732,6 +732,30 @@ pub async fn start_aqueduct(dir: &Path, name: &str, api_port: u16, registry: &st
     proc
 }
 
+/// A stack with frontend `web` on a free port and a dynamic backend `app` following
+/// `app@<version>` with 100 ms health checks; returns the stack and the frontend's port.
+pub async fn stack_with_app(version: &str) -> (Stack, u16) {
+    let stack = Stack::start().await;
+    let port = free_port();
+    let (status, body) = stack
+        .put(
+            "/frontends/web",
+            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = stack
+        .put(
+            "/backends/app",
+            &format!(
+                r#"{{"type":"dynamic","name":"app","version":"{version}","mode":"http","health":{{"interval":100}}}}"#
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (stack, port)
+}
+
 /// Frontend `web` on `127.0.0.1:<proxy_port>` and dynamic backend `app` (service `app@1`,
 /// checks every 100 ms) through the aqueduct API at `api`.
 pub async fn configure_web_app(api: &str, proxy_port: u16) {
