@@ -13,14 +13,7 @@ use std::time::{Duration, Instant};
 /// True when a dependency is present. Under `CI` a missing dependency fails the test (with an
 /// install hint); locally the test prints a skip line and returns early.
 pub fn require(binary: &str, install_hint: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {binary}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if found {
+    if find_program(binary).is_some() {
         return true;
     }
     if std::env::var_os("CI").is_some() {
@@ -28,6 +21,24 @@ pub fn require(binary: &str, install_hint: &str) -> bool {
     }
     eprintln!("SKIP: {binary} not found ({install_hint})");
     false
+}
+
+/// Where `program` is on `PATH` (an executable file), like the shell's `command -v`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    programs_on_path(program).into_iter().next()
+}
+
+/// Every executable file named `program` on `PATH`, in `PATH` order.
+pub fn programs_on_path(program: &str) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .filter(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .collect()
 }
 
 pub fn require_haproxy() -> bool {
