@@ -9,6 +9,9 @@ use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::validate;
 use thalassa::haproxy::render::{RenderMember, RenderMembers, RenderSettings, render};
 
+#[path = "common/run_mode.rs"]
+mod run_mode;
+
 fn config(
     frontends: usize,
     backends: usize,
@@ -60,6 +63,11 @@ fn time<T>(iterations: u32, mut f: impl FnMut() -> T) -> Duration {
 }
 
 fn main() {
+    let Some(mode) = run_mode::run_mode("aqueduct_render") else {
+        return;
+    };
+    // A smoke run renders each size once or twice: it checks the bench runs, not its speed.
+    let scale = |iterations: u32| mode.pick(iterations, iterations.div_ceil(100));
     let settings = RenderSettings::new(
         PathBuf::from("/run/admin.sock"),
         PathBuf::from("/run/state"),
@@ -72,7 +80,9 @@ fn main() {
     ] {
         let (config, render_members) = config(frontends, backends, members);
         let text = render(&config, &render_members, &settings);
-        let per_render = time(iterations, || render(&config, &render_members, &settings));
+        let per_render = time(scale(iterations), || {
+            render(&config, &render_members, &settings)
+        });
         println!(
             "render {frontends} frontends, {backends} backends x {members} members: {:>9.1} us, {} bytes",
             per_render.as_secs_f64() * 1e6,
@@ -81,7 +91,7 @@ fn main() {
     }
     let body = json!({"type":"dynamic","name":"webapp-backend","version":"1.0.0","balance":"source",
         "mode":"http","health":{"interval":"5000"}});
-    let per_validate = time(20_000, || validate::backend("webapp-backend", &body));
+    let per_validate = time(scale(20_000), || validate::backend("webapp-backend", &body));
     println!(
         "validate a walkthrough backend body: {:.2} us",
         per_validate.as_secs_f64() * 1e6

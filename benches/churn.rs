@@ -11,6 +11,9 @@
 //! Every knob is a `CHURN_*` variable or the matching `--name value` argument; see
 //! `churn/settings.rs` and the README's Benchmarks section.
 
+#[path = "common/run_mode.rs"]
+mod run_mode;
+
 #[path = "churn/mod.rs"]
 // `cargo clippy --all-targets` also builds this harness-less bench with cfg(test), where the
 // harness's #[test] functions (run by tests/churn_quick.rs) are stripped and their helpers
@@ -21,7 +24,10 @@ mod churn;
 use std::path::{Path, PathBuf};
 
 fn main() -> std::process::ExitCode {
-    let settings = match churn::settings::Settings::from_env_and_args("full") {
+    let Some(mode) = run_mode::run_mode("churn") else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let settings = match churn::settings::Settings::from_env_and_args(mode.pick("full", "smoke")) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("churn: {err}");
@@ -67,6 +73,10 @@ fn main() -> std::process::ExitCode {
     );
     let host = serde_json::json!({"before": host_before, "after": host_after});
     let document = churn::document(&settings, &reports, host);
+    if settings.preset == "smoke" {
+        // A smoke run's figures mean nothing: they must not replace a real run's `latest.json`.
+        return std::process::ExitCode::SUCCESS;
+    }
     match churn::report::write_json(&target_dir(), &document) {
         Ok(path) => println!("JSON: {}", path.display()),
         Err(err) => eprintln!("churn: cannot write the JSON report: {err}"),

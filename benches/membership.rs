@@ -10,6 +10,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/run_mode.rs"]
+mod run_mode;
+
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,12 +20,26 @@ use support::{Origin, Stack, eventually, free_port, require_haproxy};
 use thalassa::haproxy::runtime::RuntimeClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Registrations timed in the presence phase (each is also deregistered and timed).
-const PRESENCE_RUNS: usize = 200;
-/// Registrations timed to their first served request (each is also deregistered and timed).
-const FIRST_REQUEST_RUNS: usize = 40;
-/// Untimed rounds before each phase: first connections, first allocations.
-const WARM_UP_RUNS: usize = 5;
+/// How many registrations each phase times: the full run's, or a smoke run's handful.
+#[derive(Clone, Copy)]
+struct Runs {
+    /// Registrations timed in the presence phase (each is also deregistered and timed).
+    presence: usize,
+    /// Registrations timed to their first served request (each is also deregistered and timed).
+    first_request: usize,
+    /// Untimed rounds before each phase: first connections, first allocations.
+    warm_up: usize,
+}
+
+impl Runs {
+    fn of(mode: run_mode::RunMode) -> Runs {
+        Runs {
+            presence: mode.pick(200, 5),
+            first_request: mode.pick(40, 3),
+            warm_up: mode.pick(5, 1),
+        }
+    }
+}
 /// `health.interval` of the backend, in milliseconds: HAProxy's `inter`.
 const HEALTH_INTERVAL_MS: u64 = 100;
 /// Longest any single wait may take before the run is declared broken.
@@ -219,15 +236,20 @@ async fn stack_with_app() -> (Stack, u16) {
     (stack, port)
 }
 
-fn output_path() -> PathBuf {
+/// Where the JSON goes; a smoke run writes its own file, so it never replaces a full run's.
+fn output_path(mode: run_mode::RunMode) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("membership-bench.json")
+        .join(mode.pick("membership-bench.json", "membership-bench-smoke.json"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let Some(mode) = run_mode::run_mode("membership") else {
+        return;
+    };
+    let runs = Runs::of(mode);
     if !require_haproxy() {
         return;
     }
@@ -252,13 +274,13 @@ async fn main() {
 
     // Phase 1: POST -> present in HAProxy, then DELETE -> gone (a member still joining: its
     // address answers nothing, so it never passes a check).
-    let mut present_samples = Vec::with_capacity(PRESENCE_RUNS);
-    let mut gone_joining_samples = Vec::with_capacity(PRESENCE_RUNS);
-    for run in 0..WARM_UP_RUNS + PRESENCE_RUNS {
+    let mut present_samples = Vec::with_capacity(runs.presence);
+    let mut gone_joining_samples = Vec::with_capacity(runs.presence);
+    for run in 0..runs.warm_up + runs.presence {
         let port = free_port();
         let joined = timed_change(&stack, &runtime, &client, port, true).await;
         let left = timed_change(&stack, &runtime, &client, port, false).await;
-        if run >= WARM_UP_RUNS {
+        if run >= runs.warm_up {
             present_samples.push(joined);
             gone_joining_samples.push(left);
         }
@@ -266,13 +288,13 @@ async fn main() {
 
     // Phase 2: POST -> first request answered by the new member (health-gated: added in
     // maintenance, `ready` after its first passing check), then DELETE -> gone (drained).
-    let mut first_request_samples = Vec::with_capacity(FIRST_REQUEST_RUNS);
-    let mut gone_serving_samples = Vec::with_capacity(FIRST_REQUEST_RUNS);
-    for run in 0..WARM_UP_RUNS + FIRST_REQUEST_RUNS {
+    let mut first_request_samples = Vec::with_capacity(runs.first_request);
+    let mut gone_serving_samples = Vec::with_capacity(runs.first_request);
+    for run in 0..runs.warm_up + runs.first_request {
         let origin = Origin::start(&format!("member-{run}")).await;
         let served = time_to_first_request(&stack, &client, frontend_port, &origin).await;
         let left = timed_change(&stack, &runtime, &client, origin.port(), false).await;
-        if run >= WARM_UP_RUNS {
+        if run >= runs.warm_up {
             first_request_samples.push(served);
             gone_serving_samples.push(left);
         }
@@ -296,7 +318,8 @@ async fn main() {
 
     println!(
         "Live membership through thalassa up + HAProxy (health.interval {HEALTH_INTERVAL_MS} ms, \
-         {WARM_UP_RUNS} untimed warm-up runs per phase)"
+         {} untimed warm-up runs per phase)",
+        runs.warm_up
     );
     println!(
         "{:<46} {:>4} {:>9} {:>9} {:>9} {:>9}  target",
@@ -319,7 +342,7 @@ async fn main() {
 
     let report = json!({
         "health_interval_ms": HEALTH_INTERVAL_MS,
-        "warm_up_runs": WARM_UP_RUNS,
+        "warm_up_runs": runs.warm_up,
         "registration_to_present": present.json(Some(2.0), Some(10.0)),
         "registration_to_first_request": first.json(Some(250.0), None),
         "deregistration_to_gone_joining": gone_joining.json(None, None),
@@ -330,7 +353,7 @@ async fn main() {
             "equal": reloads_equal,
         },
     });
-    let path = output_path();
+    let path = output_path(mode);
     match std::fs::write(&path, format!("{report:#}\n")) {
         Ok(()) => println!("wrote {}", path.display()),
         Err(err) => eprintln!("cannot write {}: {err}", path.display()),

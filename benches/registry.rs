@@ -14,12 +14,37 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "common/run_mode.rs"]
+mod run_mode;
+
 const CONNECTIONS: usize = 64;
-const WARMUP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(5);
-const LOADED_REGISTRATIONS: usize = 100_000;
 /// The target rate: the paced phase offers exactly this load and measures latency under it.
 const TARGET_RATE: f64 = 40_000.0;
+
+/// How long each phase lasts and how many registrations are loaded: the full run's, or a
+/// smoke run's few seconds.
+#[derive(Clone, Copy)]
+struct Plan {
+    warmup: Duration,
+    measure: Duration,
+    loaded: usize,
+}
+
+impl Plan {
+    fn of(mode: run_mode::RunMode) -> Plan {
+        Plan {
+            warmup: mode.pick(Duration::from_secs(1), Duration::from_millis(200)),
+            measure: mode.pick(Duration::from_secs(5), Duration::from_millis(500)),
+            loaded: mode.pick(100_000, 2_000),
+        }
+    }
+
+    /// Room for the loaded registrations, the heartbeat phases' own and the registry's
+    /// self-registration: the bench measures the load, not the `--max-registrations` refusal.
+    fn max_registrations(&self) -> usize {
+        self.loaded + CONNECTIONS + 1
+    }
+}
 
 /// The registry process, killed (by PID) when dropped.
 struct Server {
@@ -40,11 +65,12 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn start_server() -> Server {
+fn start_server(plan: Plan) -> Server {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_thalassa"))
         .args(["registry", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--max-registrations", &plan.max_registrations().to_string()])
         .arg("--data-dir")
         .arg(data_dir.path())
         .env("THALASSA_LOG", "warn")
@@ -192,11 +218,11 @@ async fn paced_loop(
     }
 }
 
-fn report(label: &str, mut all: Vec<u32>) {
+fn report(label: &str, measure: Duration, mut all: Vec<u32>) {
     all.sort_unstable();
     println!(
         "{label}: {:.0} heartbeats/s, latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        all.len() as f64 / MEASURE.as_secs_f64(),
+        all.len() as f64 / measure.as_secs_f64(),
         percentile(&all, 50.0) as f64 / 1000.0,
         percentile(&all, 99.0) as f64 / 1000.0,
         percentile(&all, 99.9) as f64 / 1000.0,
@@ -206,11 +232,11 @@ fn report(label: &str, mut all: Vec<u32>) {
 
 /// Offers exactly [`TARGET_RATE`] (spread evenly over the connections) and reports the latency
 /// at that load, which is what a fleet of heartbeating services sees.
-async fn paced(port: u16) {
+async fn paced(port: u16, plan: Plan) {
     let period = Duration::from_secs_f64(CONNECTIONS as f64 / TARGET_RATE);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let measure_from = Instant::now() + Duration::from_millis(50) + WARMUP;
-    let until = measure_from + MEASURE;
+    let measure_from = Instant::now() + Duration::from_millis(50) + plan.warmup;
+    let until = measure_from + plan.measure;
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
             // Stagger the connections across one period so the load is smooth.
@@ -222,7 +248,11 @@ async fn paced(port: u16) {
     for task in tasks {
         all.extend(task.await.expect("paced task"));
     }
-    report(&format!("paced at {TARGET_RATE:.0}/s offered"), all);
+    report(
+        &format!("paced at {TARGET_RATE:.0}/s offered"),
+        plan.measure,
+        all,
+    );
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -233,10 +263,10 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn heartbeats(port: u16, server_pid: u32) {
-    let measure_from = Instant::now() + WARMUP;
+async fn heartbeats(port: u16, server_pid: u32, plan: Plan) {
+    let measure_from = Instant::now() + plan.warmup;
     let cpu_before = (cpu_time(&server_pid.to_string()), cpu_time("self"));
-    let until = measure_from + MEASURE;
+    let until = measure_from + plan.measure;
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|i| tokio::spawn(heartbeat_loop(port, i, measure_from, until)))
         .collect();
@@ -249,6 +279,7 @@ async fn heartbeats(port: u16, server_pid: u32) {
     let requests = all.len();
     report(
         &format!("saturated ({CONNECTIONS} connections, no pause)"),
+        plan.measure,
         all,
     );
     // CPU cost per request (warm-up included on both sides, so this slightly overstates it):
@@ -257,10 +288,10 @@ async fn heartbeats(port: u16, server_pid: u32) {
         "cpu per heartbeat: registry {:.1} µs, bench client {:.1} µs",
         server_cpu.as_secs_f64() * 1e6
             / requests.max(1) as f64
-            / (1.0 + WARMUP.as_secs_f64() / MEASURE.as_secs_f64()),
+            / (1.0 + plan.warmup.as_secs_f64() / plan.measure.as_secs_f64()),
         client_cpu.as_secs_f64() * 1e6
             / requests.max(1) as f64
-            / (1.0 + WARMUP.as_secs_f64() / MEASURE.as_secs_f64()),
+            / (1.0 + plan.warmup.as_secs_f64() / plan.measure.as_secs_f64()),
     );
 }
 
@@ -335,18 +366,15 @@ async fn live_registrations(port: u16) -> String {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument that is not ours means "not me".
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with("--") && a != "registry")
-    {
+    let Some(mode) = run_mode::run_mode("registry") else {
         return;
-    }
+    };
+    let plan = Plan::of(mode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("client runtime");
-    let server = start_server();
+    let server = start_server(plan);
     runtime.block_on(async {
         wait_until_up(server.port).await;
         println!(
@@ -354,16 +382,18 @@ fn main() {
             server.child.id(),
             rss_bytes(server.child.id()) as f64 / 1e6
         );
-        heartbeats(server.port, server.child.id()).await;
-        paced(server.port).await;
-        let took = load(server.port, LOADED_REGISTRATIONS).await;
+        heartbeats(server.port, server.child.id(), plan).await;
+        paced(server.port, plan).await;
+        let took = load(server.port, plan.loaded).await;
         println!(
-            "loaded {LOADED_REGISTRATIONS} registrations in {:.2} s ({:.0}/s)",
+            "loaded {} registrations in {:.2} s ({:.0}/s)",
+            plan.loaded,
             took.as_secs_f64(),
-            LOADED_REGISTRATIONS as f64 / took.as_secs_f64()
+            plan.loaded as f64 / took.as_secs_f64()
         );
         // Let a snapshot write or two happen: the measurement includes the persistence cost.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(mode.pick(Duration::from_millis(2500), Duration::from_millis(100)))
+            .await;
         println!(
             "memory: {} live registrations, registry rss {:.1} MB",
             live_registrations(server.port).await,

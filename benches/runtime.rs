@@ -10,7 +10,33 @@ use thalassa::haproxy::runtime::{AdminState, RuntimeClient, ServerCommand, Serve
 use thalassa::haproxy::stat::{parse_servers_state, parse_show_stat};
 use thalassa::haproxy::supervisor::{Supervisor, SupervisorSettings};
 
+#[path = "common/run_mode.rs"]
+mod run_mode;
+
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// How many times each operation runs: the full run's counts, or a smoke run's handful.
+struct Sizes {
+    single_ops: usize,
+    batches: usize,
+    batch_len: usize,
+    readout_servers: u32,
+    readouts: usize,
+    reloads: usize,
+}
+
+impl Sizes {
+    fn of(mode: run_mode::RunMode) -> Sizes {
+        Sizes {
+            single_ops: mode.pick(1000, 20),
+            batches: mode.pick(10, 2),
+            batch_len: mode.pick(100, 10),
+            readout_servers: mode.pick(1000, 50),
+            readouts: mode.pick(50, 2),
+            reloads: mode.pick(10, 2),
+        }
+    }
+}
 
 fn config(settings: &SupervisorSettings, port: u16, generation: u32) -> String {
     format!(
@@ -110,6 +136,11 @@ async fn ok(runtime: &RuntimeClient, commands: &[ServerCommand]) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let Some(mode) = run_mode::run_mode("runtime") else {
+        return;
+    };
+    let sizes = Sizes::of(mode);
+    let (batch_len, readout_servers) = (sizes.batch_len, sizes.readout_servers);
     // RUST_LOG=thalassa=debug shows e.g. each reload's timeline.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -124,6 +155,11 @@ async fn main() {
     .iter()
     .map(std::path::PathBuf::from)
     .find(|p| p.is_file()) else {
+        // Under CI a missing HAProxy is a failure (`.ci/run` installs it), never a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy is required under CI: apt-get install -y haproxy"
+        );
         println!("SKIP: haproxy not installed");
         return;
     };
@@ -140,7 +176,7 @@ async fn main() {
     runtime.show_info().await.expect("warm up");
     println!("HAProxy runtime API through RuntimeClient (one persistent prompt-mode connection)");
 
-    time(1000, |i| {
+    time(sizes.single_ops, |i| {
         let runtime = &runtime;
         async move {
             let name = format!("a{i}");
@@ -156,7 +192,7 @@ async fn main() {
     })
     .await
     .report("add + ready (two round trips)");
-    time(1000, |i| {
+    time(sizes.single_ops, |i| {
         let runtime = &runtime;
         async move {
             let name = format!("a{i}");
@@ -165,7 +201,7 @@ async fn main() {
     })
     .await
     .report("maint + del (one batch)");
-    time(1000, |i| {
+    time(sizes.single_ops, |i| {
         let runtime = &runtime;
         async move {
             let name = format!("b{i}");
@@ -181,7 +217,7 @@ async fn main() {
     })
     .await
     .report("add + ready (one batch)");
-    time(1000, |i| {
+    time(sizes.single_ops, |i| {
         let runtime = &runtime;
         async move {
             runtime
@@ -192,7 +228,7 @@ async fn main() {
     })
     .await
     .report("set server weight");
-    time(1000, |i| {
+    time(sizes.single_ops, |i| {
         let runtime = &runtime;
         async move {
             let name = format!("b{i}");
@@ -202,10 +238,10 @@ async fn main() {
     .await
     .report("maint + del (one batch)");
 
-    time(10, |round| {
+    time(sizes.batches, |round| {
         let runtime = &runtime;
         async move {
-            let commands: Vec<_> = (0..100)
+            let commands: Vec<_> = (0..batch_len)
                 .flat_map(|i| {
                     let name = format!("c{round}_{i}");
                     [
@@ -218,11 +254,11 @@ async fn main() {
         }
     })
     .await
-    .report("batch of 100 add + ready");
-    time(10, |round| {
+    .report(&format!("batch of {batch_len} add + ready"));
+    time(sizes.batches, |round| {
         let runtime = &runtime;
         async move {
-            let commands: Vec<_> = (0..100)
+            let commands: Vec<_> = (0..batch_len)
                 .flat_map(|i| {
                     let name = format!("c{round}_{i}");
                     [state(&name, AdminState::Maint), delete(&name)]
@@ -232,17 +268,17 @@ async fn main() {
         }
     })
     .await
-    .report("batch of 100 maint + del");
+    .report(&format!("batch of {batch_len} maint + del"));
 
-    // Read-outs at 1000 servers in one backend.
-    let commands: Vec<_> = (0..1000)
+    // Read-outs at many servers in one backend.
+    let commands: Vec<_> = (0..sizes.readout_servers)
         .flat_map(|i| {
             let name = format!("r{i}");
             [add(&name, 40_000 + i), state(&name, AdminState::Ready)]
         })
         .collect();
     ok(&runtime, &commands).await;
-    time(50, |_| {
+    time(sizes.readouts, |_| {
         let runtime = &runtime;
         async move {
             assert_eq!(
@@ -251,26 +287,28 @@ async fn main() {
                     .await
                     .expect("state")
                     .len(),
-                1000
+                readout_servers as usize
             );
         }
     })
     .await
-    .report("show servers state bench, 1000 servers, parsed");
-    time(50, |_| {
+    .report(&format!(
+        "show servers state bench, {readout_servers} servers, parsed"
+    ));
+    time(sizes.readouts, |_| {
         let runtime = &runtime;
         async move {
-            assert!(runtime.show_stat().await.expect("stat").len() > 1000);
+            assert!(runtime.show_stat().await.expect("stat").len() > readout_servers as usize);
         }
     })
     .await
-    .report("show stat, 1000 servers, parsed");
+    .report(&format!("show stat, {readout_servers} servers, parsed"));
     let stat_text = runtime.command("show stat").await.expect("stat text");
     let state_text = runtime
         .command("show servers state")
         .await
         .expect("state text");
-    time(50, |_| {
+    time(sizes.readouts, |_| {
         let text = &stat_text;
         async move {
             parse_show_stat(text).expect("parse");
@@ -281,7 +319,7 @@ async fn main() {
         "parse_show_stat only ({} KB)",
         stat_text.len() / 1024
     ));
-    time(50, |_| {
+    time(sizes.readouts, |_| {
         let text = &state_text;
         async move {
             parse_servers_state(text).expect("parse");
@@ -294,7 +332,7 @@ async fn main() {
     ));
     ok(
         &runtime,
-        &(0..1000)
+        &(0..sizes.readout_servers)
             .flat_map(|i| {
                 let name = format!("r{i}");
                 [state(&name, AdminState::Maint), delete(&name)]
@@ -303,7 +341,7 @@ async fn main() {
     )
     .await;
 
-    time(10, |i| {
+    time(sizes.reloads, |i| {
         let supervisor = &supervisor;
         let settings = &settings;
         async move {

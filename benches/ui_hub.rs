@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use thalassa::ui::{Activity, Hub, MemberSample, ProxySample, StatsSample, diff};
 
+#[path = "common/run_mode.rs"]
+mod run_mode;
+
 const BACKENDS: usize = 50;
 const MEMBERS_PER_BACKEND: usize = 10;
 
@@ -68,9 +71,14 @@ fn time<T>(runs: usize, mut f: impl FnMut(usize) -> T) -> Duration {
 }
 
 fn main() {
+    let Some(mode) = run_mode::run_mode("ui_hub") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::open(dir.path()).unwrap();
-    let samples: Vec<StatsSample> = (0..400).map(|i| sample(1_000 + i * 2_000)).collect();
+    let samples: Vec<StatsSample> = (0..mode.pick(400, 20))
+        .map(|i| sample(1_000 + i * 2_000))
+        .collect();
     let tick = time(samples.len(), |i| hub.stats(samples[i].clone()));
     let delta_bytes = serde_json::to_string(&samples[0]).unwrap().len();
     println!(
@@ -86,14 +94,14 @@ fn main() {
             detail,
         ));
     }
-    let snapshot = time(50, |_| hub.snapshot_json());
+    let snapshot = time(mode.pick(50, 2), |_| hub.snapshot_json());
     let snapshot_bytes = hub.snapshot_json().len();
     println!(
         "snapshot for a new page (150 samples of history, 200 activities): \
          median {snapshot:?}, {snapshot_bytes} bytes"
     );
 
-    let activity = time(200, |i| {
+    let activity = time(mode.pick(200, 5), |i| {
         hub.activity(Activity::now(
             "member-up",
             format!("m{i}"),
@@ -109,6 +117,6 @@ fn main() {
         .replace("s100 ", "s100x ")
         .replace("s1500 ", "s1500x ")
         .replace("s1999 ", "s1999x ");
-    let took = time(20, |_| diff::unified(&config, &changed));
+    let took = time(mode.pick(20, 2), |_| diff::unified(&config, &changed));
     println!("diff::unified, 2000-line config, 3 changed lines: median {took:?}");
 }

@@ -170,12 +170,13 @@ impl Settings {
         // membership modes to run, as a shorthand for `CHURN_RUNS` with the full preset.
         let mode = values.get("mode").map_or(default_preset, String::as_str);
         let (preset, mode_runs) = match mode {
-            "quick" | "full" => (mode.to_owned(), None),
+            "quick" | "full" | "smoke" => (mode.to_owned(), None),
             runs => ("full".to_owned(), Some(runs.to_owned())),
         };
         let mut settings = match preset.as_str() {
             "quick" => Settings::quick(),
             "full" => Settings::full(),
+            "smoke" => Settings::smoke(),
             other => return Err(format!("unknown preset {other:?}")),
         };
         let number = |name: &str| -> Result<Option<f64>, String> {
@@ -293,6 +294,22 @@ impl Settings {
         }
     }
 
+    /// A few seconds, every membership mode: what `cargo test` runs of the bench binary, to
+    /// show it still runs to completion (benches/common/run_mode.rs). Its numbers mean nothing.
+    pub fn smoke() -> Settings {
+        Settings {
+            preset: "smoke".to_owned(),
+            runs: preset_default_runs("smoke"),
+            members: 24,
+            backends: 2,
+            load_rate: 100.0,
+            load_connections: 4,
+            warmup: Duration::from_millis(500),
+            quiet: Duration::from_secs(1),
+            ..Settings::quick()
+        }
+    }
+
     /// The closing-note runs: 2,000 members over 20 backends, each mode at 500 changes/s.
     pub fn full() -> Settings {
         let secs = Duration::from_secs;
@@ -338,6 +355,7 @@ fn preset_runs(preset: &str) -> (&'static str, f64, Duration) {
             500.0,
             Duration::from_secs(60),
         ),
+        "smoke" => ("runtime,reload-2s,reload-0s", 20.0, Duration::from_secs(2)),
         _ => ("runtime", 100.0, Duration::from_secs(10)),
     }
 }
@@ -414,6 +432,10 @@ mod tests {
         );
         check(&[("runs", "reload-500ms@20/3")], &["reload-500ms@20/3s"]);
         check(&[("mode", "reload")], &["reload-2s@500/60s"]);
+        check(
+            &[("mode", "smoke")],
+            &["runtime@20/2s", "reload-2s@20/2s", "reload-0s@20/2s"],
+        );
         check(
             &[("mode", "runtime,reload-0s"), ("duration", "20s")],
             &["runtime@500/20s", "reload-0s@500/20s"],
