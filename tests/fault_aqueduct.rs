@@ -107,11 +107,18 @@ async fn kill_9_of_the_aqueduct_leaves_traffic_flowing_and_a_restart_takes_over(
         1,
         "exactly one haproxy master"
     );
-    assert_eq!(
-        haproxy_workers(&run_dir).len(),
-        1,
-        "exactly one haproxy worker"
-    );
+    // The restarted aqueduct reloads its HAProxy at startup; the replaced worker leaves once
+    // its connections (the load's) have ended.
+    let workers = eventually(
+        Duration::from_secs(20),
+        "exactly one haproxy worker",
+        || async {
+            let workers = haproxy_workers(&run_dir);
+            (workers.len() == 1).then_some(workers)
+        },
+    )
+    .await;
+    assert_eq!(workers.len(), 1, "exactly one haproxy worker");
     assert_eq!(
         report.failed,
         0,
@@ -138,9 +145,21 @@ async fn kill_9_of_thalassa_up_is_taken_over_too() {
         (app_members_up(&stack.aqueduct).await == 2).then_some(())
     })
     .await;
-    // The in-process registry snapshots at most a second after a change; older
-    // registrations survive its kill -9.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The in-process registry snapshots at most a second after a change; what its file holds
+    // survives its kill -9.
+    let snapshot = stack.dir.path().join("registry").join("registrations.json");
+    eventually(
+        Duration::from_secs(10),
+        "both members in the registry's snapshot",
+        || async {
+            let text = std::fs::read_to_string(&snapshot).ok()?;
+            origins
+                .iter()
+                .all(|o| text.contains(&format!("/app/1/127.0.0.1/{}", o.port())))
+                .then_some(())
+        },
+    )
+    .await;
     let first_master = haproxy_masters(&run_dir);
 
     let load = Load::start(proxy_port, 4);
@@ -172,10 +191,15 @@ async fn kill_9_of_thalassa_up_is_taken_over_too() {
             .contains("took over the listening sockets"),
         "the restart took the running haproxy over"
     );
-    assert_eq!(
-        haproxy_workers(&run_dir).len(),
-        1,
-        "exactly one haproxy worker"
-    );
+    let workers = eventually(
+        Duration::from_secs(20),
+        "exactly one haproxy worker",
+        || async {
+            let workers = haproxy_workers(&run_dir);
+            (workers.len() == 1).then_some(workers)
+        },
+    )
+    .await;
+    assert_eq!(workers.len(), 1, "exactly one haproxy worker");
     assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
 }

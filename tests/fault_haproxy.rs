@@ -32,7 +32,16 @@ async fn kill_9_and_recover(what: &str, pick: fn(&std::path::Path) -> Vec<u32>) 
     let run_dir = stack.dir.path().join("haproxy");
     let load = Load::start(proxy_port, 4);
     load.wait_ok(300).await;
-    let victims = pick(&run_dir);
+    // The stack's PUTs reloaded HAProxy; a replaced worker leaves once its connections end.
+    let victims = eventually(
+        Duration::from_secs(20),
+        &format!("exactly one haproxy {what}"),
+        || async {
+            let victims = pick(&run_dir);
+            (victims.len() == 1).then_some(victims)
+        },
+    )
+    .await;
     assert_eq!(victims.len(), 1, "one {what} expected: {victims:?}");
     let old_master = haproxy_masters(&run_dir);
 
@@ -64,10 +73,19 @@ async fn kill_9_and_recover(what: &str, pick: fn(&std::path::Path) -> Vec<u32>) 
         "recovery took {:?}",
         report.recovered_in
     );
-    assert!(
-        stack.proc.log_text().contains("haproxy restarted"),
-        "the supervisor restarted HAProxy"
-    );
+    // Logged after the new HAProxy answers (traffic may be back a moment earlier).
+    eventually(
+        Duration::from_secs(10),
+        "the supervisor to log the restart",
+        || async {
+            stack
+                .proc
+                .log_text()
+                .contains("haproxy restarted")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

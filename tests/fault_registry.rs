@@ -121,7 +121,20 @@ async fn a_registry_restart_keeps_registrations_and_members() {
     let load = Load::start(setup.proxy_port, 4);
     load.wait_ok(300).await;
     // The periodic snapshot (at most a second after a change) has the registrations.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let snapshot = setup.dir.path().join("registry").join("registrations.json");
+    eventually(
+        Duration::from_secs(10),
+        "both members in the registry's snapshot",
+        || async {
+            let text = std::fs::read_to_string(&snapshot).ok()?;
+            setup
+                .origins
+                .iter()
+                .all(|o| text.contains(&format!("/app/1/127.0.0.1/{}", o.port())))
+                .then_some(())
+        },
+    )
+    .await;
 
     let before = load.snapshot();
     let fault_at = Instant::now();
@@ -213,13 +226,15 @@ async fn a_registry_hung_for_a_minute_removes_no_member() {
         after.failed, 0,
         "no request fails when the registry comes back"
     );
-    // The registry knew it had been stalled and held the leases that ran out meanwhile.
-    assert!(
-        setup
-            .registry_proc
-            .log_text()
-            .contains("the registry was stalled"),
-        "{}",
-        setup.registry_proc.log_text()
-    );
+    // The registry knew it had been stalled and held the leases that ran out meanwhile (its
+    // expiry task logs that when it runs again, beside the answers: awaited).
+    // Up to 10 s, then the log is shown.
+    let asked = Instant::now();
+    let log = eventually(Duration::from_secs(15), "the registry's log", || async {
+        let log = setup.registry_proc.log_text();
+        (log.contains("the registry was stalled") || asked.elapsed() > Duration::from_secs(10))
+            .then_some(log)
+    })
+    .await;
+    assert!(log.contains("the registry was stalled"), "{log}");
 }

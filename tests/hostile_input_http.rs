@@ -272,23 +272,43 @@ async fn a_full_dynamic_backend_leaves_further_registrations_out() {
             .then_some(())
     })
     .await;
-    let members = stack.get_json("/backends/web/members").await;
-    let ports: Vec<u64> = members
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["port"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ports, [18081, 18082]);
-    let activity = stack.get_json("/ui/api/activity").await;
-    assert!(
+    // The manager sets the metric, then records the activity, then hands the capped list to
+    // the API: each is awaited.
+    let ports_of = |members: &Value| -> Vec<u64> {
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["port"].as_u64().unwrap())
+            .collect()
+    };
+    let members = support::eventually(
+        Duration::from_secs(10),
+        "the capped members in the API",
+        || async {
+            let members = stack.get_json("/backends/web/members").await;
+            (ports_of(&members) == [18081, 18082]).then_some(members)
+        },
+    )
+    .await;
+    assert_eq!(ports_of(&members), [18081, 18082]);
+    let capped = |activity: &Value| {
         activity
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["verb"] == "members-capped" && a["detail"]["left_out"] == 1),
-        "{activity}"
-    );
+            .any(|a| a["verb"] == "members-capped" && a["detail"]["left_out"] == 1)
+    };
+    let activity = support::eventually(
+        Duration::from_secs(10),
+        "the members-capped activity",
+        || async {
+            let activity = stack.get_json("/ui/api/activity").await;
+            capped(&activity).then_some(activity)
+        },
+    )
+    .await;
+    assert!(capped(&activity), "{activity}");
     // A member leaving makes room for the one left out.
     stack.deregister("web/1/127.0.0.1/18081").await;
     support::eventually(

@@ -113,13 +113,17 @@ async fn a_member_gets_traffic_only_after_a_passing_check() {
     for _ in 0..100 {
         assert_eq!(get_once(port, "/").await, Ok((200, "live".to_owned())));
     }
-    assert_eq!(
-        stack
-            .member_status("app", &format!("127.0.0.1:{dead_port}"))
-            .await
-            .as_deref(),
-        Some("DOWN")
-    );
+    // The fast lane adds the server before the manager hands the registration to the API.
+    let dead_member = format!("127.0.0.1:{dead_port}");
+    eventually(
+        Duration::from_secs(10),
+        "the dead member DOWN in the API",
+        || async {
+            (stack.member_status("app", &dead_member).await.as_deref() == Some("DOWN"))
+                .then_some(())
+        },
+    )
+    .await;
 
     // When something starts answering there, it turns UP and takes traffic.
     let revived = Origin::start_on("revived", dead_port).await;
@@ -144,9 +148,15 @@ async fn deleted_and_expired_members_finish_in_flight_requests_then_leave() {
     stack.register(&member, r#"{"secondsToExpire":600}"#).await;
     wait_for_body(port, "slow").await;
 
-    // Deleted while a 1.5 s request is in flight: the request completes.
+    // Deleted while a 1.5 s request is in flight (it reached the origin): the request completes.
+    let reached = slow.count();
     let in_flight = tokio::spawn(async move { get_once(port, "/slow/1500").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the slow request to reach the origin",
+        || async { (slow.count() > reached).then_some(()) },
+    )
+    .await;
     assert_eq!(stack.deregister(&member).await.0, 200);
     assert_eq!(in_flight.await.unwrap(), Ok((200, "slow".to_owned())));
     let server = format!("app_127.0.0.1:{}", slow.port());
@@ -156,10 +166,16 @@ async fn deleted_and_expired_members_finish_in_flight_requests_then_leave() {
         || async { (!haproxy_servers(&stack).await.contains(&server)).then_some(()) },
     )
     .await;
-    assert_eq!(
-        stack.get_json("/backends/app/members").await,
-        serde_json::json!([])
-    );
+    let members = eventually(
+        Duration::from_secs(10),
+        "the deleted member to leave the API",
+        || async {
+            let members = stack.get_json("/backends/app/members").await;
+            (members == serde_json::json!([])).then_some(members)
+        },
+    )
+    .await;
+    assert_eq!(members, serde_json::json!([]));
 
     // Expiring while a request is in flight: the same.
     stack.register(&member, r#"{"secondsToExpire":1}"#).await;
@@ -213,18 +229,29 @@ async fn a_member_deleted_and_registered_again_at_once_serves_again() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = stack.get_text("/metrics").await;
-    let drained: f64 = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("thalassa_runtime_commands_total{")
-                && l.contains(r#"kind="fast-drain""#)
-                && l.contains(r#"outcome="ok""#)
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
+    // The lane drains as the registry's events reach the aqueduct: awaited.
+    let fast_drains = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("thalassa_runtime_commands_total{")
+                    && l.contains(r#"kind="fast-drain""#)
+                    && l.contains(r#"outcome="ok""#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = eventually(
+        Duration::from_secs(10),
+        "the lane to drain the deleted member",
+        || async {
+            let metrics = stack.get_text("/metrics").await;
+            (fast_drains(&metrics) >= 1.0).then_some(metrics)
+        },
+    )
+    .await;
     assert!(
-        drained >= 1.0,
+        fast_drains(&metrics) >= 1.0,
         "the lane drained the deleted member:\n{metrics}"
     );
 
@@ -325,7 +352,13 @@ async fn killed_haproxy_is_restarted_and_every_member_restored() {
         let servers = haproxy_servers(&stack).await;
         assert_eq!(servers.len(), 2, "{servers:?} after killing the {victim}");
     }
-    assert!(stack.metric_total("thalassa_haproxy_restarts_total").await >= 2);
+    // Traffic can be back a moment before the supervisor counts the restart.
+    let restarts = eventually(Duration::from_secs(10), "two restarts counted", || async {
+        let restarts = stack.metric_total("thalassa_haproxy_restarts_total").await;
+        (restarts >= 2).then_some(restarts)
+    })
+    .await;
+    assert!(restarts >= 2, "{restarts} restarts");
 }
 
 /// (master pid, worker pid) from the master CLI's `show proc`.
@@ -441,6 +474,21 @@ async fn a_structural_reload_keeps_members_up_without_a_flash() {
         )
         .await;
     wait_for_body(port, "steady").await;
+    // The dead member reaches the config (and its joining mark) through the registry's feed
+    // and the manager's round, not with the registration's answer: awaited before the reloads.
+    let joining_disabled = |config: &str| {
+        config.contains(&format!(
+            "server app_127.0.0.1:{dead_port} 127.0.0.1:{dead_port} check inter 100 id 2 disabled"
+        )) || config.contains(&format!(
+            "app_127.0.0.1:{dead_port} 127.0.0.1:{dead_port} check inter 100 disabled"
+        ))
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the dead member rendered disabled",
+        || async { joining_disabled(&stack.get_text("/haproxy/config").await).then_some(()) },
+    )
+    .await;
     let reloads_before = stack.metric_total("thalassa_haproxy_reloads_total").await;
 
     let load = Load::start(port);
@@ -459,8 +507,7 @@ async fn a_structural_reload_keeps_members_up_without_a_flash() {
             "{config}"
         );
         assert!(
-            config.contains(&format!("server app_127.0.0.1:{dead_port} 127.0.0.1:{dead_port} check inter 100 id 2 disabled"))
-                || config.contains(&format!("app_127.0.0.1:{dead_port} 127.0.0.1:{dead_port} check inter 100 disabled")),
+            joining_disabled(&config),
             "a member still joining is rendered disabled:\n{config}"
         );
     }

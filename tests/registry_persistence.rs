@@ -100,7 +100,12 @@ async fn deadlines_that_passed_while_down_expire_at_start() {
         (second.ids().await == ["/b/2.0.0/10.0.0.2/81"]).then_some(())
     })
     .await;
-    assert_eq!(second.metric("thalassa_registry_expired_total").await, 1.0);
+    let expired = eventually(Duration::from_secs(2), "the expiry counted", || async {
+        let expired = second.metric("thalassa_registry_expired_total").await;
+        (expired == 1.0).then_some(expired)
+    })
+    .await;
+    assert_eq!(expired, 1.0);
     drop(temp);
 }
 

@@ -131,19 +131,26 @@ async fn walkthrough_serves_traffic_and_shows_the_dead_member_down() {
         page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"),
         "{page}"
     );
-    // The aqueduct announces itself in the registry, as the original did.
-    let aqueducts: serde_json::Value = support::client()
-        .get(format!(
-            "{}/registrations/thalassa-aqueduct",
-            stack.registry
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The aqueduct announces itself in the registry, as the original did (its heartbeat task
+    // POSTs to the registry after the API listens: awaited).
     let aqueduct_port: u64 = stack.aqueduct.rsplit(':').next().unwrap().parse().unwrap();
+    let url = format!("{}/registrations/thalassa-aqueduct", stack.registry);
+    let aqueducts = eventually(
+        Duration::from_secs(10),
+        "the aqueduct's own registration",
+        || async {
+            let aqueducts: serde_json::Value = support::client()
+                .get(&url)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (aqueducts[0]["port"] == aqueduct_port).then_some(aqueducts)
+        },
+    )
+    .await;
     assert_eq!(aqueducts[0]["port"], aqueduct_port, "{aqueducts}");
     // Reloads: one per structural change (plus startup), none for membership.
     let reloads = stack.metric_total("thalassa_haproxy_reloads_total").await;

@@ -150,7 +150,17 @@ async fn the_walkthrough_lives_on_screen() {
     browser
         .wait_text("#connection", "live", |t| t == Some("live"))
         .await;
-    let frontends = browser.texts("[data-frontend] h3").await;
+    // The aqueduct hands its config to the page's hub on a task of its own after each PUT:
+    // the frontends may arrive after the snapshot, as a config event.
+    let frontends = eventually(
+        Duration::from_secs(15),
+        "both frontends on screen",
+        || async {
+            let frontends = browser.texts("[data-frontend] h3").await;
+            (frontends == ["mysql-frontend", "webapp-frontend"]).then_some(frontends)
+        },
+    )
+    .await;
     assert_eq!(frontends, ["mysql-frontend", "webapp-frontend"]);
     browser
         .wait_text(
@@ -180,11 +190,19 @@ async fn the_walkthrough_lives_on_screen() {
         .await;
     eprintln!("origin answering -> UP on screen: {:?}", started.elapsed());
     // Registered after its backend was PUT, it is a current member (counted, not "leaving").
-    let leaving = browser
-        .texts(&format!(
-            "[data-backend='webapp-backend'] [data-member='127.0.0.1:{v1_port}'] .leaving"
-        ))
-        .await;
+    // Its status comes with the stats, its membership with the config the aqueduct publishes
+    // (throttled): awaited.
+    let leaving_tag =
+        format!("[data-backend='webapp-backend'] [data-member='127.0.0.1:{v1_port}'] .leaving");
+    let leaving = eventually(
+        Duration::from_secs(15),
+        "the web member not shown as leaving",
+        || async {
+            let leaving = browser.texts(&leaving_tag).await;
+            leaving.is_empty().then_some(leaving)
+        },
+    )
+    .await;
     assert!(leaving.is_empty(), "a registered member shown as leaving");
     browser
         .wait_text(
