@@ -340,7 +340,7 @@ async fn killed_haproxy_is_restarted_and_every_member_restored() {
     eventually(Duration::from_secs(10), "both members to serve", both_serve).await;
 
     for victim in ["worker", "master"] {
-        let pids = haproxy_pids(&stack);
+        let pids = haproxy_pids(&stack).await;
         let pid = if victim == "master" { pids.0 } else { pids.1 };
         signal(pid, "KILL");
         eventually(
@@ -361,53 +361,24 @@ async fn killed_haproxy_is_restarted_and_every_member_restored() {
     assert!(restarts >= 2, "{restarts} restarts");
 }
 
-/// (master pid, worker pid) from the master CLI's `show proc`.
-fn haproxy_pids(stack: &Stack) -> (u32, u32) {
+/// (master pid, worker pid) from the master CLI's `show proc`, asked with the crate's own
+/// client; a master that is restarting does not answer yet, so this waits for one that does.
+async fn haproxy_pids(stack: &Stack) -> (u32, u32) {
     let socket = stack.dir.path().join("haproxy").join("master.sock");
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo 'show proc' | socat - {}", socket.display()))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    let text = match output {
-        Some(text) => text,
-        None => {
-            // socat may be missing: read the process tree instead.
-            return pids_from_proc(stack);
-        }
+    let socket = &socket;
+    let ask = move || async move {
+        let procs = thalassa::haproxy::master_cli::show_proc(socket)
+            .await
+            .ok()?;
+        let worker = procs.current_worker()?.pid;
+        Some((procs.master.pid, worker))
     };
-    let mut master = 0;
-    let mut worker = 0;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.get(1) {
-            Some(&"master") => master = fields[0].parse().unwrap_or(0),
-            Some(&"worker") if worker == 0 => worker = fields[0].parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    (master, worker)
-}
-
-fn pids_from_proc(stack: &Stack) -> (u32, u32) {
-    let parent = stack.proc.pid();
-    let children = |pid: u32| -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
-    let master = children(parent)
-        .into_iter()
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "haproxy")
-        })
-        .expect("haproxy master");
-    let worker = *children(master).first().expect("haproxy worker");
-    (master, worker)
+    eventually(
+        Duration::from_secs(20),
+        "haproxy's master to list its worker",
+        ask,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
