@@ -116,15 +116,21 @@ impl Load {
 }
 
 /// Servers HAProxy has in backend `app`, as `host:port`, sorted.
+/// The members HAProxy holds in `app`, sorted. A moment's refusal of the admin socket (a worker
+/// being replaced) is waited out, never read as "no members".
 async fn haproxy_members(stack: &Stack) -> Vec<String> {
     let client = thalassa::haproxy::runtime::RuntimeClient::new(stack.admin_socket());
-    let mut servers: Vec<String> = match client.show_servers_state(Some("app")).await {
-        Ok(rows) => rows
-            .into_iter()
-            .filter_map(|r| r.server.strip_prefix("app_").map(str::to_owned))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let client = &client;
+    let rows = eventually(
+        Duration::from_secs(10),
+        "haproxy's admin socket to answer show servers state",
+        move || async move { client.show_servers_state(Some("app")).await.ok() },
+    )
+    .await;
+    let mut servers: Vec<String> = rows
+        .into_iter()
+        .filter_map(|r| r.server.strip_prefix("app_").map(str::to_owned))
+        .collect();
     servers.sort();
     servers
 }

@@ -177,10 +177,19 @@ async fn deleted_and_expired_members_finish_in_flight_requests_then_leave() {
     .await;
     assert_eq!(members, serde_json::json!([]));
 
-    // Expiring while a request is in flight: the same.
-    stack.register(&member, r#"{"secondsToExpire":1}"#).await;
+    // Expiring while a request is in flight: the same. The lease is cut to 1 s only once the
+    // 2 s request has reached the member, so however slow the machine, it runs out mid-request.
+    stack.register(&member, r#"{"secondsToExpire":600}"#).await;
     wait_for_body(port, "slow").await;
+    let reached = slow.count();
     let in_flight = tokio::spawn(async move { get_once(port, "/slow/2000").await });
+    eventually(
+        Duration::from_secs(10),
+        "the slow request to reach the origin",
+        || async { (slow.count() > reached).then_some(()) },
+    )
+    .await;
+    stack.register(&member, r#"{"secondsToExpire":1}"#).await;
     assert_eq!(in_flight.await.unwrap(), Ok((200, "slow".to_owned())));
     eventually(
         Duration::from_secs(5),
@@ -533,10 +542,19 @@ async fn a_structural_reload_keeps_members_up_without_a_flash() {
 }
 
 /// Names of the servers HAProxy has in `backend` right now.
+/// The servers HAProxy holds in `backend`. The admin socket may refuse for a moment (a worker
+/// being replaced): that is waited out, never read as "no servers", which would let a "member
+/// left" wait pass by mistake.
 async fn haproxy_servers_of(stack: &Stack, backend: &str) -> Vec<String> {
     let client = thalassa::haproxy::runtime::RuntimeClient::new(stack.admin_socket());
-    match client.show_servers_state(Some(backend)).await {
-        Ok(rows) => rows.into_iter().map(|r| r.server).collect(),
-        Err(_) => Vec::new(),
-    }
+    let client = &client;
+    eventually(
+        Duration::from_secs(10),
+        "haproxy's admin socket to answer show servers state",
+        move || async move {
+            let rows = client.show_servers_state(Some(backend)).await.ok()?;
+            Some(rows.into_iter().map(|r| r.server).collect())
+        },
+    )
+    .await
 }
