@@ -9,15 +9,18 @@
 use super::apply_metrics::ApplyMetrics;
 use super::bind_check;
 use super::members::DynamicMembers;
-use super::model::{Backend, Config, Frontend};
+use super::model::{Backend, BackendType, Config, Frontend};
 use super::state_file;
 use super::validate::VersionSwitch;
 use crate::api_error::ApiError;
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
+use crate::haproxy::stat::ServerStateRow;
 use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
 use crate::metrics::PromText;
 use crate::registry::model::Registration;
 use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -316,6 +319,37 @@ impl Controller {
         live.text_stale = true;
         drop(live);
         shared.members_tx.send_modify(|generation| *generation += 1);
+    }
+
+    /// Tells the member store which servers HAProxy holds in the dynamic backends among
+    /// `backends` (from `show servers state` rows), so server ids are allocated against all of
+    /// them: see [`DynamicMembers::observe`]. Never reloads.
+    pub async fn observe_servers(&self, backends: &BTreeSet<String>, rows: &[ServerStateRow]) {
+        let shared = &self.shared;
+        let _guard = shared.apply_lock.lock().await;
+        let mut live = shared.write_live();
+        let dynamic: Vec<String> = backends
+            .iter()
+            .filter(|key| {
+                live.config
+                    .backends
+                    .get(*key)
+                    .is_some_and(|b| b.kind == BackendType::Dynamic)
+            })
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for key in dynamic {
+            let servers: Vec<(IpAddr, u16, u32)> = rows
+                .iter()
+                .filter(|row| row.backend == key)
+                .filter_map(|row| Some((row.addr?, row.port?, row.server_id)))
+                .collect();
+            changed |= live.members.observe(&key, &servers);
+        }
+        if changed {
+            live.text_stale = true;
+        }
     }
 
     /// Notified after dynamic members changed (for views that show them, like the UI).

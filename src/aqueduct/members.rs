@@ -14,6 +14,13 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DynamicMembers {
     by_backend: BTreeMap<String, Arc<Vec<Member>>>,
+    /// Server ids HAProxy still holds for servers that are not members (any more): a member
+    /// that left and is draining, an old version's server kept until the new one serves, a
+    /// server an earlier run left. By backend, `(host, port) -> id`. No new member is given one
+    /// of them (HAProxy would refuse its `add server`: "custom id already used"); a member
+    /// coming back gets its own again. Released once HAProxy no longer has the server
+    /// ([`DynamicMembers::observe`]).
+    held_ids: BTreeMap<String, BTreeMap<(IpAddr, u16), u32>>,
     /// Server names (dynamic or static members) still waiting for a first passing check.
     joining: BTreeSet<String>,
 }
@@ -28,15 +35,19 @@ struct Member {
 
 impl DynamicMembers {
     /// Replaces a backend's members. A member already present (same host and port) keeps its
-    /// server id; a new one gets the lowest free id. Registrations whose host is not an IP
-    /// address are left out: HAProxy never resolves names of runtime servers.
+    /// server id, one whose server HAProxy still holds gets that server's id back, and a new
+    /// one gets the lowest id that neither a member nor a server HAProxy holds has. A member
+    /// that leaves keeps its id held while HAProxy has its server. Registrations whose host is
+    /// not an IP address are left out: HAProxy never resolves names of runtime servers.
     pub fn set(&mut self, backend_key: &str, registrations: Vec<Registration>) {
+        let held = self.held_ids.entry(backend_key.to_owned()).or_default();
         let previous: BTreeMap<(IpAddr, u16), u32> = self
             .by_backend
             .get(backend_key)
             .into_iter()
             .flat_map(|members| members.iter())
             .map(|m| ((m.host, m.registration.port), m.server_id))
+            .chain(held.iter().map(|(address, id)| (*address, *id)))
             .collect();
         let mut kept = Vec::new();
         let mut seen = BTreeSet::new();
@@ -50,10 +61,8 @@ impl DynamicMembers {
                 kept.push((host, registration));
             }
         }
-        let mut used: BTreeSet<u32> = kept
-            .iter()
-            .filter_map(|(host, r)| previous.get(&(*host, r.port)).copied())
-            .collect();
+        // Every id a member keeps or HAProxy holds for a leaver: none is handed out again.
+        let mut used: BTreeSet<u32> = previous.values().copied().collect();
         let mut next_free = 1u32;
         let members: Vec<Member> = kept
             .into_iter()
@@ -75,12 +84,72 @@ impl DynamicMembers {
                 }
             })
             .collect();
+        // Previous members that left: their servers may still be in HAProxy (draining, or kept
+        // until a new version serves), so their ids stay held until `observe` says otherwise.
+        let staying: BTreeSet<(IpAddr, u16)> = members
+            .iter()
+            .map(|m| (m.host, m.registration.port))
+            .collect();
+        *held = previous
+            .into_iter()
+            .filter(|(address, _)| !staying.contains(address))
+            .collect();
+        if held.is_empty() {
+            self.held_ids.remove(backend_key);
+        }
         if members.is_empty() {
             self.by_backend.remove(backend_key);
         } else {
             self.by_backend
                 .insert(backend_key.to_owned(), Arc::new(members));
         }
+    }
+
+    /// What HAProxy holds in `backend_key`: `(host, port, server id)` of each of its servers,
+    /// read from `show servers state`. HAProxy is the truth about ids: a member whose server
+    /// exists takes that server's id (after a takeover, or a leftover of an earlier run), and
+    /// the ids of servers that are not members are held, those of servers HAProxy no longer
+    /// has released. True when a member's id changed (the rendered config is stale then).
+    pub fn observe(&mut self, backend_key: &str, servers: &[(IpAddr, u16, u32)]) -> bool {
+        let mut changed = false;
+        let mut member_addresses = BTreeSet::new();
+        if let Some(members) = self.by_backend.get_mut(backend_key) {
+            let in_haproxy: BTreeMap<(IpAddr, u16), u32> = servers
+                .iter()
+                .map(|(host, port, id)| ((*host, *port), *id))
+                .collect();
+            let ids_of_others = |me: (IpAddr, u16), members: &[Member]| -> BTreeSet<u32> {
+                members
+                    .iter()
+                    .filter(|m| (m.host, m.registration.port) != me)
+                    .map(|m| m.server_id)
+                    .collect()
+            };
+            for index in 0..members.len() {
+                let address = (members[index].host, members[index].registration.port);
+                member_addresses.insert(address);
+                let Some(&actual) = in_haproxy.get(&address) else {
+                    continue;
+                };
+                if members[index].server_id != actual
+                    && !ids_of_others(address, members).contains(&actual)
+                {
+                    Arc::make_mut(members)[index].server_id = actual;
+                    changed = true;
+                }
+            }
+        }
+        let held: BTreeMap<(IpAddr, u16), u32> = servers
+            .iter()
+            .filter(|(host, port, _)| !member_addresses.contains(&(*host, *port)))
+            .map(|(host, port, id)| ((*host, *port), *id))
+            .collect();
+        if held.is_empty() {
+            self.held_ids.remove(backend_key);
+        } else {
+            self.held_ids.insert(backend_key.to_owned(), held);
+        }
+        changed
     }
 
     /// Replaces the set of joining servers; true when it changed.
@@ -98,6 +167,7 @@ impl DynamicMembers {
 
     pub fn remove_backend(&mut self, backend_key: &str) {
         self.by_backend.remove(backend_key);
+        self.held_ids.remove(backend_key);
     }
 
     /// The registrations of a backend, in the order they were given.
@@ -221,7 +291,91 @@ mod tests {
                 reg("10.0.0.9", "1"),
             ],
         );
-        assert_eq!(ids(&members)[2], ("/svc/1/10.0.0.9/1".into(), 2));
+        // 10.0.0.2's server may still be in HAProxy (draining): its id 2 is held.
+        assert_eq!(ids(&members)[2], ("/svc/1/10.0.0.9/1".into(), 4));
+        // Once HAProxy no longer has it, its id is free again.
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        members.observe(
+            "be",
+            &[
+                (ip("10.0.0.3"), 1, 3),
+                (ip("10.0.0.1"), 1, 1),
+                (ip("10.0.0.9"), 1, 4),
+            ],
+        );
+        members.set("be", vec![reg("10.0.0.3", "1"), reg("10.0.0.7", "1")]);
+        assert_eq!(ids(&members)[1], ("/svc/1/10.0.0.7/1".into(), 2));
+    }
+
+    #[test]
+    fn a_new_version_never_takes_an_id_the_old_one_still_holds() {
+        let mut members = DynamicMembers::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        members.set("be", vec![reg("10.0.0.2", "1"), reg("10.0.0.3", "1")]);
+        // The switch: version 2's member replaces both, while HAProxy keeps the old servers
+        // until the new one serves.
+        members.set("be", vec![reg("10.0.0.4", "1")]);
+        assert_eq!(ids(&members), [("/svc/1/10.0.0.4/1".into(), 3)]);
+        members.observe("be", &[(ip("10.0.0.2"), 1, 1), (ip("10.0.0.3"), 1, 2)]);
+        // Switching back: the old members get their servers' ids back; the new one keeps its.
+        members.set(
+            "be",
+            vec![
+                reg("10.0.0.2", "1"),
+                reg("10.0.0.3", "1"),
+                reg("10.0.0.4", "1"),
+            ],
+        );
+        assert_eq!(
+            ids(&members),
+            [
+                ("/svc/1/10.0.0.2/1".into(), 1),
+                ("/svc/1/10.0.0.3/1".into(), 2),
+                ("/svc/1/10.0.0.4/1".into(), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn haproxys_ids_win_and_foreign_servers_hold_theirs() {
+        let mut members = DynamicMembers::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // After a takeover the members were set in id order, but HAProxy numbered them 3 and 7
+        // and still has a leaver with id 1.
+        members.set("be", vec![reg("10.0.0.1", "1"), reg("10.0.0.2", "1")]);
+        let changed = members.observe(
+            "be",
+            &[
+                (ip("10.0.0.1"), 1, 3),
+                (ip("10.0.0.2"), 1, 7),
+                (ip("10.0.0.9"), 1, 1),
+            ],
+        );
+        assert!(changed);
+        assert!(!members.observe(
+            "be",
+            &[
+                (ip("10.0.0.1"), 1, 3),
+                (ip("10.0.0.2"), 1, 7),
+                (ip("10.0.0.9"), 1, 1)
+            ],
+        ));
+        members.set(
+            "be",
+            vec![
+                reg("10.0.0.1", "1"),
+                reg("10.0.0.2", "1"),
+                reg("10.0.0.5", "1"),
+            ],
+        );
+        assert_eq!(
+            ids(&members),
+            [
+                ("/svc/1/10.0.0.1/1".into(), 3),
+                ("/svc/1/10.0.0.2/1".into(), 7),
+                ("/svc/1/10.0.0.5/1".into(), 2)
+            ]
+        );
     }
 
     #[test]

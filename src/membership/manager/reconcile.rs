@@ -60,6 +60,8 @@ impl Manager {
             let backends: Vec<&str> = managed.iter().map(String::as_str).collect();
             self.runtime.show_servers_state_of(&backends).await?
         };
+        // Server ids are allocated against every server HAProxy holds, not just the members.
+        self.controller.observe_servers(&managed, &rows).await;
         let lane_drained = self.lane_drains.recent(Instant::now(), LANE_DRAIN_MEMORY);
         let mut observed: BTreeMap<ServerRef, ObservedServer> = rows
             .iter()
