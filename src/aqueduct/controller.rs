@@ -393,6 +393,21 @@ impl Controller {
         }
     }
 
+    /// The server (by name), added to HAProxy at `added` if known, may still be waiting for a
+    /// first passing check, by what the membership manager last published
+    /// ([`Controller::set_joining`]); see [`DynamicMembers::may_be_joining`].
+    pub fn may_be_joining(&self, server: &str, added: Option<Instant>) -> bool {
+        self.shared
+            .read_live()
+            .members
+            .may_be_joining(server, added)
+    }
+
+    /// When the membership manager last published the joining servers.
+    pub fn joining_published(&self) -> Option<Instant> {
+        self.shared.read_live().members.joining_published()
+    }
+
     /// Members of the dynamic backends with their server ids, as the config renders them.
     pub fn render_members(&self) -> RenderMembers {
         let live = self.shared.read_live();

@@ -8,6 +8,7 @@ use crate::registry::model::{Registration, RegistrationKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Cheap to clone (each backend's members are shared): readers take a copy under the
 /// controller's lock and do their work after releasing it.
@@ -23,6 +24,9 @@ pub struct DynamicMembers {
     held_ids: BTreeMap<String, BTreeMap<(IpAddr, u16), u32>>,
     /// Server names (dynamic or static members) still waiting for a first passing check.
     joining: BTreeSet<String>,
+    /// When the membership manager last published `joining`: a server added after that
+    /// moment cannot have been set ready yet.
+    joining_published: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,8 +156,22 @@ impl DynamicMembers {
         changed
     }
 
+    /// The server (by name), added to HAProxy at `added` if that is known, may still be
+    /// waiting for a first passing check: the manager says so, or it was added after the
+    /// manager's last word (which comes after any `ready` it set).
+    pub fn may_be_joining(&self, server: &str, added: Option<Instant>) -> bool {
+        self.joining.contains(server)
+            || added.is_some_and(|added| self.joining_published.is_none_or(|at| added >= at))
+    }
+
+    /// When the manager last published the joining servers.
+    pub fn joining_published(&self) -> Option<Instant> {
+        self.joining_published
+    }
+
     /// Replaces the set of joining servers; true when it changed.
     pub fn set_joining(&mut self, joining: BTreeSet<String>) -> bool {
+        self.joining_published = Some(Instant::now());
         if self.joining == joining {
             return false;
         }

@@ -77,6 +77,7 @@ impl FastLane {
         let (tx, rx) = mpsc::channel(crate::registry::fanout::FOLLOWER_BUFFER);
         tokio::spawn(async move {
             let mut known = KnownRegistrations::default();
+            let mut own_adds = OwnAdds::default();
             while let Some(first) = feed.recv().await {
                 let received = Instant::now();
                 let mut burst = vec![first];
@@ -88,9 +89,9 @@ impl FastLane {
                 }
                 let mut changes = BurstChanges::default();
                 for item in &burst {
-                    self.note(item, &mut known, &mut changes);
+                    self.note(item, &mut known, &mut changes, &own_adds);
                 }
-                self.run(changes, received).await;
+                self.run(changes, received, &mut own_adds).await;
                 for item in burst {
                     if tx.send(item).await.is_err() {
                         return;
@@ -103,7 +104,13 @@ impl FastLane {
 
     /// Updates what is known, and the changes of this burst by registration id (a
     /// registration that joins and leaves within the burst changes nothing).
-    fn note(&self, item: &FeedItem, known: &mut KnownRegistrations, changes: &mut BurstChanges) {
+    fn note(
+        &self,
+        item: &FeedItem,
+        known: &mut KnownRegistrations,
+        changes: &mut BurstChanges,
+        own_adds: &OwnAdds,
+    ) {
         match item {
             FeedItem::Snapshot { registrations, .. } => {
                 known.reset(registrations.iter().cloned());
@@ -119,8 +126,19 @@ impl FastLane {
                 };
                 if *reason == OfflineReason::Deleted && !joined_in_burst {
                     let config = self.controller.config();
-                    let servers = super::desired::servers_of(&config, &registration);
-                    changes.drains.insert(id.clone(), servers);
+                    // A server still joining gets no traffic, and draining it would take it out
+                    // of maintenance, past the health gate: the manager deletes it instead.
+                    let servers: Vec<ServerRef> =
+                        super::desired::servers_of(&config, &registration)
+                            .into_iter()
+                            .filter(|server| {
+                                let added = own_adds.0.get(server).copied();
+                                !self.controller.may_be_joining(&server.server, added)
+                            })
+                            .collect();
+                    if !servers.is_empty() {
+                        changes.drains.insert(id.clone(), servers);
+                    }
                 }
             }
             FeedItem::Event {
@@ -157,7 +175,7 @@ impl FastLane {
 
     /// One exchange for the burst's adds and drains (adds first: a join's latency is the one
     /// measured in milliseconds), then one enabling health checks on the servers it added.
-    async fn run(&self, changes: BurstChanges, received: Instant) {
+    async fn run(&self, changes: BurstChanges, received: Instant, own_adds: &mut OwnAdds) {
         let joins: Vec<[ServerCommand; 2]> = changes.joins.into_values().flatten().collect();
         let drained: Vec<ServerRef> = changes.drains.into_values().flatten().collect();
         if joins.is_empty() && drained.is_empty() {
@@ -194,6 +212,7 @@ impl FastLane {
             };
             self.metrics.runtime_commands.inc(&["fast-drain", outcome]);
         }
+        own_adds.forget_published(self.controller.joining_published());
         let mut health = Vec::new();
         for ([add, enable], result) in joins.iter().zip(results) {
             self.metrics.fast_join_seconds.observe(took);
@@ -202,6 +221,18 @@ impl FastLane {
             let outcome = match &result {
                 Ok(()) => {
                     health.push(enable.clone());
+                    if let ServerCommand::Add {
+                        backend, server, ..
+                    } = add
+                    {
+                        own_adds.0.insert(
+                            ServerRef {
+                                backend: backend.clone(),
+                                server: server.clone(),
+                            },
+                            Instant::now(),
+                        );
+                    }
                     "ok"
                 }
                 Err(err) if err.failure() == Some(CommandFailure::AlreadyExists) => "exists",
@@ -229,6 +260,22 @@ impl FastLane {
                 self.runtime.disconnect().await;
             }
         }
+    }
+}
+
+/// The servers this lane added, and when, until the manager has published the joining
+/// servers after that moment (from then on the controller knows whether they still join).
+#[derive(Default)]
+struct OwnAdds(HashMap<ServerRef, Instant>);
+
+impl OwnAdds {
+    /// Forgets adds the manager has published since, and (should it stall) any older than a
+    /// minute: the lane then drains them like any member.
+    fn forget_published(&mut self, published: Option<Instant>) {
+        self.0.retain(|_, added| {
+            published.is_none_or(|published| *added >= published)
+                && added.elapsed() < Duration::from_secs(60)
+        });
     }
 }
 

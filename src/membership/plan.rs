@@ -286,13 +286,23 @@ impl Tracker {
             // Its deletion is on its way (the fast lane drained it while this round's
             // registrations were being read): the next round sees it leave.
             (_, AdminState::Drain) if seen.drained_by_lane => {}
-            // Came back while being drained (re-registered): serve again.
-            (_, AdminState::Drain) => {
+            // Came back while being drained (re-registered): serve again, but only through the
+            // health gate. A server that has not passed a check since its add (it was still
+            // joining when the fast lane drained it out of maintenance) goes back to
+            // maintenance and joins like a new one.
+            (_, AdminState::Drain) if seen.check_passed => {
                 plan.ops.push(RuntimeOp::SetState {
                     server: server.clone(),
                     state: AdminState::Ready,
                 });
                 self.phases.insert(server.clone(), Phase::Serving);
+            }
+            (_, AdminState::Drain) => {
+                plan.ops.push(RuntimeOp::SetState {
+                    server: server.clone(),
+                    state: AdminState::Maint,
+                });
+                self.phases.insert(server.clone(), Phase::Joining);
             }
             // Ready, but we did not set it so (a config-file server after a restart, or a member
             // we had not seen yet): adopt it; HAProxy's checks decide its health from here.
@@ -608,6 +618,27 @@ mod tests {
         drained.drained_by_lane = false;
         w.observed.insert(s, drained);
         assert_eq!(w.plan_at(2), ["ready be_127.0.0.1:8080"]);
+    }
+
+    #[test]
+    fn a_joining_member_drained_by_the_lane_and_back_stays_gated() {
+        let mut w = World::new();
+        let s = sref("127.0.0.1:8080");
+        w.desired.insert(s.clone(), member());
+        w.observed
+            .insert(s.clone(), seen(AdminState::Maint, false, None));
+        assert!(w.plan_at(0).is_empty(), "joining, no check passed yet");
+        // Deleted (the lane's drain took it out of maintenance) and registered again before
+        // any check passed: back to maintenance, never ready.
+        w.observed
+            .insert(s.clone(), seen(AdminState::Drain, false, Some(0)));
+        assert_eq!(w.plan_at(1), ["maint be_127.0.0.1:8080"]);
+        assert_eq!(w.tracker.phase(&s), Some(Phase::Joining));
+        w.observed
+            .insert(s.clone(), seen(AdminState::Maint, false, None));
+        assert!(w.plan_at(2).is_empty());
+        w.observed.insert(s, seen(AdminState::Maint, true, None));
+        assert_eq!(w.plan_at(3), ["ready be_127.0.0.1:8080"]);
     }
 
     #[test]
