@@ -27,6 +27,16 @@ impl Config {
         missing.dedup();
         missing
     }
+
+    /// Every backend HAProxy's config has: the configured ones and the empty placeholders of
+    /// backends that frontends name but that do not exist (yet, or any more).
+    pub fn rendered_backend_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> = self.backends.keys().cloned().collect();
+        for frontend in self.frontends.values() {
+            names.extend(self.missing_backends_of(frontend));
+        }
+        names
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

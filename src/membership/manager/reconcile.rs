@@ -24,8 +24,10 @@ impl Manager {
         let config = self.controller.config();
         let full = started >= self.next_full_round;
         let mut transitions = full;
+        // Placeholder backends are managed too: they must hold no server (a deleted backend's
+        // server is removed wherever the config renders that name).
         let managed: BTreeSet<String> = if full {
-            config.backends.keys().cloned().collect()
+            config.rendered_backend_names()
         } else {
             let mut scope = std::mem::take(&mut self.dirty_backends);
             // Members in transition are looked at every TRANSITION_ROUND, not on every feed item:
