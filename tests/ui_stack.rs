@@ -308,3 +308,50 @@ async fn the_walkthrough_lives_on_screen() {
     browser.screenshot("stack-overview-after-restart").await;
     browser.close().await;
 }
+
+/// A member HAProxy refuses (`static-rr` takes no runtime servers) shows on the Overview as
+/// REFUSED with HAProxy's reason, and leaves a `member-refused` activity entry.
+#[tokio::test]
+async fn a_refused_member_shows_why_on_screen() {
+    if !require_haproxy() || !require_chromium() {
+        return;
+    }
+    let up = Up::start().await;
+    let web_port = free_port();
+    up.put(
+        "/frontends/web",
+        json!({"bind": format!("127.0.0.1:{web_port}"), "backend": "app", "mode": "http"}),
+    )
+    .await;
+    up.put(
+        "/backends/app",
+        json!({"type": "dynamic", "name": "app", "version": "1", "balance": "static-rr",
+               "mode": "http", "health": {"interval": "100"}}),
+    )
+    .await;
+    let member = free_port();
+    up.register("app", "1", member).await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", up.aqueduct)).await;
+    browser
+        .wait_text(&status_of("app", member), "the member, refused", |t| {
+            t == Some("REFUSED")
+        })
+        .await;
+    browser
+        .wait_text(
+            &format!("[data-backend='app'] [data-member='127.0.0.1:{member}'] .refused"),
+            "HAProxy's reason",
+            |t| t.is_some_and(|t| t.starts_with("HAProxy refused it: ") && t.len() > 25),
+        )
+        .await;
+    browser.screenshot("stack-overview-refused").await;
+    browser.goto(&format!("{}/activity", up.aqueduct)).await;
+    browser
+        .wait_text(".entry[data-verb='member-refused']", "the activity", |t| {
+            t.is_some()
+        })
+        .await;
+    browser.close().await;
+}

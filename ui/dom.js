@@ -71,7 +71,7 @@ function holdsFocus(el) {
 export function tone(status) {
   const s = String(status || '').toLowerCase();
   if (s.startsWith('up') || s.startsWith('open') || s === 'live') return 'ok';
-  if (s.startsWith('down') || s.startsWith('full') || s.startsWith('stop')) return 'bad';
+  if (s.startsWith('down') || s.startsWith('full') || s.startsWith('stop') || s === 'refused') return 'bad';
   if (s === '' || s === 'pending' || s === 'no data') return 'muted';
   return 'warn';
 }

@@ -113,7 +113,11 @@ function backendView(b) {
   const sample = store.stats && store.stats.backends ? store.stats.backends[b.key] : null;
   const degraded = (store.stats && store.stats.degraded && store.stats.degraded[b.key]) || null;
   const held = new Set(degraded ? degraded.held : []);
-  for (const m of members) m.held = held.has(m.address);
+  const refused = (store.stats && store.stats.refused && store.stats.refused[b.key]) || {};
+  for (const m of members) {
+    m.held = held.has(m.address);
+    m.refused = refused[m.address] || null;
+  }
   const status = healthy === 0 ? 'DOWN' : degraded ? 'DEGRADED' : (sample && sample.status) || 'UP';
   return { backend: b, members, healthy, total: current.length, sample, status, degraded };
 }
@@ -194,9 +198,10 @@ function memberList(v) {
     return h('p', { class: 'empty', text: v.backend.type === 'dynamic'
       ? `No members: nothing registered as ${v.backend.name}@${v.backend.version} yet.` : 'No members.' });
   }
-  return h('ul', { class: 'members' }, v.members.map(({ address, sample, leaving, held }) => {
-    // "DOWN" until a check has passed: HAProxy has not vouched for a member it has not checked.
-    const status = sample ? sample.status : 'DOWN';
+  return h('ul', { class: 'members' }, v.members.map(({ address, sample, leaving, held, refused }) => {
+    // "DOWN" until a check has passed: HAProxy has not vouched for a member it has not checked;
+    // "REFUSED" when HAProxy would not take it at all (its reason is shown next to it).
+    const status = refused ? 'REFUSED' : sample ? sample.status : 'DOWN';
     const checkText = sample && sample.checkStatus
       ? `check ${sample.checkStatus}${sample.checkDurationMs !== null && sample.checkDurationMs !== undefined ? ` in ${num(sample.checkDurationMs)} ms` : ''}`
       : 'no check yet';
@@ -208,7 +213,8 @@ function memberList(v) {
 
       h('span', { class: 'load', text: sample ? `${num(sample.scur)} sess · ${num(sample.rate)}/s` : '' }),
       leaving ? h('span', { class: 'leaving', text: 'leaving' }) : null,
-      held ? h('span', { class: 'held', text: 'held: expired in the registry, kept serving' }) : null);
+      held ? h('span', { class: 'held', text: 'held: expired in the registry, kept serving' }) : null,
+      refused ? h('span', { class: 'refused', text: `HAProxy refused it: ${refused}` }) : null);
   }));
 }
 

@@ -4,6 +4,7 @@
 //! failure is an [`ApiError`] (JSON `{"error","field"}`), including unknown routes.
 
 use super::controller::{Change, Controller};
+use super::model::BackendType;
 use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::json_body::{JsonBody, MAX_BODY_BYTES};
@@ -174,6 +175,14 @@ async fn get_members(
         .ok_or_else(|| backend_not_found(&key))?;
     if let Some(board) = &board {
         board.decorate_members(&key, &mut members);
+        let dynamic = controller
+            .config()
+            .backends
+            .get(&key)
+            .is_some_and(|b| b.kind == BackendType::Dynamic);
+        if dynamic {
+            board.append_leaving(&key, &mut members);
+        }
     }
     Ok(axum::Json(members).into_response())
 }

@@ -16,6 +16,7 @@ use super::desired;
 use super::expiry_brake::{BackendRound, BrakeEvent, BrakeSettings, ExpiryBrake};
 use super::fast_lane::{FastLane, LaneDrains};
 use super::plan::Tracker;
+use super::refusals::Refusals;
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
 use crate::aqueduct::controller::Controller;
@@ -94,6 +95,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
     let brake_board = parts.board.brake().clone();
     // One connection for the manager and its stats poll, opened on the background runtime.
     let background_runtime = parts.runtime.separate();
+    let status_board = parts.board.clone();
     let stats = StatsPoller {
         runtime: background_runtime.clone(),
         board: parts.board,
@@ -144,6 +146,8 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         expired: BTreeSet::new(),
         next_stats: Instant::now(),
         reload_due: None,
+        refusals: Refusals::default(),
+        status_board,
     };
     parts.background.spawn(manager.run())
 }
@@ -194,6 +198,10 @@ struct Manager {
     next_stats: Instant,
     /// `MembershipMode::Reload`: when the pending member change is to be reloaded.
     reload_due: Option<Instant>,
+    /// Commands HAProxy refused, per server, retried with backoff.
+    refusals: Refusals,
+    /// Where the API reads refused members from.
+    status_board: StatusBoard,
 }
 
 impl Manager {

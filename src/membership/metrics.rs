@@ -15,6 +15,8 @@ pub struct MembershipMetrics {
     held_by_backend: std::sync::RwLock<BTreeMap<String, usize>>,
     /// Registrations left out of each backend by `--max-members`, by backend key.
     left_out_by_backend: std::sync::RwLock<BTreeMap<String, u64>>,
+    /// Servers whose last runtime command HAProxy refused (retried with backoff).
+    refused: crate::metrics::Gauge,
     /// The fast lane: registry event in hand -> `add server` answered.
     pub fast_join_seconds: Histogram,
     /// Reconcile rounds (observe, plan, apply), by how long they took.
@@ -35,6 +37,7 @@ impl Default for MembershipMetrics {
             brake_engaged: CounterVec::new(&["backend"]),
             held_by_backend: std::sync::RwLock::new(BTreeMap::new()),
             left_out_by_backend: std::sync::RwLock::new(BTreeMap::new()),
+            refused: crate::metrics::Gauge::default(),
             fast_join_seconds: Histogram::new(FAST_JOIN_SECONDS_BOUNDS),
             round_seconds: Histogram::new(ROUND_SECONDS_BOUNDS),
         }
@@ -48,6 +51,10 @@ impl MembershipMetrics {
             .held_by_backend
             .write()
             .unwrap_or_else(|p| p.into_inner()) = held;
+    }
+
+    pub(super) fn set_refused(&self, servers: usize) {
+        self.refused.set(servers as f64);
     }
 
     pub(super) fn set_members_by_status(&self, counts: BTreeMap<String, u64>) {
@@ -128,6 +135,11 @@ impl MembershipMetrics {
             .iter()
             .map(|(backend, n)| (vec![backend.clone()], *n as f64))
             .collect();
+        text.gauge(
+            "thalassa_members_refused",
+            "Members whose last runtime command HAProxy refused (retried with backoff)",
+            self.refused.get(),
+        );
         text.gauge_family(
             "thalassa_members_left_out",
             "Registrations not added to a backend because it has --max-members members",

@@ -8,5 +8,6 @@ pub mod fast_lane;
 pub mod manager;
 pub mod metrics;
 pub mod plan;
+pub mod refusals;
 pub mod stats_poller;
 pub mod status;

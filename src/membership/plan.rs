@@ -166,6 +166,12 @@ impl Tracker {
         self.phases.iter()
     }
 
+    /// Forgets what it planned for `server` when the caller held that plan back (an `add`
+    /// not sent during a refusal's backoff): the next round plans it afresh, not as drift.
+    pub fn forget(&mut self, server: &ServerRef) {
+        self.phases.remove(server);
+    }
+
     /// Some member is joining or leaving: the caller should observe again soon.
     pub fn has_transitions(&self) -> bool {
         self.phases.values().any(|p| !matches!(p, Phase::Serving))

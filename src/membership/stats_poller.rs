@@ -45,6 +45,7 @@ impl StatsPoller {
             match self.poll(&request).await {
                 Ok(mut sample) => {
                     sample.degraded = self.board.brake().all();
+                    sample.refused = self.board.refused_by_address();
                     last_status = self.note_transitions(&sample, last_status);
                     self.board.replace(sample.clone());
                     if let Some(hub) = &self.hub {

@@ -4,6 +4,7 @@
 
 use super::brake_board::BrakeBoard;
 use super::plan::Phase;
+use super::refusals::RefusedByBackend;
 use crate::haproxy::stat::{ProxyKind, StatRow, StatStatus};
 use crate::ui::{MemberSample, ProxySample, StatsSample};
 use serde_json::Value;
@@ -16,6 +17,8 @@ use std::sync::{Arc, RwLock};
 pub struct StatusBoard {
     latest: Arc<RwLock<StatsSample>>,
     brake: BrakeBoard,
+    /// Members HAProxy refused, with its message (see [`super::refusals`]).
+    refused: Arc<RwLock<RefusedByBackend>>,
 }
 
 impl StatusBoard {
@@ -31,6 +34,28 @@ impl StatusBoard {
         &self.brake
     }
 
+    pub fn set_refused(&self, refused: RefusedByBackend) {
+        *self.refused.write().unwrap_or_else(|p| p.into_inner()) = refused;
+    }
+
+    /// The refused members by backend and `host:port`, as the UI's stats sample carries them.
+    pub fn refused_by_address(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let refused = self.refused.read().unwrap_or_else(|p| p.into_inner());
+        refused
+            .iter()
+            .map(|(backend, servers)| {
+                let by_address = servers
+                    .iter()
+                    .map(|(server, message)| {
+                        let (host, port) = split_server_name(server);
+                        (format!("{host}:{port}"), message.clone())
+                    })
+                    .collect();
+                (backend.clone(), by_address)
+            })
+            .collect()
+    }
+
     pub fn latest(&self) -> StatsSample {
         self.latest
             .read()
@@ -44,8 +69,12 @@ impl StatusBoard {
         let Some(key) = row.get("key").and_then(Value::as_str).map(str::to_owned) else {
             return;
         };
+        let dynamic = row.get("type").and_then(Value::as_str) == Some("dynamic");
         if let Some(members) = row.get_mut("members") {
             self.decorate_members(&key, members);
+            if dynamic {
+                self.append_leaving(&key, members);
+            }
         }
         // Only degraded backends carry the field, last, so every other row stays as it was.
         if let (Some(degraded), Some(object)) = (self.brake.degraded(&key), row.as_object_mut()) {
@@ -60,6 +89,35 @@ impl StatusBoard {
         }
     }
 
+    /// Appends to `members` (an array of a dynamic backend's members) the servers HAProxy
+    /// still has for it that are not members any more: an old version's members serving until
+    /// the new one does, or leavers draining their connections. Each is listed until HAProxy
+    /// removes it, with its live status and `"leaving": true`.
+    pub fn append_leaving(&self, backend_key: &str, members: &mut Value) {
+        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        let Some(samples) = latest.members.get(backend_key) else {
+            return;
+        };
+        let Some(list) = members.as_array_mut() else {
+            return;
+        };
+        let listed: std::collections::BTreeSet<String> = list
+            .iter()
+            .filter_map(|m| server_name_of(backend_key, m))
+            .collect();
+        for sample in samples.iter().filter(|s| !listed.contains(&s.server)) {
+            list.push(serde_json::json!({
+                "host": sample.host,
+                "port": sample.port,
+                "status": sample.status,
+                "check_status": sample.check_status,
+                "last_change": sample.last_change_s,
+                "sessions": sample.scur,
+                "leaving": true,
+            }));
+        }
+    }
+
     /// Adds the live status fields to each member object of `members` (an array), and
     /// `"held": true` to members the mass-expiry brake keeps in service.
     pub fn decorate_members(&self, backend_key: &str, members: &mut Value) {
@@ -70,6 +128,8 @@ impl StatusBoard {
             .unwrap_or_default();
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
         let samples = latest.members.get(backend_key);
+        let refused_all = self.refused.read().unwrap_or_else(|p| p.into_inner());
+        let refused = refused_all.get(backend_key);
         let Some(members) = members.as_array_mut() else {
             return;
         };
@@ -77,19 +137,9 @@ impl StatusBoard {
             let Some(object) = member.as_object_mut() else {
                 continue;
             };
-            let host = object.get("host").and_then(Value::as_str).unwrap_or("");
-            let port = match object.get("port") {
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(s)) => s.parse().ok(),
-                _ => None,
+            let Some((server, host, port)) = member_address(backend_key, object) else {
+                continue;
             };
-            let Some(port) = port else { continue };
-            // Server names use the canonical address text, as the renderer writes it.
-            let host = host
-                .parse::<std::net::IpAddr>()
-                .map(|ip| ip.to_string())
-                .unwrap_or_else(|_| host.to_owned());
-            let server = format!("{backend_key}_{host}:{port}");
             let sample = samples.and_then(|s| s.iter().find(|m| m.server == server));
             let status = sample.map_or("DOWN", |s| s.status.as_str());
             object.insert("status".into(), Value::from(status));
@@ -106,11 +156,39 @@ impl StatusBoard {
                     .map_or(Value::Null, Value::from),
             );
             object.insert("sessions".into(), Value::from(sample.map_or(0, |s| s.scur)));
+            // HAProxy refused it: say so, in HAProxy's words, instead of a plain DOWN.
+            if let Some(message) = refused.and_then(|r| r.get(&server)) {
+                object.insert("status".into(), Value::from("REFUSED"));
+                object.insert("error".into(), Value::from(message.as_str()));
+            }
             if held.contains(&format!("{host}:{port}")) {
                 object.insert("held".into(), Value::Bool(true));
             }
         }
     }
+}
+
+/// A member object's HAProxy server name, canonical host text and port.
+fn member_address(
+    backend_key: &str,
+    object: &serde_json::Map<String, Value>,
+) -> Option<(String, String, u64)> {
+    let host = object.get("host").and_then(Value::as_str).unwrap_or("");
+    let port = match object.get("port") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }?;
+    // Server names use the canonical address text, as the renderer writes it.
+    let host = host
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|_| host.to_owned());
+    Some((format!("{backend_key}_{host}:{port}"), host, port))
+}
+
+fn server_name_of(backend_key: &str, member: &Value) -> Option<String> {
+    member_address(backend_key, member.as_object()?).map(|(server, _, _)| server)
 }
 
 /// Builds one sample from `show stat` rows. `phases` says which servers are joining or

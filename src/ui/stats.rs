@@ -19,6 +19,9 @@ pub struct StatsSample {
     /// Backend key -> its degraded mark, for backends the mass-expiry brake holds members of.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub degraded: BTreeMap<String, DegradedSample>,
+    /// Backend key -> `host:port` -> HAProxy's message, for members it refused to add.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A backend whose members mostly expired at once: the expired ones are held in service until

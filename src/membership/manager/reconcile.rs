@@ -93,13 +93,14 @@ impl Manager {
         self.count_connections_of_leaving(&desired, &mut observed)
             .await;
         let t_conns = started.elapsed();
-        let plan = self.tracker.plan(
+        let mut plan = self.tracker.plan(
             &desired,
             &observed,
             &managed,
             Instant::now(),
             self.settings.drain_timeout,
         );
+        self.hold_back_refused(&mut plan.ops, &desired, &observed, &managed);
         if plan.repairs > 0 {
             tracing::info!(repairs = plan.repairs, "reconcile repaired drift");
             self.metrics.repairs.add(&["member"], plan.repairs);
@@ -125,6 +126,77 @@ impl Manager {
             self.next_transition_round = started + TRANSITION_ROUND.max(started.elapsed() * 3);
         }
         Ok(())
+    }
+
+    /// Drops the operations on servers whose last command HAProxy refused and whose backoff
+    /// is not over (an `add` held back is forgotten by the planner, so it is planned afresh);
+    /// forgets refusals of servers that are neither wanted nor present any more.
+    fn hold_back_refused(
+        &mut self,
+        ops: &mut Vec<RuntimeOp>,
+        desired: &BTreeMap<ServerRef, crate::membership::plan::DesiredMember>,
+        observed: &BTreeMap<ServerRef, ObservedServer>,
+        managed: &BTreeSet<String>,
+    ) {
+        let before = self.refusals.len();
+        self.refusals.retain(
+            |server| {
+                !managed.contains(&server.backend)
+                    || desired.contains_key(server)
+                    || observed.contains_key(server)
+            },
+            |server| observed.contains_key(server),
+        );
+        if self.refusals.len() != before {
+            self.publish_refusals();
+        }
+        if self.refusals.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (refusals, tracker) = (&self.refusals, &mut self.tracker);
+        ops.retain(|op| {
+            let send = refusals.may_send(op.server(), now);
+            if !send && matches!(op, RuntimeOp::Add { .. }) {
+                tracker.forget(op.server());
+            }
+            send
+        });
+    }
+
+    /// Records what HAProxy answered to a command for `server`: a refusal (logged and shown as
+    /// an activity once per cause) or an acceptance that ends an earlier refusal.
+    fn note_outcome(&mut self, server: &ServerRef, add: bool, result: &Result<(), RuntimeError>) {
+        match result {
+            Ok(()) => {
+                if self.refusals.accepted(server) {
+                    tracing::info!(backend = %server.backend, server = %server.server,
+                        "haproxy accepts the member again");
+                    self.publish_refusals();
+                }
+            }
+            Err(err) => {
+                let message = match err {
+                    RuntimeError::Command { reply, .. } => reply.trim().to_owned(),
+                    other => other.to_string(),
+                };
+                if self.refusals.refused(server, &message, add, Instant::now()) {
+                    tracing::warn!(backend = %server.backend, server = %server.server,
+                        error = %message, "haproxy refused a member; retrying with backoff");
+                    self.record(
+                        "member-refused",
+                        &server.server,
+                        serde_json::json!({"backend": server.backend, "error": message}),
+                    );
+                }
+                self.publish_refusals();
+            }
+        }
+    }
+
+    fn publish_refusals(&self) {
+        self.status_board.set_refused(self.refusals.by_backend());
+        self.metrics.set_refused(self.refusals.len());
     }
 
     /// Fills `connections` for servers that are leaving (not desired any more).
@@ -168,6 +240,8 @@ impl Manager {
     async fn apply(&mut self, ops: &[RuntimeOp]) {
         let mut commands = Vec::new();
         let mut kinds = Vec::new();
+        // The server each command is for (an add is two commands).
+        let mut servers = Vec::new();
         for op in ops {
             let (backend, server) = (op.server().backend.clone(), op.server().server.clone());
             match op {
@@ -176,6 +250,7 @@ impl Manager {
                     commands.extend(join_commands(&backend, &server, member));
                     kinds.push("add");
                     kinds.push("enable-health");
+                    servers.push(op.server().clone());
                 }
                 RuntimeOp::SetState { state, .. } => {
                     tracing::info!(backend = %backend, server = %server, state = state.keyword(), "member state");
@@ -199,9 +274,26 @@ impl Manager {
                     kinds.push("delete");
                 }
             }
+            servers.push(op.server().clone());
         }
         match self.runtime.batch(&commands).await {
             Ok(results) => {
+                let mut add_failed = false;
+                for ((server, result), kind) in servers.iter().zip(&results).zip(&kinds) {
+                    // The fast lane may have added it between our look and our add.
+                    let exists = *kind == "add"
+                        && result.as_ref().err().and_then(RuntimeError::failure)
+                            == Some(CommandFailure::AlreadyExists);
+                    // After a refused add, `enable health` can only say "no such server":
+                    // the add's answer is the one that tells why.
+                    let after_failed_add = *kind == "enable-health" && add_failed;
+                    if *kind == "add" {
+                        add_failed = result.is_err() && !exists;
+                    }
+                    if !exists && !after_failed_add {
+                        self.note_outcome(server, *kind == "add", result);
+                    }
+                }
                 for ((kind, result), command) in kinds.iter().zip(&results).zip(&commands) {
                     if let Err(err) = result {
                         tracing::debug!(command = ?command, error = %err, "runtime command refused");

@@ -1,0 +1,159 @@
+//! The API tells the truth during transitions, against `thalassa up` and a real HAProxy:
+//! an old version's members that still serve stay listed (`"leaving": true`) until HAProxy
+//! has removed them, and a member HAProxy refuses is listed as refused, with HAProxy's own
+//! message, counted, logged once per cause and retried with backoff.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::{
+    Origin, Stack, eventually, free_port, get_once, require_haproxy, stack_with_app, wait_for_body,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn member_at(members: &Value, port: u16) -> Option<&Value> {
+    members
+        .as_array()?
+        .iter()
+        .find(|m| m["port"].as_u64() == Some(u64::from(port)))
+}
+
+/// A switch to a version whose only member never passes a check: the old member keeps
+/// serving (make before break), and the API keeps listing it, as leaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_members_serving_through_a_switch_stay_listed_as_leaving() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let v1 = Origin::start("v1").await;
+    stack.register_origin("app", "1", &v1).await;
+    let dead_port = free_port();
+    stack
+        .register(
+            &format!("app/2/127.0.0.1/{dead_port}"),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    wait_for_body(port, "v1").await;
+
+    let (status, body) = stack
+        .aqueduct_post("/backends/app", r#"{"version":"2"}"#)
+        .await;
+    assert_eq!((status, body.as_str()), (200, "200"));
+    let members = eventually(WAIT, "v1 listed as leaving next to v2", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        let old = member_at(&members, v1.port())?;
+        let new = member_at(&members, dead_port)?;
+        (old["leaving"] == true && new["status"] == "DOWN").then_some(members)
+    })
+    .await;
+    let old = member_at(&members, v1.port()).unwrap();
+    assert_eq!(old["status"], "DRAIN", "{members}");
+    // It does serve: nothing better is there yet.
+    assert_eq!(get_once(port, "/").await, Ok((200, "v1".to_owned())));
+    // The backend row says the same.
+    let row = stack.get_json("/backends/app").await;
+    assert!(
+        member_at(&row["members"], v1.port()).is_some_and(|m| m["leaving"] == true),
+        "{row}"
+    );
+    // Back to version 1: it is a member again, no longer leaving.
+    stack
+        .aqueduct_post("/backends/app", r#"{"version":"1"}"#)
+        .await;
+    eventually(WAIT, "v1 a member again", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        let old = member_at(&members, v1.port())?;
+        (old.get("leaving").is_none()
+            && old["status"] == "UP"
+            && member_at(&members, dead_port).is_none())
+        .then_some(())
+    })
+    .await;
+}
+
+/// `static-rr` takes no runtime servers: HAProxy refuses the member's `add server`. The API
+/// says so in HAProxy's words, a metric counts it, the log says it once (not on every retry),
+/// and once the backend can take it (another balance) the member joins and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_haproxy_refuses_is_listed_as_refused_and_retried() {
+    if !require_haproxy() {
+        return;
+    }
+    let stack = Stack::start().await;
+    let port = free_port();
+    let (status, body) = stack
+        .put(
+            "/frontends/web",
+            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let backend = |balance: &str| {
+        format!(
+            r#"{{"type":"dynamic","name":"app","version":"1","balance":"{balance}","mode":"http","health":{{"interval":100}}}}"#
+        )
+    };
+    let (status, body) = stack.put("/backends/app", &backend("static-rr")).await;
+    assert_eq!(status, 200, "{body}");
+    let origin = Origin::start("app").await;
+    stack.register_origin("app", "1", &origin).await;
+
+    let member = eventually(WAIT, "the member listed as refused", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        let member = member_at(&members, origin.port())?.clone();
+        (member["status"] == "REFUSED").then_some(member)
+    })
+    .await;
+    let error = member["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.to_lowercase().contains("dynamic"),
+        "HAProxy's own message: {member}"
+    );
+    eventually(WAIT, "the refusal counted", || async {
+        (stack.metric_total("thalassa_members_refused").await == 1).then_some(())
+    })
+    .await;
+    // Retries go on with backoff (1 s, 2 s, ...): within 4 s, at most a few, logged once.
+    let adds = || async {
+        let text = stack.get_text("/metrics").await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"thalassa_runtime_commands_total{kind="add",outcome="error"} "#)
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = adds().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let retries = adds().await - before;
+    assert!(
+        retries <= 3,
+        "{retries} refused adds in 4 s: not backing off"
+    );
+    let logged = stack
+        .proc
+        .log_text()
+        .matches("haproxy refused a member")
+        .count();
+    assert_eq!(logged, 1, "logged once per cause, not per retry");
+
+    // A balance that takes runtime servers: the member joins, serves, and is no longer refused.
+    let (status, body) = stack.put("/backends/app", &backend("roundrobin")).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_body(port, "app").await;
+    eventually(WAIT, "the refusal to be over", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        let member = member_at(&members, origin.port())?;
+        (member["status"] == "UP"
+            && member.get("error").is_none()
+            && stack.metric_total("thalassa_members_refused").await == 0)
+            .then_some(())
+    })
+    .await;
+}
