@@ -188,7 +188,9 @@ async fn a_follower_too_far_behind_gets_a_fresh_snapshot() {
     let seen = events.next(WAIT).await.seq();
     drop(events);
 
-    // More changes than the registry retains (4096 events).
+    // More changes than the registry retains (4096 events), each with a lease far longer
+    // than posting them all takes on a loaded machine (the default 10 s is not: the first
+    // ones would expire before the snapshot is read).
     let tasks: Vec<_> = (0..8)
         .map(|worker| {
             let url = registry.url.clone();
@@ -197,7 +199,7 @@ async fn a_follower_too_far_behind_gets_a_fresh_snapshot() {
                 for n in (worker..4200).step_by(8) {
                     let response = client
                         .post(format!("{url}/registrations/many/1/127.0.0.1/{}", 1 + n))
-                        .body("{}")
+                        .body(r#"{"secondsToExpire":600}"#)
                         .send()
                         .await
                         .unwrap();
