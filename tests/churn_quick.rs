@@ -17,10 +17,28 @@ use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_quick_drops_no_request_and_never_reloads() {
+    churn_quick_with(None).await;
+}
+
+/// The same with `balance source`: its servers carry explicit ids and are added by the
+/// manager (not the fast lane), so ids are allocated under churn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_quick_on_balance_source_drops_no_request_and_never_reloads() {
+    churn_quick_with(Some("source")).await;
+}
+
+/// One churn run at a time: two at once on a 2-core machine would measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn churn_quick_with(balance: Option<&str>) {
     if !support::require_haproxy() {
         return;
     }
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut settings = Settings::from_env("quick").unwrap();
+    if let Some(balance) = balance {
+        settings.balance = balance.to_owned();
+    }
     // CI checks the claim, so the runtime mode only, whatever CHURN_RUNS says.
     settings
         .runs

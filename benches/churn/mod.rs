@@ -50,6 +50,7 @@ pub fn document(
             "members": settings.members,
             "backends": settings.backends,
             "check_inter_ms": settings.check_inter_ms,
+            "balance": settings.balance,
             "expiry_share": settings.expiry_share,
             "expiry_ttl_s": settings.expiry_ttl.as_secs_f64(),
             "refresh_ratio": settings.refresh_ratio,

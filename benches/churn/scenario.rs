@@ -33,6 +33,7 @@ pub async fn run_one(settings: &Settings, run: &Run, binary: &Path) -> Result<Ru
         membership: run.membership,
         backends: settings.backends,
         check_inter_ms: settings.check_inter_ms,
+        balance: &settings.balance,
         thalassa_log: &settings.thalassa_log,
         keep_dir: settings.keep_dirs,
     })

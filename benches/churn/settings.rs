@@ -100,6 +100,8 @@ pub struct Settings {
     pub backends: usize,
     /// HTTP health-check interval of every member, in milliseconds.
     pub check_inter_ms: u32,
+    /// Every backend's `balance` algorithm (`roundrobin` unless `CHURN_BALANCE` says).
+    pub balance: String,
     /// Share of joins that register with a short lease and are left to expire.
     pub expiry_share: f64,
     /// Lease of those expiring members.
@@ -246,6 +248,9 @@ impl Settings {
         if let Some(d) = duration("quiet")? {
             settings.quiet = d;
         }
+        if let Some(balance) = values.get("balance") {
+            settings.balance = balance.clone();
+        }
         if let Some(log) = values.get("thalassa_log") {
             settings.thalassa_log = log.clone();
         }
@@ -278,6 +283,7 @@ impl Settings {
             members: 120,
             backends: 4,
             check_inter_ms: 100,
+            balance: "roundrobin".to_owned(),
             expiry_share: 0.2,
             expiry_ttl: Duration::from_secs(2),
             refresh_ratio: 1.0,
@@ -322,6 +328,7 @@ impl Settings {
             // check interval only bounds how soon a new member serves (about one interval),
             // not how soon HAProxy knows it.
             check_inter_ms: 1000,
+            balance: "roundrobin".to_owned(),
             expiry_share: 0.2,
             expiry_ttl: secs(3),
             refresh_ratio: 1.0,

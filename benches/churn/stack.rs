@@ -27,6 +27,8 @@ pub struct StackSettings<'a> {
     pub membership: Membership,
     pub backends: usize,
     pub check_inter_ms: u32,
+    /// Every backend's `balance` (`source` and the other hash algorithms get explicit ids).
+    pub balance: &'a str,
     pub thalassa_log: &'a str,
     pub keep_dir: bool,
 }
@@ -101,7 +103,9 @@ impl Stack {
             .wait_http(&format!("{}/backends", stack.aqueduct))
             .await?;
         for backend in 0..settings.backends {
-            stack.add_service(backend, settings.check_inter_ms).await?;
+            stack
+                .add_service(backend, settings.check_inter_ms, settings.balance)
+                .await?;
         }
         Ok(stack)
     }
@@ -126,7 +130,12 @@ impl Stack {
 
     /// A dynamic backend following `svc<b>@1` with HTTP checks on `/health`, and a frontend
     /// on its own port in front of it. Each PUT returns once HAProxy runs the new config.
-    async fn add_service(&mut self, backend: usize, check_inter_ms: u32) -> Result<(), String> {
+    async fn add_service(
+        &mut self,
+        backend: usize,
+        check_inter_ms: u32,
+        balance: &str,
+    ) -> Result<(), String> {
         let key = backend_key(backend);
         self.put(
             &format!("{}/backends/{key}", self.aqueduct),
@@ -135,6 +144,7 @@ impl Stack {
                 "name": service_name(backend),
                 "version": "1",
                 "mode": "http",
+                "balance": balance,
                 "health": {"uri": "/health", "interval": check_inter_ms},
             }),
         )
