@@ -454,3 +454,66 @@ async fn raw_commands_are_pipelined_and_answered_in_order() {
     assert!(runtime.commands(&["show info; show stat"]).await.is_err());
     assert!(runtime.commands(&[]).await.unwrap().is_empty());
 }
+
+/// The health-check ring, streamed: a runtime-added server's first passing check (still in
+/// maintenance) arrives as a `CheckPassed` line on a connection of its own, while another
+/// connection keeps sending commands; an unknown ring says so and ends the stream.
+#[tokio::test]
+async fn health_check_results_stream_from_the_ring() {
+    use thalassa::haproxy::stat::{HealthEvent, parse_health_event};
+    let Some(bin) = haproxy_bin() else { return };
+    let origin = Origin::start("origin").await;
+    let port = free_port();
+    let config = |s: &SupervisorSettings| {
+        runtime_config(s, port, origin.port)
+            .replace(
+                "backend dyn\n    balance roundrobin\n",
+                "backend dyn\n    balance roundrobin\n    log ring@health local0 info\n    option log-health-checks\n",
+            )
+            + "\nring health\n    format raw\n    maxlen 1024\n    size 65536\n"
+    };
+    let lab = Lab::start(bin, config).await;
+    let runtime = lab.supervisor.runtime();
+    let mut events = runtime.separate().stream_events("health").await.unwrap();
+    runtime
+        .add_server("dyn", "joining", LOOPBACK, origin.port, &fast_check())
+        .await
+        .unwrap();
+    runtime.enable_health("dyn", "joining").await.unwrap();
+    let passed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = events.next_line().await.unwrap().expect("the stream ended");
+            if let HealthEvent::CheckPassed { backend, server } = parse_health_event(&line) {
+                break (backend, server);
+            }
+        }
+    })
+    .await
+    .expect("a passing check within 10 s");
+    assert_eq!(passed, ("dyn".to_owned(), "joining".to_owned()));
+    // Still in maintenance: the event came before anyone set it ready.
+    let rows = runtime.show_servers_state(Some("dyn")).await.unwrap();
+    assert_eq!(rows[0].admin_state(), AdminState::Maint);
+
+    let mut unknown = runtime
+        .separate()
+        .stream_events("nosuchring")
+        .await
+        .unwrap();
+    let said = tokio::time::timeout(Duration::from_secs(5), unknown.next_line())
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(
+        said.is_some_and(|l| l.contains("No such event sink")),
+        "an unknown ring is refused"
+    );
+    assert!(
+        runtime
+            .separate()
+            .stream_events("bad ring\nshow info")
+            .await
+            .is_err(),
+        "a ring name cannot smuggle a command"
+    );
+}

@@ -157,3 +157,51 @@ async fn a_member_haproxy_refuses_is_listed_as_refused_and_retried() {
     })
     .await;
 }
+
+/// Readiness is event-driven: the aqueduct streams HAProxy's health-check ring, and follows it
+/// to the new worker after a reload (the old worker's stream goes silent): a member that joins
+/// after the reload is heard passing its check there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_checks_are_heard_from_the_ring_across_reloads() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let passed = || async {
+        let text = stack.get_text("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"thalassa_health_events_total{kind="passed"} "#))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let first = Origin::start("first").await;
+    stack.register_origin("app", "1", &first).await;
+    wait_for_body(port, "first").await;
+    eventually(WAIT, "the first member's passing check heard", || async {
+        (passed().await >= 1).then_some(())
+    })
+    .await;
+
+    // A structural change reloads HAProxy: a new worker, a new ring.
+    let reloads = stack.metric_total("thalassa_haproxy_reloads_total").await;
+    let (status, body) = stack
+        .put(
+            "/backends/app",
+            r#"{"type":"dynamic","name":"app","version":"1","mode":"http","balance":"leastconn","health":{"interval":100}}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(stack.metric_total("thalassa_haproxy_reloads_total").await > reloads);
+    let before = passed().await;
+    let second = Origin::start("second").await;
+    stack.register_origin("app", "1", &second).await;
+    eventually(WAIT, "the second member's passing check heard", || async {
+        (passed().await > before).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the second member to serve", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        (member_at(&members, second.port())?["status"] == "UP").then_some(())
+    })
+    .await;
+}

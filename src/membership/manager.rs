@@ -15,7 +15,8 @@ use super::brake_board::BrakeBoard;
 use super::desired;
 use super::expiry_brake::{BackendRound, BrakeEvent, BrakeSettings, ExpiryBrake};
 use super::fast_lane::{FastLane, LaneDrains};
-use super::plan::Tracker;
+use super::health_events::{HealthListener, HealthNews};
+use super::plan::{Phase, Tracker};
 use super::refusals::Refusals;
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
@@ -116,7 +117,21 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         .spawn(parts.feed),
         MembershipMode::Reload { .. } => parts.feed,
     };
+    // Runtime mode only, like the lane: the reload baseline has no runtime joins to ready.
+    let health = match parts.settings.mode {
+        MembershipMode::Runtime => Some(
+            HealthListener {
+                runtime: parts.runtime.separate(),
+                reloads: parts.reloads.clone(),
+                restarts: parts.restarts.clone(),
+                metrics: parts.metrics.clone(),
+            }
+            .spawn(),
+        ),
+        MembershipMode::Reload { .. } => None,
+    };
     let manager = Manager {
+        health,
         lane_drains,
         config_rx: parts.controller.subscribe(),
         controller: parts.controller,
@@ -153,6 +168,8 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
 }
 
 struct Manager {
+    /// Passing health checks as HAProxy makes them (runtime mode).
+    health: Option<mpsc::Receiver<HealthNews>>,
     /// What the fast lane drained for deletions still on their way here.
     lane_drains: LaneDrains,
     controller: Controller,
@@ -250,6 +267,10 @@ impl Manager {
                     self.next_full_round = Instant::now();
                 }
                 () = self.brake_board.confirmation_queued() => self.confirm_removals(),
+                news = recv_health(&mut self.health) => match news {
+                    Some(news) => self.on_health(news),
+                    None => self.health = None,
+                },
                 _ = tokio::time::sleep(wait) => {}
             }
             // Take everything else already queued: one round for a burst of changes.
@@ -280,6 +301,25 @@ impl Manager {
         if Instant::now() >= self.next_stats {
             self.next_stats = Instant::now() + SLOW_ROUND;
             self.request_stats();
+        }
+    }
+
+    /// A joining server passed a check: its backend is planned in this round (set ready),
+    /// not at the next transition round. Missed events: every backend, now.
+    fn on_health(&mut self, first: HealthNews) {
+        let mut news = vec![first];
+        while let Some(more) = self.health.as_mut().and_then(|h| h.try_recv().ok()) {
+            news.push(more);
+        }
+        for item in news {
+            match item {
+                HealthNews::Passed(server) => {
+                    if self.tracker.phase(&server) == Some(Phase::Joining) {
+                        self.dirty_backends.insert(server.backend);
+                    }
+                }
+                HealthNews::Missed => self.next_full_round = Instant::now(),
+            }
         }
     }
 
@@ -407,17 +447,26 @@ impl Manager {
             );
             self.note_left_out(&backend.key, registered - registrations.len());
             if self.members_set.get(&backend.key) != Some(&registrations) {
-                // The fast lane has added this backend's new members and drained its deleted
-                // ones already; what is left (adopting the joins, removing drained members)
-                // can wait for the next transition round. Expiries (the lane leaves those to
-                // the brake), joins the lane does not make (stable ids, the cap) and resyncs
+                // The fast lane has added this backend's new members already; adopting them
+                // can wait for the next transition round (a passing check is heard from the
+                // health events at once). Departures, expiries (the lane leaves those to the
+                // brake), joins the lane does not make (stable ids, the cap) and resyncs
                 // cannot.
                 let expired = !self.expired.is_empty()
                     && self.members_set.get(&backend.key).is_some_and(|members| {
                         members.iter().any(|r| self.expired.contains(&r.id))
                     });
+                // A member that left is removed by this manager (the lane only drains it):
+                // planned at the next feed round, not the next transition round, so an idle
+                // leaver is gone within milliseconds.
+                let left = self.members_set.get(&backend.key).is_some_and(|members| {
+                    let staying: std::collections::HashSet<&str> =
+                        registrations.iter().map(|r| r.id.as_str()).collect();
+                    members.iter().any(|r| !staying.contains(r.id.as_str()))
+                });
                 let lane_covers = !everything
                     && !expired
+                    && !left
                     && registered == registrations.len()
                     && !backend.balance.needs_explicit_server_ids();
                 if lane_covers {
@@ -609,6 +658,13 @@ impl Manager {
         if let Some(hub) = &self.hub {
             hub.activity(Activity::now(verb, object, detail));
         }
+    }
+}
+
+async fn recv_health(health: &mut Option<mpsc::Receiver<HealthNews>>) -> Option<HealthNews> {
+    match health {
+        Some(health) => health.recv().await,
+        None => std::future::pending().await,
     }
 }
 

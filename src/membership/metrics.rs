@@ -15,6 +15,9 @@ pub struct MembershipMetrics {
     held_by_backend: std::sync::RwLock<BTreeMap<String, usize>>,
     /// Registrations left out of each backend by `--max-members`, by backend key.
     left_out_by_backend: std::sync::RwLock<BTreeMap<String, u64>>,
+    /// Lines of the health-check ring, by what they said (`passed`, `failed`, `dropped`,
+    /// `other`), and stream (re)starts (`stream-opened`).
+    pub health_events: CounterVec,
     /// Servers whose last runtime command HAProxy refused (retried with backoff).
     refused: crate::metrics::Gauge,
     /// The fast lane: registry event in hand -> `add server` answered.
@@ -38,6 +41,7 @@ impl Default for MembershipMetrics {
             held_by_backend: std::sync::RwLock::new(BTreeMap::new()),
             left_out_by_backend: std::sync::RwLock::new(BTreeMap::new()),
             refused: crate::metrics::Gauge::default(),
+            health_events: CounterVec::new(&["kind"]),
             fast_join_seconds: Histogram::new(FAST_JOIN_SECONDS_BOUNDS),
             round_seconds: Histogram::new(ROUND_SECONDS_BOUNDS),
         }
@@ -74,6 +78,11 @@ impl MembershipMetrics {
             "thalassa_reconcile_repairs_total",
             "Drift between desired members and HAProxy that the reconcile loop repaired",
             &self.repairs,
+        )
+        .counter_vec(
+            "thalassa_health_events_total",
+            "Lines of HAProxy's health-check ring streamed by the membership manager, by kind",
+            &self.health_events,
         )
         .histogram(
             "thalassa_fast_join_duration_seconds",

@@ -5,6 +5,7 @@ pub mod brake_board;
 pub mod desired;
 pub mod expiry_brake;
 pub mod fast_lane;
+pub mod health_events;
 pub mod manager;
 pub mod metrics;
 pub mod plan;

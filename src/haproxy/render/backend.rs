@@ -1,12 +1,17 @@
 //! One `backend` section, or the placeholder of a backend a frontend waits for.
 
-use super::{RenderMember, RenderMembers, Waiting, line, server_address, server_name};
+use super::{HEALTH_RING, RenderMember, RenderMembers, Waiting, line, server_address, server_name};
 use crate::aqueduct::model::{Backend, BackendType, HttpVersion, Mode};
 
 pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMembers) {
     out.push_str(&format!("backend {}\n", backend.key));
     line(out, format_args!("mode {}", backend.mode.as_str()));
     line(out, format_args!("balance {}", backend.balance.as_str()));
+    // Health-check results also go to the ring the membership manager streams (see
+    // haproxy/base.cfg); `log global` keeps them in the supervisor's log too.
+    line(out, format_args!("log global"));
+    line(out, format_args!("log ring@{HEALTH_RING} local0 info"));
+    line(out, format_args!("option log-health-checks"));
     if backend.balance.needs_consistent_hashing() {
         // Map-based hashing refuses `add server`; consistent hashing lets members join live.
         line(out, format_args!("hash-type consistent"));

@@ -13,6 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The ring HAProxy writes health-check results to (declared in haproxy/base.cfg).
+pub const HEALTH_RING: &str = "thalassa-health";
+
 /// The fixed `global` and `defaults` sections, with `{{placeholders}}` for [`RenderSettings`].
 pub const BASE_TEMPLATE: &str = include_str!("../../../haproxy/base.cfg");
 

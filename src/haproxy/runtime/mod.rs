@@ -7,6 +7,7 @@
 //! drops it afterwards, so no command lands on an old worker that is about to exit.
 
 mod command;
+pub mod events;
 mod session;
 
 pub use crate::haproxy::stat::AdminState;

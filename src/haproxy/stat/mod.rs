@@ -1,11 +1,12 @@
 //! Total parsers for the text HAProxy's CLIs print: `show stat` (CSV), `show servers state`,
-//! `show servers conn`, `show info` and the master's `show proc`.
+//! `show servers conn`, `show info`, the master's `show proc`, and health-check ring events.
 //!
 //! Every parser finds its columns by header name, so extra or reordered columns from another
 //! HAProxy version are tolerated; a missing optional column reads as `None`. A line that cannot
 //! be understood is an error value naming the line and column, never a panic.
 
 mod columns;
+pub mod health_event;
 pub mod server_state_codes;
 pub mod servers_conn;
 pub mod servers_state;
@@ -13,6 +14,7 @@ pub mod show_info;
 pub mod show_proc;
 pub mod show_stat;
 
+pub use health_event::{HealthEvent, parse_health_event};
 pub use server_state_codes::{
     AdminFlags, AdminState, CheckFlags, CheckResult, CheckStatus, OperationalState,
 };
