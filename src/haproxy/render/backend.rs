@@ -7,9 +7,8 @@ pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMember
     out.push_str(&format!("backend {}\n", backend.key));
     line(out, format_args!("mode {}", backend.mode.as_str()));
     line(out, format_args!("balance {}", backend.balance.as_str()));
-    // Health-check results also go to the ring the membership manager streams (see
-    // haproxy/base.cfg); `log global` keeps them in the supervisor's log too.
-    line(out, format_args!("log global"));
+    // Health-check results go to the ring the membership manager streams (see
+    // haproxy/base.cfg); HAProxy prints them to the supervisor's log as warnings as well.
     line(out, format_args!("log ring@{HEALTH_RING} local0 info"));
     line(out, format_args!("option log-health-checks"));
     if backend.balance.needs_consistent_hashing() {

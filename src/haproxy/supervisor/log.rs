@@ -171,12 +171,16 @@ fn forward_to_tracing(line: &LogLine) {
     }
 }
 
-/// Warnings HAProxy prints on every reload or stop: old proxies and workers going away.
+/// Warnings HAProxy prints in normal operation: old proxies and workers going away on every
+/// reload or stop, health-check results.
 pub fn is_lifecycle(message: &str) -> bool {
     (message.starts_with("Proxy ") && message.contains(" stopped (cumulated conns: "))
         || (message.starts_with("Former worker (") && message.contains(") exited with code 0"))
         || (message.starts_with("Current worker (") && message.contains(") exited with code 0"))
         || message.starts_with("All workers exited.")
+        // `option log-health-checks` (for the health-events ring) also prints each check
+        // result change as a warning; the membership manager reads them from the ring.
+        || message.starts_with("Health check for server ")
         || message.starts_with("Stopping ")
 }
 
