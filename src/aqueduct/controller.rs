@@ -603,7 +603,11 @@ impl Shared {
                 }));
                 continue;
             }
-            let text = render(&next, &members.render_members(&next), &self.options.render);
+            let text = render(
+                &next,
+                &render_members_replacing(&members, &next, &base),
+                &self.options.render,
+            );
             if text != candidate_text
                 && let Err(rejected) = self.target.check(&text).await
             {
@@ -732,6 +736,37 @@ impl Shared {
             }
         }
     }
+}
+
+/// What to render for `config` when it replaces `base`: the members as the store gives them,
+/// and every static member `base` did not have marked joining. HAProxy starts a config-file
+/// server in service before any check, so a static member a reload brings in (or the first
+/// start) is rendered `disabled`; the membership manager then adds it at runtime, health-gated.
+fn render_members_replacing(
+    members: &DynamicMembers,
+    config: &Config,
+    base: &Config,
+) -> RenderMembers {
+    let mut render = members.render_members(config);
+    for backend in config.backends.values() {
+        let before = base.backends.get(&backend.key);
+        for member in &backend.static_members {
+            let known = before.is_some_and(|b| {
+                b.kind == BackendType::Static
+                    && b.static_members
+                        .iter()
+                        .any(|m| (m.host, m.port) == (member.host, member.port))
+            });
+            if !known {
+                render.mark_joining(crate::haproxy::render::server_name(
+                    &backend.key,
+                    member.host,
+                    member.port,
+                ));
+            }
+        }
+    }
+    render
 }
 
 fn members_of_deleted_backends(members: &DynamicMembers, config: &Config) -> Vec<String> {

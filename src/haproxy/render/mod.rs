@@ -95,6 +95,11 @@ impl RenderMembers {
     pub fn is_joining(&self, server_name: &str) -> bool {
         self.joining.contains(server_name)
     }
+
+    /// Adds one member (by server name) to the joining set.
+    pub fn mark_joining(&mut self, server_name: String) {
+        self.joining.insert(server_name);
+    }
 }
 
 /// The server name of a member: `<backendKey>_<host>:<port>`. The UI and stats matching
