@@ -126,18 +126,21 @@ impl FastLane {
                 };
                 if *reason == OfflineReason::Deleted && !joined_in_burst {
                     let config = self.controller.config();
-                    // A server still joining gets no traffic, and draining it would take it out
-                    // of maintenance, past the health gate: the manager deletes it instead.
-                    let servers: Vec<ServerRef> =
+                    // A server still joining is in maintenance and gets no traffic: it is
+                    // deleted at once (draining it would take it out of maintenance, past the
+                    // health gate). A serving one is drained; the manager deletes it when idle.
+                    let (joining, serving): (Vec<ServerRef>, Vec<ServerRef>) =
                         super::desired::servers_of(&config, &registration)
                             .into_iter()
-                            .filter(|server| {
+                            .partition(|server| {
                                 let added = own_adds.0.get(server).copied();
-                                !self.controller.may_be_joining(&server.server, added)
-                            })
-                            .collect();
-                    if !servers.is_empty() {
-                        changes.drains.insert(id.clone(), servers);
+                                self.controller.may_be_joining(&server.server, added)
+                            });
+                    if !serving.is_empty() {
+                        changes.drains.insert(id.clone(), serving);
+                    }
+                    if !joining.is_empty() {
+                        changes.deletes.insert(id.clone(), joining);
                     }
                 }
             }
@@ -147,6 +150,7 @@ impl FastLane {
             } => {
                 // Back: whatever the lane drained of it is the manager's to serve again.
                 changes.drains.remove(&registration.id);
+                changes.deletes.remove(&registration.id);
                 self.drains.forget(&super::desired::servers_of(
                     &self.controller.config(),
                     registration,
@@ -173,14 +177,17 @@ impl FastLane {
         }
     }
 
-    /// One exchange for the burst's adds and drains (adds first: a join's latency is the one
-    /// measured in milliseconds), then one enabling health checks on the servers it added.
+    /// One exchange for the burst's adds, drains and deletes (adds first: a join's latency is
+    /// the one measured in milliseconds), then one enabling health checks on the servers it
+    /// added.
     async fn run(&self, changes: BurstChanges, received: Instant, own_adds: &mut OwnAdds) {
         let joins: Vec<[ServerCommand; 2]> = changes.joins.into_values().flatten().collect();
         let drained: Vec<ServerRef> = changes.drains.into_values().flatten().collect();
-        if joins.is_empty() && drained.is_empty() {
+        let deleted: Vec<ServerRef> = changes.deletes.into_values().flatten().collect();
+        if joins.is_empty() && drained.is_empty() && deleted.is_empty() {
             return;
         }
+        let drain_count = drained.len();
         // Marked before the drain lands, so no round can see the drain without the mark.
         self.drains.mark(&drained, Instant::now());
         let drains = drained.into_iter().map(|server| ServerCommand::SetState {
@@ -188,8 +195,15 @@ impl FastLane {
             server: server.server,
             state: AdminState::Drain,
         });
+        // HAProxy deletes only a server in maintenance: one set ready meanwhile is refused
+        // ("not in maintenance") and left to the manager, which drains it.
+        let deletes = deleted.iter().map(|server| ServerCommand::Delete {
+            backend: server.backend.clone(),
+            server: server.server.clone(),
+        });
         let mut commands: Vec<ServerCommand> = joins.iter().map(|[add, _]| add.clone()).collect();
         commands.extend(drains);
+        commands.extend(deletes);
         let mut results = match self.runtime.batch(&commands).await {
             Ok(results) => results,
             Err(err) => {
@@ -199,7 +213,19 @@ impl FastLane {
             }
         };
         let took = received.elapsed().as_secs_f64();
-        let drained = results.split_off(joins.len().min(results.len()));
+        let mut drained = results.split_off(joins.len().min(results.len()));
+        let deleted = drained.split_off(drain_count.min(drained.len()));
+        for result in deleted {
+            let outcome = match &result {
+                Ok(()) => "ok",
+                Err(err) if err.failure() == Some(CommandFailure::NoSuchServer) => "absent",
+                Err(err) => {
+                    tracing::debug!(error = %err, "fast delete refused; the manager's round removes it");
+                    "error"
+                }
+            };
+            self.metrics.runtime_commands.inc(&["fast-delete", outcome]);
+        }
         for result in drained {
             let outcome = match &result {
                 Ok(()) => "ok",
@@ -284,6 +310,8 @@ impl OwnAdds {
 struct BurstChanges {
     joins: BTreeMap<String, Vec<[ServerCommand; 2]>>,
     drains: BTreeMap<String, Vec<ServerRef>>,
+    /// Servers of deleted registrations that were still joining (in maintenance).
+    deletes: BTreeMap<String, Vec<ServerRef>>,
 }
 
 /// The servers the lane drained for deleted registrations, and when. A manager round that

@@ -16,7 +16,7 @@ use super::desired;
 use super::expiry_brake::{BackendRound, BrakeEvent, BrakeSettings, ExpiryBrake};
 use super::fast_lane::{FastLane, LaneDrains};
 use super::health_events::{HealthListener, HealthNews};
-use super::plan::{Phase, Tracker};
+use super::plan::{Phase, ServerRef, Tracker};
 use super::refusals::Refusals;
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
@@ -459,11 +459,23 @@ impl Manager {
                 // A member that left is removed by this manager (the lane only drains it):
                 // planned at the next feed round, not the next transition round, so an idle
                 // leaver is gone within milliseconds.
-                let left = self.members_set.get(&backend.key).is_some_and(|members| {
-                    let staying: std::collections::HashSet<&str> =
-                        registrations.iter().map(|r| r.id.as_str()).collect();
-                    members.iter().any(|r| !staying.contains(r.id.as_str()))
-                });
+                let staying: std::collections::HashSet<&str> =
+                    registrations.iter().map(|r| r.id.as_str()).collect();
+                let leavers: Vec<ServerRef> = self
+                    .members_set
+                    .get(&backend.key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| !staying.contains(r.id.as_str()))
+                    .flat_map(|r| desired::servers_of(&config, r))
+                    .filter(|server| server.backend == backend.key)
+                    .collect();
+                let left = !leavers.is_empty();
+                // Known leavers: their servers go now, without the grace an unclaimed joining
+                // server gets (that one may be a fast-lane join still on its way here).
+                for server in &leavers {
+                    self.tracker.leaving(server, now);
+                }
                 let lane_covers = !everything
                     && !expired
                     && !left

@@ -166,6 +166,19 @@ impl Tracker {
         self.phases.iter()
     }
 
+    /// `server`'s member left (its registration is gone): it leaves from now on, whatever
+    /// phase it was in, without the grace of an unclaimed joining server.
+    pub fn leaving(&mut self, server: &ServerRef, now: Instant) {
+        match self.phases.get(server) {
+            Some(Phase::Leaving { .. }) => {}
+            _ => {
+                self.phases
+                    .insert(server.clone(), Phase::Leaving { since: now });
+            }
+        }
+        self.unclaimed.remove(server);
+    }
+
     /// Forgets what it planned for `server` when the caller held that plan back (an `add`
     /// not sent during a refusal's backoff): the next round plans it afresh, not as drift.
     pub fn forget(&mut self, server: &ServerRef) {
