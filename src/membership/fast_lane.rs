@@ -188,8 +188,9 @@ impl FastLane {
             return;
         }
         let drain_count = drained.len();
-        // Marked before the drain lands, so no round can see the drain without the mark.
+        // Marked before the drain or delete lands, so no round can see it without the mark.
         self.drains.mark(&drained, Instant::now());
+        self.drains.mark(&deleted, Instant::now());
         let drains = drained.into_iter().map(|server| ServerCommand::SetState {
             backend: server.backend,
             server: server.server,
@@ -314,9 +315,10 @@ struct BurstChanges {
     deletes: BTreeMap<String, Vec<ServerRef>>,
 }
 
-/// The servers the lane drained for deleted registrations, and when. A manager round that
-/// read its registrations before the deletion reached it would otherwise see a drained
-/// member it still wants and set it ready again; it keeps these drains instead.
+/// The servers the lane drained or deleted for deleted registrations, and when. A manager
+/// round that read its registrations before the deletion reached it would otherwise see a
+/// drained member it still wants and set it ready again, or a deleted one and add it back; it
+/// keeps these drains and deletions instead.
 #[derive(Debug, Clone, Default)]
 pub struct LaneDrains(Arc<Mutex<HashMap<ServerRef, Instant>>>);
 

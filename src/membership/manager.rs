@@ -267,6 +267,7 @@ impl Manager {
                     self.next_full_round = Instant::now();
                 }
                 () = self.brake_board.confirmation_queued() => self.confirm_removals(),
+                // Planned at once: a passing check is the one wait a join cannot shorten.
                 news = recv_health(&mut self.health) => match news {
                     Some(news) => self.on_health(news),
                     None => self.health = None,

@@ -53,7 +53,7 @@ impl Manager {
         if managed.is_empty() {
             return Ok(());
         }
-        let desired =
+        let mut desired =
             desired::desired_servers(&config, &self.controller.render_members(), &managed);
         let t_desired = started.elapsed();
         let rows = if full {
@@ -89,6 +89,10 @@ impl Manager {
                 )
             })
             .collect();
+        // A server the fast lane deleted (a joining member's registration was deleted) may
+        // still be wanted by registrations read before that deletion reached this manager:
+        // not re-added, or it would come back for a moment after its removal.
+        desired.retain(|server, _| observed.contains_key(server) || !lane_drained.contains(server));
         let t_observed = started.elapsed();
         self.count_connections_of_leaving(&desired, &mut observed)
             .await;
