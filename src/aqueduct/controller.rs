@@ -338,14 +338,21 @@ impl Controller {
             })
             .cloned()
             .collect();
+        let mut by_backend: std::collections::BTreeMap<&str, Vec<(IpAddr, u16, u32)>> =
+            std::collections::BTreeMap::new();
+        for row in rows {
+            if let (Some(addr), Some(port)) = (row.addr, row.port) {
+                by_backend.entry(row.backend.as_str()).or_default().push((
+                    addr,
+                    port,
+                    row.server_id,
+                ));
+            }
+        }
         let mut changed = false;
         for key in dynamic {
-            let servers: Vec<(IpAddr, u16, u32)> = rows
-                .iter()
-                .filter(|row| row.backend == key)
-                .filter_map(|row| Some((row.addr?, row.port?, row.server_id)))
-                .collect();
-            changed |= live.members.observe(&key, &servers);
+            let servers = by_backend.get(key.as_str()).map_or(&[][..], Vec::as_slice);
+            changed |= live.members.observe(&key, servers);
         }
         if changed {
             live.text_stale = true;

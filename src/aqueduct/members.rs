@@ -122,22 +122,24 @@ impl DynamicMembers {
                 .iter()
                 .map(|(host, port, id)| ((*host, *port), *id))
                 .collect();
-            let ids_of_others = |me: (IpAddr, u16), members: &[Member]| -> BTreeSet<u32> {
-                members
-                    .iter()
-                    .filter(|m| (m.host, m.registration.port) != me)
-                    .map(|m| m.server_id)
-                    .collect()
-            };
+            // Which member holds each id, kept up to date as ids are adopted.
+            let mut holder: BTreeMap<u32, (IpAddr, u16)> = members
+                .iter()
+                .map(|m| (m.server_id, (m.host, m.registration.port)))
+                .collect();
             for index in 0..members.len() {
                 let address = (members[index].host, members[index].registration.port);
                 member_addresses.insert(address);
                 let Some(&actual) = in_haproxy.get(&address) else {
                     continue;
                 };
-                if members[index].server_id != actual
-                    && !ids_of_others(address, members).contains(&actual)
-                {
+                let current = members[index].server_id;
+                let free = holder.get(&actual).is_none_or(|h| *h == address);
+                if current != actual && free {
+                    if holder.get(&current) == Some(&address) {
+                        holder.remove(&current);
+                    }
+                    holder.insert(actual, address);
                     Arc::make_mut(members)[index].server_id = actual;
                     changed = true;
                 }
