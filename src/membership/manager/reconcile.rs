@@ -12,9 +12,12 @@ use crate::membership::plan::{ObservedServer, Phase, RuntimeOp, ServerRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// How long a drain by the fast lane is kept without its deletion having arrived: far
-/// longer than an event takes from the lane to the manager.
-const LANE_DRAIN_MEMORY: Duration = Duration::from_secs(1);
+/// How long a drain or delete by the fast lane is kept without its deletion having arrived:
+/// far longer than an event takes from the lane to the manager, even on a saturated machine
+/// where the manager (on its lower-priority thread) runs seconds behind the feed (with 1 s,
+/// churn on two busy cores saw a lagging manager add back servers of registrations already
+/// deleted). A registration that comes back clears its mark at once.
+const LANE_DRAIN_MEMORY: Duration = Duration::from_secs(10);
 
 impl Manager {
     /// Observes and plans the backends that changed or have members in transition; every
