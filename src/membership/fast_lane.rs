@@ -198,6 +198,7 @@ impl FastLane {
         });
         // HAProxy deletes only a server in maintenance: one set ready meanwhile is refused
         // ("not in maintenance") and left to the manager, which drains it.
+        let deleted_servers = deleted.clone();
         let deletes = deleted.iter().map(|server| ServerCommand::Delete {
             backend: server.backend.clone(),
             server: server.server.clone(),
@@ -216,16 +217,31 @@ impl FastLane {
         let took = received.elapsed().as_secs_f64();
         let mut drained = results.split_off(joins.len().min(results.len()));
         let deleted = drained.split_off(drain_count.min(drained.len()));
-        for result in deleted {
+        // A server HAProxy would not delete is not in maintenance any more (it was set ready
+        // meanwhile): drained instead, so it gets no new request; the manager removes it.
+        let mut not_deleted = Vec::new();
+        for (result, server) in deleted.into_iter().zip(&deleted_servers) {
             let outcome = match &result {
                 Ok(()) => "ok",
                 Err(err) if err.failure() == Some(CommandFailure::NoSuchServer) => "absent",
                 Err(err) => {
-                    tracing::debug!(error = %err, "fast delete refused; the manager's round removes it");
+                    tracing::debug!(error = %err, "fast delete refused; draining it instead");
+                    not_deleted.push(ServerCommand::SetState {
+                        backend: server.backend.clone(),
+                        server: server.server.clone(),
+                        state: AdminState::Drain,
+                    });
                     "error"
                 }
             };
             self.metrics.runtime_commands.inc(&["fast-delete", outcome]);
+        }
+        if !not_deleted.is_empty() {
+            let outcome = match self.runtime.batch(&not_deleted).await {
+                Ok(results) if results.iter().all(Result::is_ok) => "ok",
+                _ => "error",
+            };
+            self.metrics.runtime_commands.inc(&["fast-drain", outcome]);
         }
         for result in drained {
             let outcome = match &result {

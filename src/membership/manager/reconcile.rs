@@ -5,7 +5,7 @@
 
 use super::{Manager, SLOW_ROUND, TRANSITION_ROUND};
 use crate::haproxy::runtime::{CommandFailure, RuntimeError, ServerCommand};
-use crate::haproxy::stat::CheckResult;
+use crate::haproxy::stat::{AdminState, CheckResult};
 use crate::membership::desired;
 use crate::membership::fast_lane::join_commands;
 use crate::membership::plan::{ObservedServer, Phase, RuntimeOp, ServerRef};
@@ -117,7 +117,19 @@ impl Manager {
             self.apply(&plan.ops).await;
         }
         let t_apply = started.elapsed();
-        self.publish_joining().await;
+        // After a `ready`, the word goes out even if the joining set looks the same (a server
+        // set ready without ever being tracked as joining): the fast lane takes a server it
+        // added after the last word for one still joining.
+        let readied = plan.ops.iter().any(|op| {
+            matches!(
+                op,
+                RuntimeOp::SetState {
+                    state: AdminState::Ready,
+                    ..
+                }
+            )
+        });
+        self.publish_joining(readied).await;
         self.metrics
             .round_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -335,14 +347,14 @@ impl Manager {
     }
 
     /// Tells the controller which members are joining, so a reload renders them `disabled`.
-    async fn publish_joining(&mut self) {
+    async fn publish_joining(&mut self, always: bool) {
         let joining: BTreeSet<String> = self
             .tracker
             .phases()
             .filter(|(_, phase)| matches!(phase, Phase::Joining))
             .map(|(server, _)| server.server.clone())
             .collect();
-        if joining != self.joining_set {
+        if always || joining != self.joining_set {
             self.controller.set_joining(joining.clone()).await;
             self.joining_set = joining;
         }
