@@ -395,9 +395,10 @@ impl Controller {
         let shared = &self.shared;
         let _guard = shared.apply_lock.lock().await;
         let mut live = shared.write_live();
-        if live.members.set_joining(joining) {
-            live.text_stale = true;
-        }
+        live.members.set_joining(joining);
+        // Even when the set looks the same: a static member a reload rendered `disabled`
+        // was never in it, and is now ready; the served text must say so.
+        live.text_stale = true;
     }
 
     /// The server (by name), added to HAProxy at `added` if known, may still be waiting for a
