@@ -7,7 +7,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{Stack, eventually, free_port, require_haproxy};
+use support::{Stack, eventually, free_port, require_haproxy, stack_with_backend};
 use thalassa::haproxy::runtime::RuntimeClient;
 use thalassa::haproxy::stat::{AdminState, CheckResult, ServerStateRow};
 
@@ -20,22 +20,11 @@ async fn a_joining_member_deleted_and_registered_again_stays_gated() {
     if !require_haproxy() {
         return;
     }
-    let stack = Stack::start().await;
-    let port = free_port();
-    let (status, body) = stack
-        .put(
-            "/frontends/web",
-            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"web","mode":"http"}}"#),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = stack
-        .put(
-            "/backends/web",
-            r#"{"type":"dynamic","name":"web","version":"1","mode":"http","health":{"interval":5000}}"#,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (stack, _port) = stack_with_backend(
+        "web",
+        r#"{"type":"dynamic","name":"web","version":"1","mode":"http","health":{"interval":5000}}"#,
+    )
+    .await;
     let dead_port = free_port();
     let member = format!("web/1/127.0.0.3/{dead_port}");
     let server = format!("web_127.0.0.3:{dead_port}");
@@ -87,22 +76,11 @@ async fn deleting_a_backend_in_use_removes_every_server_it_had() {
     if !require_haproxy() {
         return;
     }
-    let stack = Stack::start().await;
-    let port = free_port();
-    let (status, body) = stack
-        .put(
-            "/frontends/web",
-            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"web","mode":"http"}}"#),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = stack
-        .put(
-            "/backends/web",
-            r#"{"type":"dynamic","name":"web","version":"1","mode":"http","health":{"interval":100}}"#,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (stack, _port) = stack_with_backend(
+        "web",
+        r#"{"type":"dynamic","name":"web","version":"1","mode":"http","health":{"interval":100}}"#,
+    )
+    .await;
     let dead_port = free_port();
     let server = format!("web_127.0.0.3:{dead_port}");
     let member = format!("web/1/127.0.0.3/{dead_port}");

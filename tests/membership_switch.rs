@@ -14,7 +14,9 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{Load, Origin, Stack, eventually, free_port, get_once, require_haproxy};
+use support::{
+    Load, Origin, Stack, eventually, free_port, get_once, require_haproxy, stack_with_backend,
+};
 use thalassa::haproxy::runtime::RuntimeClient;
 use thalassa::haproxy::stat::ServerStateRow;
 
@@ -64,24 +66,13 @@ async fn switch_forward_and_back(balance: &str) {
     if !require_haproxy() {
         return;
     }
-    let stack = Stack::start().await;
-    let port = free_port();
-    let (status, body) = stack
-        .put(
-            "/frontends/web",
-            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = stack
-        .put(
-            "/backends/app",
-            &format!(
-                r#"{{"type":"dynamic","name":"app","version":"1","balance":"{balance}","mode":"http","health":{{"interval":100}}}}"#
-            ),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (stack, port) = stack_with_backend(
+        "app",
+        &format!(
+            r#"{{"type":"dynamic","name":"app","version":"1","balance":"{balance}","mode":"http","health":{{"interval":100}}}}"#
+        ),
+    )
+    .await;
 
     let v1 = Origin::start("v1").await;
     let v2 = Origin::start("v2").await;

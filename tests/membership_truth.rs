@@ -10,7 +10,8 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::{
-    Origin, Stack, eventually, free_port, get_once, require_haproxy, stack_with_app, wait_for_body,
+    Origin, eventually, free_port, get_once, require_haproxy, stack_with_app, stack_with_backend,
+    wait_for_body,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -85,22 +86,12 @@ async fn a_member_haproxy_refuses_is_listed_as_refused_and_retried() {
     if !require_haproxy() {
         return;
     }
-    let stack = Stack::start().await;
-    let port = free_port();
-    let (status, body) = stack
-        .put(
-            "/frontends/web",
-            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
     let backend = |balance: &str| {
         format!(
             r#"{{"type":"dynamic","name":"app","version":"1","balance":"{balance}","mode":"http","health":{{"interval":100}}}}"#
         )
     };
-    let (status, body) = stack.put("/backends/app", &backend("static-rr")).await;
-    assert_eq!(status, 200, "{body}");
+    let (stack, port) = stack_with_backend("app", &backend("static-rr")).await;
     let origin = Origin::start("app").await;
     stack.register_origin("app", "1", &origin).await;
 

@@ -746,24 +746,29 @@ pub async fn start_aqueduct(dir: &Path, name: &str, api_port: u16, registry: &st
 /// A stack with frontend `web` on a free port and a dynamic backend `app` following
 /// `app@<version>` with 100 ms health checks; returns the stack and the frontend's port.
 pub async fn stack_with_app(version: &str) -> (Stack, u16) {
+    stack_with_backend(
+        "app",
+        &format!(
+            r#"{{"type":"dynamic","name":"app","version":"{version}","mode":"http","health":{{"interval":100}}}}"#
+        ),
+    )
+    .await
+}
+
+/// A stack with frontend `web` on a free port in front of backend `key`, PUT with `body`;
+/// returns the stack and the frontend's port.
+pub async fn stack_with_backend(key: &str, body: &str) -> (Stack, u16) {
     let stack = Stack::start().await;
     let port = free_port();
-    let (status, body) = stack
+    let (status, answer) = stack
         .put(
             "/frontends/web",
-            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
+            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"{key}","mode":"http"}}"#),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = stack
-        .put(
-            "/backends/app",
-            &format!(
-                r#"{{"type":"dynamic","name":"app","version":"{version}","mode":"http","health":{{"interval":100}}}}"#
-            ),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = stack.put(&format!("/backends/{key}"), body).await;
+    assert_eq!(status, 200, "{answer}");
     (stack, port)
 }
 
