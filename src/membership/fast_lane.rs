@@ -78,6 +78,8 @@ impl FastLane {
         tokio::spawn(async move {
             let mut known = KnownRegistrations::default();
             let mut own_adds = OwnAdds::default();
+            // Items forwarded so far: the manager counts the same items as it applies them.
+            let mut forwarded: u64 = 0;
             while let Some(first) = feed.recv().await {
                 let received = Instant::now();
                 let mut burst = vec![first];
@@ -91,8 +93,10 @@ impl FastLane {
                 for item in &burst {
                     self.note(item, &mut known, &mut changes, &own_adds);
                 }
-                self.run(changes, received, &mut own_adds).await;
+                let through = forwarded + burst.len() as u64;
+                self.run(changes, received, through, &mut own_adds).await;
                 for item in burst {
+                    forwarded += 1;
                     if tx.send(item).await.is_err() {
                         return;
                     }
@@ -180,7 +184,14 @@ impl FastLane {
     /// One exchange for the burst's adds, drains and deletes (adds first: a join's latency is
     /// the one measured in milliseconds), then one enabling health checks on the servers it
     /// added.
-    async fn run(&self, changes: BurstChanges, received: Instant, own_adds: &mut OwnAdds) {
+    /// `through`: the feed position of the burst's last item (1 for the first item ever).
+    async fn run(
+        &self,
+        changes: BurstChanges,
+        received: Instant,
+        through: u64,
+        own_adds: &mut OwnAdds,
+    ) {
         let joins: Vec<[ServerCommand; 2]> = changes.joins.into_values().flatten().collect();
         let drained: Vec<ServerRef> = changes.drains.into_values().flatten().collect();
         let deleted: Vec<ServerRef> = changes.deletes.into_values().flatten().collect();
@@ -189,8 +200,8 @@ impl FastLane {
         }
         let drain_count = drained.len();
         // Marked before the drain or delete lands, so no round can see it without the mark.
-        self.drains.mark(&drained, Instant::now());
-        self.drains.mark(&deleted, Instant::now());
+        self.drains.mark(&drained, Instant::now(), through);
+        self.drains.mark(&deleted, Instant::now(), through);
         let drains = drained.into_iter().map(|server| ServerCommand::SetState {
             backend: server.backend,
             server: server.server,
@@ -331,22 +342,32 @@ struct BurstChanges {
     deletes: BTreeMap<String, Vec<ServerRef>>,
 }
 
-/// The servers the lane drained or deleted for deleted registrations, and when. A manager
-/// round that read its registrations before the deletion reached it would otherwise see a
-/// drained member it still wants and set it ready again, or a deleted one and add it back; it
-/// keeps these drains and deletions instead.
+/// The servers the lane drained or deleted for deleted registrations, until the manager has
+/// applied the feed items that deleted them. A manager round that read its registrations
+/// before the deletion reached it would otherwise see a drained member it still wants and set
+/// it ready again, or a deleted one and add it back; it keeps these drains and deletions
+/// instead. Once the manager has applied the deletion the mark goes at once: the server may be
+/// wanted again for another reason (a version switch back to a registration at the same
+/// address), and that must not wait.
 #[derive(Debug, Clone, Default)]
-pub struct LaneDrains(Arc<Mutex<HashMap<ServerRef, Instant>>>);
+pub struct LaneDrains(Arc<Mutex<HashMap<ServerRef, LaneMark>>>);
+
+#[derive(Debug, Clone, Copy)]
+struct LaneMark {
+    at: Instant,
+    /// The feed position (counted from 1) of the burst that held the deletion.
+    through: u64,
+}
 
 impl LaneDrains {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerRef, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerRef, LaneMark>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn mark(&self, servers: &[ServerRef], at: Instant) {
+    fn mark(&self, servers: &[ServerRef], at: Instant, through: u64) {
         let mut drains = self.lock();
         for server in servers {
-            drains.insert(server.clone(), at);
+            drains.insert(server.clone(), LaneMark { at, through });
         }
     }
 
@@ -357,11 +378,14 @@ impl LaneDrains {
         }
     }
 
-    /// The drains at most `memory` old; older ones are forgotten (by then the deletion has
-    /// reached the manager, or was lost and the manager's view wins).
-    pub fn recent(&self, now: Instant, memory: Duration) -> HashSet<ServerRef> {
+    /// The marks whose deletions the manager has not applied yet (`applied`: how many feed
+    /// items it has applied) and that are at most `memory` old; the others are forgotten
+    /// (older ones too: should the manager stall that long, its view wins).
+    pub fn pending(&self, now: Instant, memory: Duration, applied: u64) -> HashSet<ServerRef> {
         let mut drains = self.lock();
-        drains.retain(|_, at| now.saturating_duration_since(*at) <= memory);
+        drains.retain(|_, mark| {
+            mark.through > applied && now.saturating_duration_since(mark.at) <= memory
+        });
         drains.keys().cloned().collect()
     }
 }
@@ -461,5 +485,30 @@ mod tests {
         known.reset(std::iter::once(registration("c", 1)));
         assert_eq!(known.count(&service("a")), 0);
         assert_eq!(known.count(&service("c")), 1);
+    }
+
+    #[test]
+    fn a_lane_mark_lasts_until_the_manager_applied_its_deletion_or_memory_runs_out() {
+        let drains = LaneDrains::default();
+        let server = |name: &str| ServerRef {
+            backend: "b".to_owned(),
+            server: name.to_owned(),
+        };
+        let t0 = Instant::now();
+        let memory = Duration::from_secs(10);
+        drains.mark(&[server("x")], t0, 3);
+        drains.mark(&[server("y")], t0, 5);
+        assert_eq!(drains.pending(t0, memory, 2).len(), 2);
+        let after_three = drains.pending(t0, memory, 3);
+        assert!(
+            !after_three.contains(&server("x")) && after_three.contains(&server("y")),
+            "applied through item 3: x's deletion reached the manager, y's did not"
+        );
+        assert!(
+            drains
+                .pending(t0 + Duration::from_secs(11), memory, 3)
+                .is_empty(),
+            "a mark older than the memory goes even if the manager never applied it"
+        );
     }
 }

@@ -133,6 +133,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
     let manager = Manager {
         health,
         lane_drains,
+        feed_applied: 0,
         config_rx: parts.controller.subscribe(),
         controller: parts.controller,
         runtime: background_runtime,
@@ -172,6 +173,9 @@ struct Manager {
     health: Option<mpsc::Receiver<HealthNews>>,
     /// What the fast lane drained for deletions still on their way here.
     lane_drains: LaneDrains,
+    /// Feed items applied so far (the lane counts the items it forwards the same way): a lane
+    /// mark whose deletion is among them is settled.
+    feed_applied: u64,
     controller: Controller,
     config_rx: watch::Receiver<Arc<Config>>,
     runtime: RuntimeClient,
@@ -325,6 +329,7 @@ impl Manager {
     }
 
     fn apply_feed(&mut self, item: FeedItem) {
+        self.feed_applied += 1;
         match item {
             FeedItem::Snapshot { registrations, .. } => {
                 let next: BTreeMap<String, Registration> = registrations

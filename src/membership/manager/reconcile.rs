@@ -12,11 +12,10 @@ use crate::membership::plan::{ObservedServer, Phase, RuntimeOp, ServerRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// How long a drain or delete by the fast lane is kept without its deletion having arrived:
-/// far longer than an event takes from the lane to the manager, even on a saturated machine
-/// where the manager (on its lower-priority thread) runs seconds behind the feed (with 1 s,
-/// churn on two busy cores saw a lagging manager add back servers of registrations already
-/// deleted). A registration that comes back clears its mark at once.
+/// How long a drain or delete by the fast lane is kept at most while its deletion has not
+/// reached the manager: far longer than an event takes from the lane to the manager, even on a
+/// saturated machine where the manager (on its lower-priority thread) runs seconds behind the
+/// feed. Normally a mark goes sooner, as soon as the manager has applied the deletion.
 const LANE_DRAIN_MEMORY: Duration = Duration::from_secs(10);
 
 impl Manager {
@@ -67,7 +66,9 @@ impl Manager {
         };
         // Server ids are allocated against every server HAProxy holds, not just the members.
         self.controller.observe_servers(&managed, &rows).await;
-        let lane_drained = self.lane_drains.recent(Instant::now(), LANE_DRAIN_MEMORY);
+        let lane_drained =
+            self.lane_drains
+                .pending(Instant::now(), LANE_DRAIN_MEMORY, self.feed_applied);
         let mut observed: BTreeMap<ServerRef, ObservedServer> = rows
             .iter()
             .filter(|row| managed.contains(&row.backend))
