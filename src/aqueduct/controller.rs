@@ -471,6 +471,15 @@ impl Controller {
         Some(backend.to_row(&members.registrations(key)))
     }
 
+    /// The dynamic backends that hold members now. Deleting a backend drops its members here;
+    /// a caller that remembers what it handed to [`Controller::set_members_of`] checks this
+    /// after a config change, because a backend deleted and re-created between two of its
+    /// looks has the same name and definition but no members any more.
+    pub fn backends_with_members(&self) -> BTreeSet<String> {
+        let live = self.shared.read_live();
+        live.members.backend_keys().map(str::to_owned).collect()
+    }
+
     pub fn members_json(&self, key: &str) -> Option<Value> {
         let (config, members) = self.config_and_members();
         let backend = config.backends.get(key)?;

@@ -412,6 +412,11 @@ impl Manager {
         if config_changed {
             // Structure or static members may have changed anywhere: look at everything.
             self.next_full_round = Instant::now();
+            // A backend deleted and re-created since the last look lost its members in the
+            // controller: what was handed to it before counts as never handed.
+            let held = self.controller.backends_with_members();
+            self.members_set
+                .retain(|key, members| members.is_empty() || held.contains(key));
         }
         let everything = config_changed || self.all_dirty;
         let mut changes: Vec<(String, Vec<Registration>)> = Vec::new();
