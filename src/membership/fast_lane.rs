@@ -242,7 +242,13 @@ impl FastLane {
                         server: server.server.clone(),
                         state: AdminState::Drain,
                     });
-                    "error"
+                    // The race this handles, not a failure: the manager set it ready
+                    // between the deletion and this command.
+                    if err.failure() == Some(CommandFailure::NotInMaintenance) {
+                        "serving"
+                    } else {
+                        "error"
+                    }
                 }
             };
             self.metrics.runtime_commands.inc(&["fast-delete", outcome]);

@@ -299,36 +299,24 @@ impl Manager {
         match self.runtime.batch(&commands).await {
             Ok(results) => {
                 let mut add_failed = false;
-                for ((server, result), kind) in servers.iter().zip(&results).zip(&kinds) {
-                    // The fast lane may have added it between our look and our add.
-                    let exists = *kind == "add"
-                        && result.as_ref().err().and_then(RuntimeError::failure)
-                            == Some(CommandFailure::AlreadyExists);
+                for (((server, result), kind), command) in
+                    servers.iter().zip(&results).zip(&kinds).zip(&commands)
+                {
+                    let outcome = command_outcome(kind, result);
+                    if let Err(err) = result {
+                        tracing::debug!(command = ?command, error = %err, outcome, "runtime command not carried out");
+                    }
                     // After a refused add, `enable health` can only say "no such server":
                     // the add's answer is the one that tells why.
                     let after_failed_add = *kind == "enable-health" && add_failed;
                     if *kind == "add" {
-                        add_failed = result.is_err() && !exists;
+                        add_failed = outcome == "error";
                     }
-                    if !exists && !after_failed_add {
+                    // Only what HAProxy refuses counts against the member: a server another
+                    // writer added or deleted meanwhile is the next round's to observe.
+                    if matches!(outcome, "ok" | "error") && !after_failed_add {
                         self.note_outcome(server, *kind == "add", result);
                     }
-                }
-                for ((kind, result), command) in kinds.iter().zip(&results).zip(&commands) {
-                    if let Err(err) = result {
-                        tracing::debug!(command = ?command, error = %err, "runtime command refused");
-                    }
-                    // The fast lane may have added it between our look and our add.
-                    let outcome = match result {
-                        Ok(()) => "ok",
-                        Err(err)
-                            if *kind == "add"
-                                && err.failure() == Some(CommandFailure::AlreadyExists) =>
-                        {
-                            "exists"
-                        }
-                        Err(_) => "error",
-                    };
                     self.metrics.runtime_commands.inc(&[kind, outcome]);
                 }
             }
@@ -359,5 +347,50 @@ impl Manager {
             self.controller.set_joining(joining.clone()).await;
             self.joining_set = joining;
         }
+    }
+}
+
+/// A runtime command's outcome as the metrics label it: `ok`; `exists`, an add of a server
+/// the fast lane added between our look and our add; `gone`, a command for a server deleted
+/// meanwhile (the fast lane deletes a joining server whose registration went: the manager's
+/// `ready` for it, planned from a look a few milliseconds older, finds nothing); else `error`.
+fn command_outcome(kind: &str, result: &Result<(), RuntimeError>) -> &'static str {
+    match result.as_ref().err().map(RuntimeError::failure) {
+        None => "ok",
+        Some(Some(CommandFailure::AlreadyExists)) if kind == "add" => "exists",
+        Some(Some(CommandFailure::NoSuchServer)) if kind != "add" => "gone",
+        Some(_) => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(reply: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Command {
+            command: "x".into(),
+            reply: reply.into(),
+        })
+    }
+
+    #[test]
+    fn a_server_deleted_or_added_by_another_writer_is_not_a_refusal() {
+        assert_eq!(command_outcome("ready", &Ok(())), "ok");
+        assert_eq!(
+            command_outcome("ready", &refused("No such server.")),
+            "gone"
+        );
+        assert_eq!(
+            command_outcome("delete", &refused("No such server.")),
+            "gone"
+        );
+        let exists = refused("Already exists a server with the same name in backend.");
+        assert_eq!(command_outcome("add", &exists), "exists");
+        // An add's "no such server" has no other writer to blame; neither has a refused state.
+        assert_eq!(command_outcome("add", &refused("No such server.")), "error");
+        let not_dynamic =
+            refused("Backend must use a dynamic load balancing to support dynamic servers.");
+        assert_eq!(command_outcome("add", &not_dynamic), "error");
     }
 }
