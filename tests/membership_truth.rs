@@ -10,8 +10,8 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::{
-    Origin, eventually, free_port, get_once, require_haproxy, stack_with_app, stack_with_backend,
-    wait_for_body,
+    Load, Origin, eventually, free_port, get_once, require_haproxy, stack_with_app,
+    stack_with_backend, wait_for_body,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -78,6 +78,61 @@ async fn old_members_serving_through_a_switch_stay_listed_as_leaving() {
         .then_some(())
     })
     .await;
+}
+
+/// Make before break holds for a deletion too: deleting the registration of a backend's only
+/// serving member while another member is still joining keeps it serving (listed as leaving)
+/// until the newcomer passes a check; only then does it go. The fast lane, which drains a
+/// deleted registration's server at once, must not empty the backend meanwhile (the model
+/// test's seed 11443337096768534184 saw 503s there: a deleted member, the backend's last
+/// serving one, drained while its replacement was joining).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_last_serving_member_while_another_joins_keeps_it_until_that_one_serves() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let a = Origin::start("a").await;
+    stack.register_origin("app", "1", &a).await;
+    wait_for_body(port, "a").await;
+    // Nothing listens on b's port yet: it joins and stays joining.
+    let b_port = free_port();
+    let b_id = format!("app/1/127.0.0.1/{b_port}");
+    stack.register(&b_id, r#"{"secondsToExpire":600}"#).await;
+    eventually(WAIT, "b joining in HAProxy", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        (member_at(&members, b_port)?["status"] == "DOWN").then_some(())
+    })
+    .await;
+
+    let load = Load::start(port, 1);
+    load.wait_ok(20).await;
+    let before = load.snapshot();
+    let deleted_at = std::time::Instant::now();
+    let (status, _) = stack
+        .deregister(&format!("app/1/127.0.0.1/{}", a.port()))
+        .await;
+    assert_eq!(status, 200);
+    // a keeps serving, listed as leaving, while b cannot serve.
+    eventually(WAIT, "a listed as leaving", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        (member_at(&members, a.port())?["leaving"] == true).then_some(())
+    })
+    .await;
+    load.wait_ok(50).await;
+    let b = Origin::start_on("b", b_port).await;
+    wait_for_body(port, "b").await;
+    eventually(WAIT, "a gone once b serves", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        member_at(&members, a.port()).is_none().then_some(())
+    })
+    .await;
+    load.wait_ok(20).await;
+    let report = load.report_since(&before, deleted_at);
+    load.stop().await;
+    report.print("delete the last serving member while another joins");
+    assert_eq!(report.failed, 0, "no request may fail: {:?}", report.kinds);
+    assert!(b.count() > 0);
 }
 
 /// `static-rr` takes no runtime servers: HAProxy refuses the member's `add server`. The API

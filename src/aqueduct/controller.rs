@@ -411,6 +411,12 @@ impl Controller {
             .may_be_joining(server, added)
     }
 
+    /// The server names of a dynamic backend's members as last recorded
+    /// ([`Controller::set_members_of`]).
+    pub fn member_servers(&self, backend_key: &str) -> Vec<String> {
+        self.shared.read_live().members.server_names(backend_key)
+    }
+
     /// When the membership manager last published the joining servers.
     pub fn joining_published(&self) -> Option<Instant> {
         self.shared.read_live().members.joining_published()

@@ -190,6 +190,16 @@ impl DynamicMembers {
         self.held_ids.remove(backend_key);
     }
 
+    /// The server names of a backend's members.
+    pub fn server_names(&self, backend_key: &str) -> Vec<String> {
+        self.by_backend
+            .get(backend_key)
+            .into_iter()
+            .flat_map(|members| members.iter())
+            .map(|m| crate::haproxy::render::server_name(backend_key, m.host, m.registration.port))
+            .collect()
+    }
+
     /// The registrations of a backend, in the order they were given.
     pub fn registrations(&self, backend_key: &str) -> Vec<Registration> {
         self.by_backend

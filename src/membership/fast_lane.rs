@@ -140,6 +140,12 @@ impl FastLane {
                                 let added = own_adds.0.get(server).copied();
                                 self.controller.may_be_joining(&server.server, added)
                             });
+                    let serving: Vec<ServerRef> = serving
+                        .into_iter()
+                        .filter(|server| {
+                            !self.last_serving_while_others_join(server, changes, own_adds)
+                        })
+                        .collect();
                     if !serving.is_empty() {
                         changes.drains.insert(id.clone(), serving);
                     }
@@ -179,6 +185,45 @@ impl FastLane {
                 }
             }
         }
+    }
+
+    /// Make before break, as the manager plans it: the server of a deleted registration that
+    /// is its backend's last serving one, while the backend's other members are all still
+    /// joining, keeps serving (the manager holds it until one of them passes a check, or the
+    /// drain timeout); draining it here would leave the backend with no server at all. A
+    /// backend with no other member drains it: there is nothing to wait for.
+    fn last_serving_while_others_join(
+        &self,
+        leaving: &ServerRef,
+        changes: &BurstChanges,
+        own_adds: &OwnAdds,
+    ) -> bool {
+        let joining_in_burst = changes
+            .joins
+            .values()
+            .flatten()
+            .filter_map(|[add, _]| match add {
+                ServerCommand::Add {
+                    backend, server, ..
+                } if *backend == leaving.backend => Some(server.clone()),
+                _ => None,
+            });
+        let others: HashSet<String> = self
+            .controller
+            .member_servers(&leaving.backend)
+            .into_iter()
+            .chain(joining_in_burst)
+            .filter(|name| *name != leaving.server)
+            .collect();
+        !others.is_empty()
+            && others.iter().all(|name| {
+                let other = ServerRef {
+                    backend: leaving.backend.clone(),
+                    server: name.clone(),
+                };
+                let added = own_adds.0.get(&other).copied();
+                self.controller.may_be_joining(name, added)
+            })
     }
 
     /// One exchange for the burst's adds, drains and deletes (adds first: a join's latency is
