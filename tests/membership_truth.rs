@@ -80,6 +80,72 @@ async fn old_members_serving_through_a_switch_stay_listed_as_leaving() {
     .await;
 }
 
+/// A structural reload while an old version's member is kept serving (the new one still
+/// joining) keeps it: the reload renders it, so it is neither dropped with the old config nor
+/// brought back in maintenance. The model test's seed 14974405765699040425 saw 71 x 503: a
+/// switch, then a backend deleted and re-created elsewhere, and f0's only serving server gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_switch_keeps_the_old_member_serving() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let v1 = Origin::start("v1").await;
+    stack.register_origin("app", "1", &v1).await;
+    let dead_port = free_port();
+    stack
+        .register(
+            &format!("app/2/127.0.0.1/{dead_port}"),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    wait_for_body(port, "v1").await;
+    let (status, _) = stack
+        .aqueduct_post("/backends/app", r#"{"version":"2"}"#)
+        .await;
+    assert_eq!(status, 200);
+    eventually(WAIT, "v1 kept in service while v2 joins", || async {
+        let members = stack.get_json("/backends/app/members").await;
+        let old = member_at(&members, v1.port())?;
+        (old["leaving"] == true && member_at(&members, dead_port)?["status"] == "DOWN")
+            .then_some(())
+    })
+    .await;
+
+    let load = Load::start(port, 1);
+    load.wait_ok(20).await;
+    let before = load.snapshot();
+    let reloaded_at = std::time::Instant::now();
+    let reloads = stack.metric_total("thalassa_haproxy_reloads_total").await;
+    let other = free_port();
+    let (status, body) = stack
+        .put(
+            "/frontends/other",
+            &format!(r#"{{"bind":"127.0.0.1:{other}","backend":"app","mode":"http"}}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        stack.metric_total("thalassa_haproxy_reloads_total").await,
+        reloads + 1
+    );
+    let config = stack.get_text("/haproxy/config").await;
+    assert!(
+        config.contains(&format!(
+            "# leaving: kept in service until removed\n    server app_127.0.0.1:{0} 127.0.0.1:{0} check inter 100\n",
+            v1.port()
+        )),
+        "{config}"
+    );
+    load.wait_ok(100).await;
+    let report = load.report_since(&before, reloaded_at);
+    load.stop().await;
+    report.print("structural reload while v1 is kept for v2");
+    assert_eq!(report.failed, 0, "no request may fail: {:?}", report.kinds);
+    let members = stack.get_json("/backends/app/members").await;
+    assert_eq!(member_at(&members, v1.port()).unwrap()["leaving"], true);
+}
+
 /// Make before break holds for a deletion too: deleting the registration of a backend's only
 /// serving member while another member is still joining keeps it serving (listed as leaving)
 /// until the newcomer passes a check; only then does it go. The fast lane, which drains a

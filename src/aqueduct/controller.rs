@@ -8,19 +8,18 @@
 
 use super::apply_metrics::ApplyMetrics;
 use super::bind_check;
-use super::members::DynamicMembers;
+use super::members::{DynamicMembers, HeldServer};
 use super::model::{Backend, BackendType, Config, Frontend};
 use super::state_file;
 use super::validate::VersionSwitch;
 use crate::api_error::ApiError;
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
-use crate::haproxy::stat::ServerStateRow;
+use crate::haproxy::stat::{AdminState, ServerStateRow};
 use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
 use crate::metrics::PromText;
 use crate::registry::model::Registration;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -338,15 +337,19 @@ impl Controller {
             })
             .cloned()
             .collect();
-        let mut by_backend: std::collections::BTreeMap<&str, Vec<(IpAddr, u16, u32)>> =
+        let mut by_backend: std::collections::BTreeMap<&str, Vec<HeldServer>> =
             std::collections::BTreeMap::new();
         for row in rows {
-            if let (Some(addr), Some(port)) = (row.addr, row.port) {
-                by_backend.entry(row.backend.as_str()).or_default().push((
-                    addr,
-                    port,
-                    row.server_id,
-                ));
+            if let (Some(host), Some(port)) = (row.addr, row.port) {
+                by_backend
+                    .entry(row.backend.as_str())
+                    .or_default()
+                    .push(HeldServer {
+                        host,
+                        port,
+                        id: row.server_id,
+                        in_service: row.admin_state() != AdminState::Maint,
+                    });
             }
         }
         let mut changed = false;

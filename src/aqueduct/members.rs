@@ -22,6 +22,11 @@ pub struct DynamicMembers {
     /// coming back gets its own again. Released once HAProxy no longer has the server
     /// ([`DynamicMembers::observe`]).
     held_ids: BTreeMap<String, BTreeMap<(IpAddr, u16), u32>>,
+    /// Of those, the servers still in service (ready, or draining): an old version's member
+    /// make before break keeps until the new one serves, a leaver draining its connections. By
+    /// backend. A reload renders them (enabled: the saved server state restores a drain), so
+    /// it never takes away a server the membership manager is still keeping.
+    leaving_in_service: BTreeMap<String, BTreeSet<(IpAddr, u16)>>,
     /// Server names (dynamic or static members) still waiting for a first passing check.
     joining: BTreeSet<String>,
     /// When the membership manager last published `joining`: a server added after that
@@ -35,6 +40,16 @@ struct Member {
     host: IpAddr,
     /// Server id, unique in its backend, kept while the member stays.
     server_id: u32,
+}
+
+/// A server HAProxy holds in a dynamic backend, as `show servers state` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldServer {
+    pub host: IpAddr,
+    pub port: u16,
+    pub id: u32,
+    /// Not in maintenance: ready, or draining.
+    pub in_service: bool,
 }
 
 impl DynamicMembers {
@@ -101,6 +116,29 @@ impl DynamicMembers {
         if held.is_empty() {
             self.held_ids.remove(backend_key);
         }
+        // Members that leave were serving unless still joining: in service until HAProxy
+        // says otherwise (`observe`).
+        let mut leaving = self
+            .leaving_in_service
+            .remove(backend_key)
+            .unwrap_or_default();
+        leaving.extend(
+            self.by_backend
+                .get(backend_key)
+                .into_iter()
+                .flat_map(|members| members.iter())
+                .map(|m| (m.host, m.registration.port))
+                .filter(|(host, port)| {
+                    !self
+                        .joining
+                        .contains(&server_name(backend_key, *host, *port))
+                }),
+        );
+        leaving.retain(|address| !staying.contains(address));
+        if !leaving.is_empty() {
+            self.leaving_in_service
+                .insert(backend_key.to_owned(), leaving);
+        }
         if members.is_empty() {
             self.by_backend.remove(backend_key);
         } else {
@@ -109,18 +147,19 @@ impl DynamicMembers {
         }
     }
 
-    /// What HAProxy holds in `backend_key`: `(host, port, server id)` of each of its servers,
-    /// read from `show servers state`. HAProxy is the truth about ids: a member whose server
-    /// exists takes that server's id (after a takeover, or a leftover of an earlier run), and
-    /// the ids of servers that are not members are held, those of servers HAProxy no longer
-    /// has released. True when a member's id changed (the rendered config is stale then).
-    pub fn observe(&mut self, backend_key: &str, servers: &[(IpAddr, u16, u32)]) -> bool {
+    /// What HAProxy holds in `backend_key`: each of its servers, read from `show servers
+    /// state`. HAProxy is the truth about ids: a member whose server exists takes that server's
+    /// id (after a takeover, or a leftover of an earlier run), and the ids of servers that are
+    /// not members are held, those of servers HAProxy no longer has released. It is the truth
+    /// about which leavers are still in service, too. True when what a reload renders changed
+    /// (a member's id, a leaver in service or not: the rendered config is stale then).
+    pub fn observe(&mut self, backend_key: &str, servers: &[HeldServer]) -> bool {
         let mut changed = false;
         let mut member_addresses = BTreeSet::new();
         if let Some(members) = self.by_backend.get_mut(backend_key) {
             let in_haproxy: BTreeMap<(IpAddr, u16), u32> = servers
                 .iter()
-                .map(|(host, port, id)| ((*host, *port), *id))
+                .map(|server| ((server.host, server.port), server.id))
                 .collect();
             // Which member holds each id, kept up to date as ids are adopted.
             let mut holder: BTreeMap<u32, (IpAddr, u16)> = members
@@ -145,15 +184,32 @@ impl DynamicMembers {
                 }
             }
         }
-        let held: BTreeMap<(IpAddr, u16), u32> = servers
-            .iter()
-            .filter(|(host, port, _)| !member_addresses.contains(&(*host, *port)))
-            .map(|(host, port, id)| ((*host, *port), *id))
+        let others = || {
+            servers
+                .iter()
+                .filter(|server| !member_addresses.contains(&(server.host, server.port)))
+        };
+        let held: BTreeMap<(IpAddr, u16), u32> = others()
+            .map(|server| ((server.host, server.port), server.id))
             .collect();
         if held.is_empty() {
             self.held_ids.remove(backend_key);
         } else {
             self.held_ids.insert(backend_key.to_owned(), held);
+        }
+        let leaving: BTreeSet<(IpAddr, u16)> = others()
+            .filter(|server| server.in_service)
+            .map(|server| (server.host, server.port))
+            .collect();
+        let before = self.leaving_in_service.get(backend_key);
+        if before.map_or(!leaving.is_empty(), |b| *b != leaving) {
+            changed = true;
+        }
+        if leaving.is_empty() {
+            self.leaving_in_service.remove(backend_key);
+        } else {
+            self.leaving_in_service
+                .insert(backend_key.to_owned(), leaving);
         }
         changed
     }
@@ -188,6 +244,7 @@ impl DynamicMembers {
     pub fn remove_backend(&mut self, backend_key: &str) {
         self.by_backend.remove(backend_key);
         self.held_ids.remove(backend_key);
+        self.leaving_in_service.remove(backend_key);
     }
 
     /// The server names of a backend's members.
@@ -229,6 +286,24 @@ impl DynamicMembers {
                     })
                     .collect();
                 out.set(key, render);
+            }
+        }
+        for (key, leaving) in &self.leaving_in_service {
+            let dynamic = config
+                .backends
+                .get(key)
+                .is_some_and(|b| b.kind == BackendType::Dynamic);
+            if dynamic {
+                let ids = self.held_ids.get(key);
+                let render = leaving
+                    .iter()
+                    .map(|&(host, port)| RenderMember {
+                        host,
+                        port,
+                        id: ids.and_then(|ids| ids.get(&(host, port)).copied()),
+                    })
+                    .collect();
+                out.set_leaving(key, render);
             }
         }
         out
@@ -282,6 +357,16 @@ pub fn inherited_from(
 mod tests {
     use super::*;
 
+    /// A server HAProxy holds, in service.
+    fn held(host: &str, port: u16, id: u32) -> HeldServer {
+        HeldServer {
+            host: host.parse().unwrap(),
+            port,
+            id,
+            in_service: true,
+        }
+    }
+
     fn reg(host: &str, port: &str) -> Registration {
         let key = RegistrationKey::parse("svc", "1", host, port).unwrap();
         Registration::new(key, 0, Default::default())
@@ -324,13 +409,12 @@ mod tests {
         // 10.0.0.2's server may still be in HAProxy (draining): its id 2 is held.
         assert_eq!(ids(&members)[2], ("/svc/1/10.0.0.9/1".into(), 4));
         // Once HAProxy no longer has it, its id is free again.
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         members.observe(
             "be",
             &[
-                (ip("10.0.0.3"), 1, 3),
-                (ip("10.0.0.1"), 1, 1),
-                (ip("10.0.0.9"), 1, 4),
+                held("10.0.0.3", 1, 3),
+                held("10.0.0.1", 1, 1),
+                held("10.0.0.9", 1, 4),
             ],
         );
         members.set("be", vec![reg("10.0.0.3", "1"), reg("10.0.0.7", "1")]);
@@ -340,13 +424,12 @@ mod tests {
     #[test]
     fn a_new_version_never_takes_an_id_the_old_one_still_holds() {
         let mut members = DynamicMembers::default();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         members.set("be", vec![reg("10.0.0.2", "1"), reg("10.0.0.3", "1")]);
         // The switch: version 2's member replaces both, while HAProxy keeps the old servers
         // until the new one serves.
         members.set("be", vec![reg("10.0.0.4", "1")]);
         assert_eq!(ids(&members), [("/svc/1/10.0.0.4/1".into(), 3)]);
-        members.observe("be", &[(ip("10.0.0.2"), 1, 1), (ip("10.0.0.3"), 1, 2)]);
+        members.observe("be", &[held("10.0.0.2", 1, 1), held("10.0.0.3", 1, 2)]);
         // Switching back: the old members get their servers' ids back; the new one keeps its.
         members.set(
             "be",
@@ -369,25 +452,24 @@ mod tests {
     #[test]
     fn haproxys_ids_win_and_foreign_servers_hold_theirs() {
         let mut members = DynamicMembers::default();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // After a takeover the members were set in id order, but HAProxy numbered them 3 and 7
         // and still has a leaver with id 1.
         members.set("be", vec![reg("10.0.0.1", "1"), reg("10.0.0.2", "1")]);
         let changed = members.observe(
             "be",
             &[
-                (ip("10.0.0.1"), 1, 3),
-                (ip("10.0.0.2"), 1, 7),
-                (ip("10.0.0.9"), 1, 1),
+                held("10.0.0.1", 1, 3),
+                held("10.0.0.2", 1, 7),
+                held("10.0.0.9", 1, 1),
             ],
         );
         assert!(changed);
         assert!(!members.observe(
             "be",
             &[
-                (ip("10.0.0.1"), 1, 3),
-                (ip("10.0.0.2"), 1, 7),
-                (ip("10.0.0.9"), 1, 1)
+                held("10.0.0.1", 1, 3),
+                held("10.0.0.2", 1, 7),
+                held("10.0.0.9", 1, 1)
             ],
         ));
         members.set(
@@ -483,5 +565,42 @@ mod tests {
         // maintenance (joining or leaving), not a server with a foreign name, nothing of a
         // static backend or of a backend the config no longer has.
         check_inherited(&state, &[("app", &["10.0.0.1:80", "10.0.0.2:80"])]);
+    }
+
+    #[test]
+    fn leavers_in_service_are_rendered_until_haproxy_has_them_out_of_service() {
+        let mut config = Config::default();
+        let body = serde_json::from_str(r#"{"type":"dynamic","name":"svc","version":"1"}"#);
+        let backend = crate::aqueduct::validate::backend("be", &body.unwrap()).unwrap();
+        config.backends.insert("be".to_owned(), backend);
+        let leaving = |members: &DynamicMembers| -> Vec<String> {
+            let render = members.render_members(&config);
+            render
+                .leaving("be")
+                .iter()
+                .map(|m| format!("{}:{}", m.host, m.id.unwrap_or(0)))
+                .collect()
+        };
+        let mut members = DynamicMembers::default();
+        members.set("be", vec![reg("10.0.0.1", "1"), reg("10.0.0.2", "1")]);
+        members.set_joining(BTreeSet::from(["be_10.0.0.2:1".to_owned()]));
+        // The switch: 10.0.0.3 replaces both. The serving one stays rendered (a reload must not
+        // take it away while the newcomer joins); the joining one was never in service.
+        members.set("be", vec![reg("10.0.0.3", "1")]);
+        assert_eq!(leaving(&members), ["10.0.0.1:1"]);
+        // HAProxy says: drained (in service), the joining leaver in maintenance.
+        let mut maint = held("10.0.0.2", 1, 2);
+        maint.in_service = false;
+        let servers = [held("10.0.0.1", 1, 1), maint, held("10.0.0.3", 1, 3)];
+        members.observe("be", &servers);
+        assert_eq!(leaving(&members), ["10.0.0.1:1"]);
+        // Set to maintenance for its removal: no longer rendered, and the text is stale.
+        let mut removing = held("10.0.0.1", 1, 1);
+        removing.in_service = false;
+        assert!(members.observe("be", &[removing, held("10.0.0.3", 1, 3)]));
+        assert!(leaving(&members).is_empty());
+        // Back as a member, it is a member again, not a leaver.
+        members.set("be", vec![reg("10.0.0.1", "1"), reg("10.0.0.3", "1")]);
+        assert!(leaving(&members).is_empty());
     }
 }

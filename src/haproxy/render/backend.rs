@@ -61,13 +61,28 @@ pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMember
             .collect(),
         BackendType::Dynamic => members.get(&backend.key).to_vec(),
     };
-    for server in servers {
+    let leaving: Vec<RenderMember> = match backend.kind {
+        BackendType::Static => Vec::new(),
+        BackendType::Dynamic => members
+            .leaving(&backend.key)
+            .iter()
+            .filter(|l| !servers.iter().any(|m| (m.host, m.port) == (l.host, l.port)))
+            .copied()
+            .collect(),
+    };
+    for (index, server) in servers.iter().chain(&leaving).enumerate() {
+        if index == servers.len() {
+            line(
+                out,
+                format_args!("# leaving: kept in service until removed"),
+            );
+        }
         let id = match server.id {
             Some(id) if explicit_ids => format!(" id {id}"),
             _ => String::new(),
         };
         let name = server_name(&backend.key, server.host, server.port);
-        let disabled = if members.is_joining(&name) {
+        let disabled = if index < servers.len() && members.is_joining(&name) {
             " disabled"
         } else {
             ""

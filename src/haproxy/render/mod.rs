@@ -65,6 +65,10 @@ pub struct RenderMembers {
     /// Server names of members still waiting for their first passing health check. They are
     /// rendered `disabled` so that a reload never puts an unchecked member into service.
     joining: BTreeSet<String>,
+    /// Servers of each dynamic backend that are not members any more but still in service
+    /// (an old version's kept until the new one serves, a leaver draining): rendered after
+    /// the members, never `disabled`, so a reload keeps them for the manager to remove.
+    leaving: BTreeMap<String, Vec<RenderMember>>,
 }
 
 impl RenderMembers {
@@ -85,6 +89,21 @@ impl RenderMembers {
 
     pub fn get(&self, backend_key: &str) -> &[RenderMember] {
         self.by_backend.get(backend_key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Replaces a backend's leaving servers that are still in service.
+    pub fn set_leaving(&mut self, backend_key: &str, mut servers: Vec<RenderMember>) {
+        servers.sort_by_key(|m| (m.host, m.port));
+        servers.dedup_by_key(|m| (m.host, m.port));
+        if servers.is_empty() {
+            self.leaving.remove(backend_key);
+        } else {
+            self.leaving.insert(backend_key.to_owned(), servers);
+        }
+    }
+
+    pub fn leaving(&self, backend_key: &str) -> &[RenderMember] {
+        self.leaving.get(backend_key).map_or(&[], Vec::as_slice)
     }
 
     /// Replaces the set of joining members (by server name).
@@ -261,5 +280,43 @@ mod tests {
         );
         members.set("be", Vec::new());
         assert!(members.get("be").is_empty());
+    }
+
+    #[test]
+    fn leaving_servers_in_service_are_rendered_enabled_after_the_members() {
+        let m = |host: &str, id| RenderMember {
+            host: host.parse().unwrap(),
+            port: 80,
+            id: Some(id),
+        };
+        let body = serde_json::from_str(
+            r#"{"type":"dynamic","name":"svc","version":"2","balance":"source"}"#,
+        )
+        .unwrap();
+        let mut config = Config::default();
+        let backend = crate::aqueduct::validate::backend("be", &body).unwrap();
+        config.backends.insert("be".to_owned(), backend);
+        let mut members = RenderMembers::new();
+        members.set("be", vec![m("10.0.0.3", 3)]);
+        members.mark_joining("be_10.0.0.3:80".to_owned());
+        // An old version's server, kept while 10.0.0.3 joins; a duplicate of a member is not
+        // rendered twice.
+        members.set_leaving("be", vec![m("10.0.0.1", 1), m("10.0.0.3", 3)]);
+        let settings = RenderSettings::new("/run/a.sock".into(), "/run/state".into());
+        let text = render(&config, &members, &settings);
+        let servers: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("server ") || l.starts_with("# leaving"))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                "server be_10.0.0.3:80 10.0.0.3:80 check inter 2000 id 3 disabled",
+                "# leaving: kept in service until removed",
+                "server be_10.0.0.1:80 10.0.0.1:80 check inter 2000 id 1",
+            ],
+            "{text}"
+        );
     }
 }
