@@ -362,6 +362,26 @@ impl Controller {
         }
     }
 
+    /// Servers (by name, per backend) the membership manager is about to take out of service
+    /// (maintenance, deletion): from now on no reload renders them, so none comes back. Taken
+    /// under the apply lock: a reload rendered before this has finished before the caller's
+    /// commands reach HAProxy.
+    pub async fn out_of_service(
+        &self,
+        servers: &std::collections::BTreeMap<String, BTreeSet<String>>,
+    ) {
+        let shared = &self.shared;
+        let _guard = shared.apply_lock.lock().await;
+        let mut live = shared.write_live();
+        let mut changed = false;
+        for (backend_key, names) in servers {
+            changed |= live.members.out_of_service(backend_key, names);
+        }
+        if changed {
+            live.text_stale = true;
+        }
+    }
+
     /// Notified after dynamic members changed (for views that show them, like the UI).
     pub fn subscribe_members(&self) -> watch::Receiver<u64> {
         self.shared.members_tx.subscribe()

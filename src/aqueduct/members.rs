@@ -22,11 +22,13 @@ pub struct DynamicMembers {
     /// coming back gets its own again. Released once HAProxy no longer has the server
     /// ([`DynamicMembers::observe`]).
     held_ids: BTreeMap<String, BTreeMap<(IpAddr, u16), u32>>,
-    /// Of those, the servers still in service (ready, or draining): an old version's member
-    /// make before break keeps until the new one serves, a leaver draining its connections. By
-    /// backend. A reload renders them (enabled: the saved server state restores a drain), so
-    /// it never takes away a server the membership manager is still keeping.
-    leaving_in_service: BTreeMap<String, BTreeSet<(IpAddr, u16)>>,
+    /// The servers HAProxy held in service (ready, or draining) at the last look, members or
+    /// not, by backend, less those the membership manager has since taken out of service. A
+    /// reload renders the ones that are not members (an old version's member make before break
+    /// keeps until the new one serves, a leaver draining) enabled after the members (the saved
+    /// server state restores a drain), so it never takes away a server that is kept serving;
+    /// and never one HAProxy may no longer have, which would come back unchecked.
+    in_service: BTreeMap<String, BTreeSet<(IpAddr, u16)>>,
     /// Server names (dynamic or static members) still waiting for a first passing check.
     joining: BTreeSet<String>,
     /// When the membership manager last published `joining`: a server added after that
@@ -116,29 +118,6 @@ impl DynamicMembers {
         if held.is_empty() {
             self.held_ids.remove(backend_key);
         }
-        // Members that leave were serving unless still joining: in service until HAProxy
-        // says otherwise (`observe`).
-        let mut leaving = self
-            .leaving_in_service
-            .remove(backend_key)
-            .unwrap_or_default();
-        leaving.extend(
-            self.by_backend
-                .get(backend_key)
-                .into_iter()
-                .flat_map(|members| members.iter())
-                .map(|m| (m.host, m.registration.port))
-                .filter(|(host, port)| {
-                    !self
-                        .joining
-                        .contains(&server_name(backend_key, *host, *port))
-                }),
-        );
-        leaving.retain(|address| !staying.contains(address));
-        if !leaving.is_empty() {
-            self.leaving_in_service
-                .insert(backend_key.to_owned(), leaving);
-        }
         if members.is_empty() {
             self.by_backend.remove(backend_key);
         } else {
@@ -197,21 +176,53 @@ impl DynamicMembers {
         } else {
             self.held_ids.insert(backend_key.to_owned(), held);
         }
-        let leaving: BTreeSet<(IpAddr, u16)> = others()
+        let in_service: BTreeSet<(IpAddr, u16)> = servers
+            .iter()
             .filter(|server| server.in_service)
             .map(|server| (server.host, server.port))
             .collect();
-        let before = self.leaving_in_service.get(backend_key);
-        if before.map_or(!leaving.is_empty(), |b| *b != leaving) {
+        let leaving_before = self.leaving_in_service(backend_key);
+        if in_service.is_empty() {
+            self.in_service.remove(backend_key);
+        } else {
+            self.in_service.insert(backend_key.to_owned(), in_service);
+        }
+        if self.leaving_in_service(backend_key) != leaving_before {
             changed = true;
         }
-        if leaving.is_empty() {
-            self.leaving_in_service.remove(backend_key);
-        } else {
-            self.leaving_in_service
-                .insert(backend_key.to_owned(), leaving);
-        }
         changed
+    }
+
+    /// Servers (by name) about to be taken out of service (set to maintenance, deleted): no
+    /// reload renders them from now on. True when the rendered config changes.
+    pub fn out_of_service(&mut self, backend_key: &str, servers: &BTreeSet<String>) -> bool {
+        let leaving_before = self.leaving_in_service(backend_key);
+        if let Some(in_service) = self.in_service.get_mut(backend_key) {
+            in_service
+                .retain(|(host, port)| !servers.contains(&server_name(backend_key, *host, *port)));
+            if in_service.is_empty() {
+                self.in_service.remove(backend_key);
+            }
+        }
+        self.leaving_in_service(backend_key) != leaving_before
+    }
+
+    /// The servers of `backend_key` in service that are not members.
+    fn leaving_in_service(&self, backend_key: &str) -> Vec<(IpAddr, u16)> {
+        let members: BTreeSet<(IpAddr, u16)> = self
+            .by_backend
+            .get(backend_key)
+            .into_iter()
+            .flat_map(|members| members.iter())
+            .map(|m| (m.host, m.registration.port))
+            .collect();
+        self.in_service
+            .get(backend_key)
+            .into_iter()
+            .flatten()
+            .filter(|address| !members.contains(address))
+            .copied()
+            .collect()
     }
 
     /// The server (by name), added to HAProxy at `added` if that is known, may still be
@@ -244,7 +255,7 @@ impl DynamicMembers {
     pub fn remove_backend(&mut self, backend_key: &str) {
         self.by_backend.remove(backend_key);
         self.held_ids.remove(backend_key);
-        self.leaving_in_service.remove(backend_key);
+        self.in_service.remove(backend_key);
     }
 
     /// The server names of a backend's members.
@@ -288,16 +299,17 @@ impl DynamicMembers {
                 out.set(key, render);
             }
         }
-        for (key, leaving) in &self.leaving_in_service {
+        for key in self.in_service.keys() {
             let dynamic = config
                 .backends
                 .get(key)
                 .is_some_and(|b| b.kind == BackendType::Dynamic);
             if dynamic {
                 let ids = self.held_ids.get(key);
-                let render = leaving
-                    .iter()
-                    .map(|&(host, port)| RenderMember {
+                let render = self
+                    .leaving_in_service(key)
+                    .into_iter()
+                    .map(|(host, port)| RenderMember {
                         host,
                         port,
                         id: ids.and_then(|ids| ids.get(&(host, port)).copied()),
@@ -568,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn leavers_in_service_are_rendered_until_haproxy_has_them_out_of_service() {
+    fn leavers_in_service_are_rendered_until_taken_out_of_service() {
         let mut config = Config::default();
         let body = serde_json::from_str(r#"{"type":"dynamic","name":"svc","version":"1"}"#);
         let backend = crate::aqueduct::validate::backend("be", &body.unwrap()).unwrap();
@@ -581,25 +593,28 @@ mod tests {
                 .map(|m| format!("{}:{}", m.host, m.id.unwrap_or(0)))
                 .collect()
         };
+        let mut maint = held("10.0.0.2", 1, 2);
+        maint.in_service = false;
         let mut members = DynamicMembers::default();
         members.set("be", vec![reg("10.0.0.1", "1"), reg("10.0.0.2", "1")]);
-        members.set_joining(BTreeSet::from(["be_10.0.0.2:1".to_owned()]));
+        // HAProxy: 10.0.0.1 serving, 10.0.0.2 still joining (in maintenance).
+        members.observe("be", &[held("10.0.0.1", 1, 1), maint]);
+        assert!(leaving(&members).is_empty());
         // The switch: 10.0.0.3 replaces both. The serving one stays rendered (a reload must not
         // take it away while the newcomer joins); the joining one was never in service.
         members.set("be", vec![reg("10.0.0.3", "1")]);
         assert_eq!(leaving(&members), ["10.0.0.1:1"]);
-        // HAProxy says: drained (in service), the joining leaver in maintenance.
-        let mut maint = held("10.0.0.2", 1, 2);
-        maint.in_service = false;
+        // Drained: still in service.
         let servers = [held("10.0.0.1", 1, 1), maint, held("10.0.0.3", 1, 3)];
         members.observe("be", &servers);
         assert_eq!(leaving(&members), ["10.0.0.1:1"]);
-        // Set to maintenance for its removal: no longer rendered, and the text is stale.
-        let mut removing = held("10.0.0.1", 1, 1);
-        removing.in_service = false;
-        assert!(members.observe("be", &[removing, held("10.0.0.3", 1, 3)]));
+        // About to be removed: never rendered again, even before HAProxy is looked at.
+        let removing = BTreeSet::from(["be_10.0.0.1:1".to_owned()]);
+        assert!(members.out_of_service("be", &removing));
         assert!(leaving(&members).is_empty());
-        // Back as a member, it is a member again, not a leaver.
+        assert!(!members.out_of_service("be", &removing));
+        // Back as a member, it is a member, not a leaver.
+        members.observe("be", &servers);
         members.set("be", vec![reg("10.0.0.1", "1"), reg("10.0.0.3", "1")]);
         assert!(leaving(&members).is_empty());
     }

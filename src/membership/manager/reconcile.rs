@@ -258,6 +258,29 @@ impl Manager {
     }
 
     async fn apply(&mut self, ops: &[RuntimeOp]) {
+        // Out of service first in what a reload renders, then in HAProxy: a reload between
+        // the two must not bring a removed server back (it would come back unchecked).
+        let mut leaving_service: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for op in ops {
+            let out = matches!(
+                op,
+                RuntimeOp::Delete { .. }
+                    | RuntimeOp::SetState {
+                        state: AdminState::Maint,
+                        ..
+                    }
+            );
+            if out {
+                let server = op.server();
+                leaving_service
+                    .entry(server.backend.clone())
+                    .or_default()
+                    .insert(server.server.clone());
+            }
+        }
+        if !leaving_service.is_empty() {
+            self.controller.out_of_service(&leaving_service).await;
+        }
         let mut commands = Vec::new();
         let mut kinds = Vec::new();
         // The server each command is for (an add is two commands).
