@@ -8,7 +8,7 @@
 
 use super::apply_metrics::ApplyMetrics;
 use super::bind_check;
-use super::members::{DynamicMembers, HeldServer};
+use super::members::{DynamicMembers, HeldServer, OthersJoining};
 use super::model::{Backend, BackendType, Config, Frontend};
 use super::state_file;
 use super::validate::VersionSwitch;
@@ -434,10 +434,18 @@ impl Controller {
             .may_be_joining(server, added)
     }
 
-    /// The server names of a dynamic backend's members as last recorded
-    /// ([`Controller::set_members_of`]).
-    pub fn member_servers(&self, backend_key: &str) -> Vec<String> {
-        self.shared.read_live().members.server_names(backend_key)
+    /// Whether the other members of a dynamic backend are all still joining: see
+    /// [`DynamicMembers::others_joining`]. One read of the live state.
+    pub fn others_joining(
+        &self,
+        backend_key: &str,
+        except: &str,
+        added: impl Fn(&str) -> Option<Instant>,
+    ) -> OthersJoining {
+        self.shared
+            .read_live()
+            .members
+            .others_joining(backend_key, except, added)
     }
 
     /// When the membership manager last published the joining servers.

@@ -44,6 +44,17 @@ struct Member {
     server_id: u32,
 }
 
+/// What [`DynamicMembers::others_joining`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OthersJoining {
+    /// No other member.
+    None,
+    /// Other members, every one still joining.
+    AllJoining,
+    /// At least one other member that is not joining.
+    SomeServing,
+}
+
 /// A server HAProxy holds in a dynamic backend, as `show servers state` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldServer {
@@ -258,14 +269,37 @@ impl DynamicMembers {
         self.in_service.remove(backend_key);
     }
 
-    /// The server names of a backend's members.
-    pub fn server_names(&self, backend_key: &str) -> Vec<String> {
-        self.by_backend
+    /// Whether the members of `backend_key` other than `except` (a server name) are all
+    /// still joining (see [`DynamicMembers::may_be_joining`]; `added` says when a server was
+    /// added, if known), and whether there is any. Stops at the first one that is not joining:
+    /// under churn the fast lane asks this for every deletion.
+    pub fn others_joining(
+        &self,
+        backend_key: &str,
+        except: &str,
+        added: impl Fn(&str) -> Option<Instant>,
+    ) -> OthersJoining {
+        let mut any = false;
+        for member in self
+            .by_backend
             .get(backend_key)
             .into_iter()
-            .flat_map(|members| members.iter())
-            .map(|m| crate::haproxy::render::server_name(backend_key, m.host, m.registration.port))
-            .collect()
+            .flat_map(|m| m.iter())
+        {
+            let name = server_name(backend_key, member.host, member.registration.port);
+            if name == except {
+                continue;
+            }
+            any = true;
+            if !self.may_be_joining(&name, added(&name)) {
+                return OthersJoining::SomeServing;
+            }
+        }
+        if any {
+            OthersJoining::AllJoining
+        } else {
+            OthersJoining::None
+        }
     }
 
     /// The registrations of a backend, in the order they were given.

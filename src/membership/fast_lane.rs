@@ -20,6 +20,7 @@
 use super::metrics::MembershipMetrics;
 use super::plan::{DesiredMember, ServerRef};
 use crate::aqueduct::controller::Controller;
+use crate::aqueduct::members::OthersJoining;
 use crate::haproxy::runtime::{CommandFailure, RuntimeClient, ServerCommand, ServerOptions};
 use crate::haproxy::stat::AdminState;
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
@@ -198,32 +199,27 @@ impl FastLane {
         changes: &BurstChanges,
         own_adds: &OwnAdds,
     ) -> bool {
-        let joining_in_burst = changes
-            .joins
-            .values()
-            .flatten()
-            .filter_map(|[add, _]| match add {
-                ServerCommand::Add {
-                    backend, server, ..
-                } if *backend == leaving.backend => Some(server.clone()),
-                _ => None,
-            });
-        let others: HashSet<String> = self
-            .controller
-            .member_servers(&leaving.backend)
-            .into_iter()
-            .chain(joining_in_burst)
-            .filter(|name| *name != leaving.server)
-            .collect();
-        !others.is_empty()
-            && others.iter().all(|name| {
-                let other = ServerRef {
+        let added = |name: &str| {
+            own_adds
+                .0
+                .get(&ServerRef {
                     backend: leaving.backend.clone(),
-                    server: name.clone(),
-                };
-                let added = own_adds.0.get(&other).copied();
-                self.controller.may_be_joining(name, added)
-            })
+                    server: name.to_owned(),
+                })
+                .copied()
+        };
+        match self
+            .controller
+            .others_joining(&leaving.backend, &leaving.server, added)
+        {
+            OthersJoining::SomeServing => false,
+            OthersJoining::AllJoining => true,
+            // No other member yet: one joining in this very burst is a replacement too.
+            OthersJoining::None => changes.joins.values().flatten().any(|[add, _]| {
+                matches!(add, ServerCommand::Add { backend, server, .. }
+                    if *backend == leaving.backend && *server != leaving.server)
+            }),
+        }
     }
 
     /// One exchange for the burst's adds, drains and deletes (adds first: a join's latency is
