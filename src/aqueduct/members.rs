@@ -174,12 +174,9 @@ impl DynamicMembers {
                 }
             }
         }
-        let others = || {
-            servers
-                .iter()
-                .filter(|server| !member_addresses.contains(&(server.host, server.port)))
-        };
-        let held: BTreeMap<(IpAddr, u16), u32> = others()
+        let held: BTreeMap<(IpAddr, u16), u32> = servers
+            .iter()
+            .filter(|server| !member_addresses.contains(&(server.host, server.port)))
             .map(|server| ((server.host, server.port), server.id))
             .collect();
         if held.is_empty() {

@@ -77,14 +77,8 @@ impl RenderMembers {
     }
 
     /// Replaces a backend's members; duplicates of one address keep the first.
-    pub fn set(&mut self, backend_key: &str, mut members: Vec<RenderMember>) {
-        members.sort_by_key(|m| (m.host, m.port));
-        members.dedup_by_key(|m| (m.host, m.port));
-        if members.is_empty() {
-            self.by_backend.remove(backend_key);
-        } else {
-            self.by_backend.insert(backend_key.to_owned(), members);
-        }
+    pub fn set(&mut self, backend_key: &str, members: Vec<RenderMember>) {
+        replace_sorted(&mut self.by_backend, backend_key, members);
     }
 
     pub fn get(&self, backend_key: &str) -> &[RenderMember] {
@@ -92,14 +86,8 @@ impl RenderMembers {
     }
 
     /// Replaces a backend's leaving servers that are still in service.
-    pub fn set_leaving(&mut self, backend_key: &str, mut servers: Vec<RenderMember>) {
-        servers.sort_by_key(|m| (m.host, m.port));
-        servers.dedup_by_key(|m| (m.host, m.port));
-        if servers.is_empty() {
-            self.leaving.remove(backend_key);
-        } else {
-            self.leaving.insert(backend_key.to_owned(), servers);
-        }
+    pub fn set_leaving(&mut self, backend_key: &str, servers: Vec<RenderMember>) {
+        replace_sorted(&mut self.leaving, backend_key, servers);
     }
 
     pub fn leaving(&self, backend_key: &str) -> &[RenderMember] {
@@ -118,6 +106,22 @@ impl RenderMembers {
     /// Adds one member (by server name) to the joining set.
     pub fn mark_joining(&mut self, server_name: String) {
         self.joining.insert(server_name);
+    }
+}
+
+/// Sets `backend_key`'s servers in `map`, sorted by address with one per address (the first);
+/// none removes the entry.
+fn replace_sorted(
+    map: &mut BTreeMap<String, Vec<RenderMember>>,
+    backend_key: &str,
+    mut servers: Vec<RenderMember>,
+) {
+    servers.sort_by_key(|m| (m.host, m.port));
+    servers.dedup_by_key(|m| (m.host, m.port));
+    if servers.is_empty() {
+        map.remove(backend_key);
+    } else {
+        map.insert(backend_key.to_owned(), servers);
     }
 }
 
