@@ -8,7 +8,6 @@ use crate::registry::model::{Registration, RegistrationKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Cheap to clone (each backend's members are shared): readers take a copy under the
 /// controller's lock and do their work after releasing it.
@@ -31,9 +30,12 @@ pub struct DynamicMembers {
     in_service: BTreeMap<String, BTreeSet<(IpAddr, u16)>>,
     /// Server names (dynamic or static members) still waiting for a first passing check.
     joining: BTreeSet<String>,
-    /// When the membership manager last published `joining`: a server added after that
-    /// moment cannot have been set ready yet.
-    joining_published: Option<Instant>,
+    /// Server names the membership manager last saw serving (set ready after a passing check),
+    /// less those it has since taken out of service; `None` until its first word. Any other
+    /// dynamic member may be unchecked: one the fast lane or the manager added since that
+    /// word, one about to be added. A reload renders those `disabled` (never ready without a
+    /// passing check), and the lane deletes rather than drains them.
+    serving: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +206,9 @@ impl DynamicMembers {
     /// Servers (by name) about to be taken out of service (set to maintenance, deleted): no
     /// reload renders them from now on. True when the rendered config changes.
     pub fn out_of_service(&mut self, backend_key: &str, servers: &BTreeSet<String>) -> bool {
+        if let Some(serving) = &mut self.serving {
+            serving.retain(|name| !servers.contains(name));
+        }
         let leaving_before = self.leaving_in_service(backend_key);
         if let Some(in_service) = self.in_service.get_mut(backend_key) {
             in_service
@@ -233,27 +238,22 @@ impl DynamicMembers {
             .collect()
     }
 
-    /// The server (by name), added to HAProxy at `added` if that is known, may still be
-    /// waiting for a first passing check: the manager says so, or it was added after the
-    /// manager's last word (which comes after any `ready` it set).
-    pub fn may_be_joining(&self, server: &str, added: Option<Instant>) -> bool {
+    /// The server (by name) may still be waiting for a first passing check: the manager says
+    /// so, or it has not said the server serves (it may have been added since its last word).
+    pub fn may_be_joining(&self, server: &str) -> bool {
         self.joining.contains(server)
-            || added.is_some_and(|added| self.joining_published.is_none_or(|at| added >= at))
+            || self
+                .serving
+                .as_ref()
+                .is_some_and(|serving| !serving.contains(server))
     }
 
-    /// When the manager last published the joining servers.
-    pub fn joining_published(&self) -> Option<Instant> {
-        self.joining_published
-    }
-
-    /// Replaces the set of joining servers; true when it changed.
-    pub fn set_joining(&mut self, joining: BTreeSet<String>) -> bool {
-        self.joining_published = Some(Instant::now());
-        if self.joining == joining {
-            return false;
-        }
+    /// Replaces the servers the manager sees joining and serving; true when either changed.
+    pub fn set_phases(&mut self, joining: BTreeSet<String>, serving: BTreeSet<String>) -> bool {
+        let changed = self.joining != joining || self.serving.as_ref() != Some(&serving);
         self.joining = joining;
-        true
+        self.serving = Some(serving);
+        changed
     }
 
     pub fn backend_keys(&self) -> impl Iterator<Item = &str> {
@@ -267,15 +267,10 @@ impl DynamicMembers {
     }
 
     /// Whether the members of `backend_key` other than `except` (a server name) are all
-    /// still joining (see [`DynamicMembers::may_be_joining`]; `added` says when a server was
-    /// added, if known), and whether there is any. Stops at the first one that is not joining:
-    /// under churn the fast lane asks this for every deletion.
-    pub fn others_joining(
-        &self,
-        backend_key: &str,
-        except: &str,
-        added: impl Fn(&str) -> Option<Instant>,
-    ) -> OthersJoining {
+    /// still joining (see [`DynamicMembers::may_be_joining`]), and whether there is any. Stops
+    /// at the first one that is not joining: under churn the fast lane asks this for every
+    /// deletion.
+    pub fn others_joining(&self, backend_key: &str, except: &str) -> OthersJoining {
         let mut any = false;
         for member in self
             .by_backend
@@ -288,7 +283,7 @@ impl DynamicMembers {
                 continue;
             }
             any = true;
-            if !self.may_be_joining(&name, added(&name)) {
+            if !self.may_be_joining(&name) {
                 return OthersJoining::SomeServing;
             }
         }
@@ -328,6 +323,16 @@ impl DynamicMembers {
                     })
                     .collect();
                 out.set(key, render);
+                // Before the manager's first word (a start, a takeover) every member renders
+                // enabled: they serve at once, as the HAProxy they replace did.
+                if let Some(serving) = &self.serving {
+                    for m in members.iter() {
+                        let name = server_name(key, m.host, m.registration.port);
+                        if !serving.contains(&name) {
+                            out.mark_joining(name);
+                        }
+                    }
+                }
             }
         }
         for key in self.in_service.keys() {
@@ -610,12 +615,64 @@ mod tests {
         check_inherited(&state, &[("app", &["10.0.0.1:80", "10.0.0.2:80"])]);
     }
 
-    #[test]
-    fn leavers_in_service_are_rendered_until_taken_out_of_service() {
+    fn one_dynamic_backend() -> Config {
         let mut config = Config::default();
         let body = serde_json::from_str(r#"{"type":"dynamic","name":"svc","version":"1"}"#);
         let backend = crate::aqueduct::validate::backend("be", &body.unwrap()).unwrap();
         config.backends.insert("be".to_owned(), backend);
+        config
+    }
+
+    #[test]
+    fn only_members_the_manager_saw_serving_render_enabled() {
+        let config = one_dynamic_backend();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let rendered_disabled = |members: &DynamicMembers| -> Vec<&str> {
+            let render = members.render_members(&config);
+            ["be_10.0.0.1:1", "be_10.0.0.2:1", "be_10.0.0.3:1"]
+                .into_iter()
+                .filter(|name| render.is_joining(name))
+                .collect()
+        };
+        let mut members = DynamicMembers::default();
+        members.set(
+            "be",
+            vec![
+                reg("10.0.0.1", "1"),
+                reg("10.0.0.2", "1"),
+                reg("10.0.0.3", "1"),
+            ],
+        );
+        // A start or a takeover: before the manager's first word every member serves at once.
+        assert!(rendered_disabled(&members).is_empty());
+        assert!(!members.may_be_joining("be_10.0.0.3:1"));
+        // 10.0.0.1 serves, 10.0.0.2 joins, 10.0.0.3 was added (by the fast lane) since the
+        // manager looked: it may be unchecked, so it renders disabled and is deleted, not drained.
+        members.set_phases(names(&["be_10.0.0.2:1"]), names(&["be_10.0.0.1:1"]));
+        assert_eq!(
+            rendered_disabled(&members),
+            ["be_10.0.0.2:1", "be_10.0.0.3:1"]
+        );
+        assert!(members.may_be_joining("be_10.0.0.3:1"));
+        assert!(!members.may_be_joining("be_10.0.0.1:1"));
+        assert_eq!(
+            members.others_joining("be", "be_10.0.0.1:1"),
+            OthersJoining::AllJoining
+        );
+        assert_eq!(
+            members.others_joining("be", "be_10.0.0.2:1"),
+            OthersJoining::SomeServing
+        );
+        // Taken out of service (deleted, about to be re-added): never rendered ready again
+        // until the manager sees it pass a check and serve.
+        members.out_of_service("be", &names(&["be_10.0.0.1:1"]));
+        assert_eq!(rendered_disabled(&members).len(), 3);
+        assert!(members.may_be_joining("be_10.0.0.1:1"));
+    }
+
+    #[test]
+    fn leavers_in_service_are_rendered_until_taken_out_of_service() {
+        let config = one_dynamic_backend();
         let leaving = |members: &DynamicMembers| -> Vec<String> {
             let render = members.render_members(&config);
             render

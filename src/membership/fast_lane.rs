@@ -78,7 +78,6 @@ impl FastLane {
         let (tx, rx) = mpsc::channel(crate::registry::fanout::FOLLOWER_BUFFER);
         tokio::spawn(async move {
             let mut known = KnownRegistrations::default();
-            let mut own_adds = OwnAdds::default();
             // Items forwarded so far: the manager counts the same items as it applies them.
             let mut forwarded: u64 = 0;
             while let Some(first) = feed.recv().await {
@@ -92,10 +91,10 @@ impl FastLane {
                 }
                 let mut changes = BurstChanges::default();
                 for item in &burst {
-                    self.note(item, &mut known, &mut changes, &own_adds);
+                    self.note(item, &mut known, &mut changes);
                 }
                 let through = forwarded + burst.len() as u64;
-                self.run(changes, received, through, &mut own_adds).await;
+                self.run(changes, received, through).await;
                 for item in burst {
                     forwarded += 1;
                     if tx.send(item).await.is_err() {
@@ -109,13 +108,7 @@ impl FastLane {
 
     /// Updates what is known, and the changes of this burst by registration id (a
     /// registration that joins and leaves within the burst changes nothing).
-    fn note(
-        &self,
-        item: &FeedItem,
-        known: &mut KnownRegistrations,
-        changes: &mut BurstChanges,
-        own_adds: &OwnAdds,
-    ) {
+    fn note(&self, item: &FeedItem, known: &mut KnownRegistrations, changes: &mut BurstChanges) {
         match item {
             FeedItem::Snapshot { registrations, .. } => {
                 known.reset(registrations.iter().cloned());
@@ -137,15 +130,10 @@ impl FastLane {
                     let (joining, serving): (Vec<ServerRef>, Vec<ServerRef>) =
                         super::desired::servers_of(&config, &registration)
                             .into_iter()
-                            .partition(|server| {
-                                let added = own_adds.0.get(server).copied();
-                                self.controller.may_be_joining(&server.server, added)
-                            });
+                            .partition(|server| self.controller.may_be_joining(&server.server));
                     let serving: Vec<ServerRef> = serving
                         .into_iter()
-                        .filter(|server| {
-                            !self.last_serving_while_others_join(server, changes, own_adds)
-                        })
+                        .filter(|server| !self.last_serving_while_others_join(server, changes))
                         .collect();
                     if !serving.is_empty() {
                         changes.drains.insert(id.clone(), serving);
@@ -193,24 +181,10 @@ impl FastLane {
     /// joining, keeps serving (the manager holds it until one of them passes a check, or the
     /// drain timeout); draining it here would leave the backend with no server at all. A
     /// backend with no other member drains it: there is nothing to wait for.
-    fn last_serving_while_others_join(
-        &self,
-        leaving: &ServerRef,
-        changes: &BurstChanges,
-        own_adds: &OwnAdds,
-    ) -> bool {
-        let added = |name: &str| {
-            own_adds
-                .0
-                .get(&ServerRef {
-                    backend: leaving.backend.clone(),
-                    server: name.to_owned(),
-                })
-                .copied()
-        };
+    fn last_serving_while_others_join(&self, leaving: &ServerRef, changes: &BurstChanges) -> bool {
         match self
             .controller
-            .others_joining(&leaving.backend, &leaving.server, added)
+            .others_joining(&leaving.backend, &leaving.server)
         {
             OthersJoining::SomeServing => false,
             OthersJoining::AllJoining => true,
@@ -226,13 +200,7 @@ impl FastLane {
     /// the one measured in milliseconds), then one enabling health checks on the servers it
     /// added.
     /// `through`: the feed position of the burst's last item (1 for the first item ever).
-    async fn run(
-        &self,
-        changes: BurstChanges,
-        received: Instant,
-        through: u64,
-        own_adds: &mut OwnAdds,
-    ) {
+    async fn run(&self, changes: BurstChanges, received: Instant, through: u64) {
         let joins: Vec<[ServerCommand; 2]> = changes.joins.into_values().flatten().collect();
         let drained: Vec<ServerRef> = changes.drains.into_values().flatten().collect();
         let deleted: Vec<ServerRef> = changes.deletes.into_values().flatten().collect();
@@ -313,7 +281,6 @@ impl FastLane {
             };
             self.metrics.runtime_commands.inc(&["fast-drain", outcome]);
         }
-        own_adds.forget_published(self.controller.joining_published());
         let mut health = Vec::new();
         for ([add, enable], result) in joins.iter().zip(results) {
             self.metrics.fast_join_seconds.observe(took);
@@ -322,18 +289,6 @@ impl FastLane {
             let outcome = match &result {
                 Ok(()) => {
                     health.push(enable.clone());
-                    if let ServerCommand::Add {
-                        backend, server, ..
-                    } = add
-                    {
-                        own_adds.0.insert(
-                            ServerRef {
-                                backend: backend.clone(),
-                                server: server.clone(),
-                            },
-                            Instant::now(),
-                        );
-                    }
                     "ok"
                 }
                 Err(err) if err.failure() == Some(CommandFailure::AlreadyExists) => "exists",
@@ -361,22 +316,6 @@ impl FastLane {
                 self.runtime.disconnect().await;
             }
         }
-    }
-}
-
-/// The servers this lane added, and when, until the manager has published the joining
-/// servers after that moment (from then on the controller knows whether they still join).
-#[derive(Default)]
-struct OwnAdds(HashMap<ServerRef, Instant>);
-
-impl OwnAdds {
-    /// Forgets adds the manager has published since, and (should it stall) any older than a
-    /// minute: the lane then drains them like any member.
-    fn forget_published(&mut self, published: Option<Instant>) {
-        self.0.retain(|_, added| {
-            published.is_none_or(|published| *added >= published)
-                && added.elapsed() < Duration::from_secs(60)
-        });
     }
 }
 

@@ -155,7 +155,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         next_transition_round: Instant::now(),
         synced_once: false,
         members_set: BTreeMap::new(),
-        joining_set: BTreeSet::new(),
+        published_phases: None,
         tracker: Tracker::default(),
         brake,
         brake_board,
@@ -209,7 +209,8 @@ struct Manager {
     synced_once: bool,
     /// What was last handed to `Controller::set_members`, by backend key.
     members_set: BTreeMap<String, Vec<Registration>>,
-    joining_set: BTreeSet<String>,
+    /// The joining and serving servers last told to the controller (`None`: not yet).
+    published_phases: Option<(BTreeSet<String>, BTreeSet<String>)>,
     tracker: Tracker,
     brake: ExpiryBrake,
     /// The degraded backends as the API sees them, and operators' confirmations.

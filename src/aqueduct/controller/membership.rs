@@ -9,7 +9,6 @@ use crate::haproxy::render::{RenderMembers, render};
 use crate::haproxy::stat::{AdminState, ServerStateRow};
 use crate::registry::model::Registration;
 use std::collections::BTreeSet;
-use std::time::Instant;
 use tokio::sync::watch;
 
 impl Controller {
@@ -127,45 +126,32 @@ impl Controller {
         Ok(())
     }
 
-    /// Records which members (by server name) are still waiting for a first passing check, so
-    /// a structural reload renders them `disabled`. Never reloads.
-    pub async fn set_joining(&self, joining: std::collections::BTreeSet<String>) {
+    /// Records which members (by server name) are still waiting for a first passing check and
+    /// which serve, so a structural reload renders every dynamic member not known to serve
+    /// `disabled` (see [`DynamicMembers::may_be_joining`]). Never reloads.
+    pub async fn set_phases(&self, joining: BTreeSet<String>, serving: BTreeSet<String>) {
         let shared = &self.shared;
         let _guard = shared.apply_lock.lock().await;
         let mut live = shared.write_live();
-        live.members.set_joining(joining);
-        // Even when the set looks the same: a static member a reload rendered `disabled`
-        // was never in it, and is now ready; the served text must say so.
+        live.members.set_phases(joining, serving);
+        // Even when the sets look the same: a static member a reload rendered `disabled`
+        // was never in them, and is now ready; the served text must say so.
         live.text_stale = true;
     }
 
-    /// The server (by name), added to HAProxy at `added` if known, may still be waiting for a
-    /// first passing check, by what the membership manager last published
-    /// ([`Controller::set_joining`]); see [`DynamicMembers::may_be_joining`].
-    pub fn may_be_joining(&self, server: &str, added: Option<Instant>) -> bool {
-        self.shared
-            .read_live()
-            .members
-            .may_be_joining(server, added)
+    /// The server (by name) may still be waiting for a first passing check, by what the
+    /// membership manager last published: see [`DynamicMembers::may_be_joining`].
+    pub fn may_be_joining(&self, server: &str) -> bool {
+        self.shared.read_live().members.may_be_joining(server)
     }
 
     /// Whether the other members of a dynamic backend are all still joining: see
     /// [`DynamicMembers::others_joining`]. One read of the live state.
-    pub fn others_joining(
-        &self,
-        backend_key: &str,
-        except: &str,
-        added: impl Fn(&str) -> Option<Instant>,
-    ) -> OthersJoining {
+    pub fn others_joining(&self, backend_key: &str, except: &str) -> OthersJoining {
         self.shared
             .read_live()
             .members
-            .others_joining(backend_key, except, added)
-    }
-
-    /// When the membership manager last published the joining servers.
-    pub fn joining_published(&self) -> Option<Instant> {
-        self.shared.read_live().members.joining_published()
+            .others_joining(backend_key, except)
     }
 
     /// Members of the dynamic backends with their server ids, as the config renders them.

@@ -358,17 +358,22 @@ impl Manager {
             .inc(&[kind, if ok { "ok" } else { "error" }]);
     }
 
-    /// Tells the controller which members are joining, so a reload renders them `disabled`.
+    /// Tells the controller which members are joining and which serve, so a reload renders
+    /// every other one `disabled` and the fast lane deletes rather than drains them.
     async fn publish_joining(&mut self, always: bool) {
-        let joining: BTreeSet<String> = self
-            .tracker
-            .phases()
-            .filter(|(_, phase)| matches!(phase, Phase::Joining))
-            .map(|(server, _)| server.server.clone())
-            .collect();
-        if always || joining != self.joining_set {
-            self.controller.set_joining(joining.clone()).await;
-            self.joining_set = joining;
+        let (mut joining, mut serving) = (BTreeSet::new(), BTreeSet::new());
+        for (server, phase) in self.tracker.phases() {
+            match phase {
+                Phase::Joining => joining.insert(server.server.clone()),
+                Phase::Serving => serving.insert(server.server.clone()),
+                Phase::Leaving { .. } => false,
+            };
+        }
+        let phases = Some((joining, serving));
+        if always || phases != self.published_phases {
+            let (joining, serving) = phases.clone().unwrap_or_default();
+            self.controller.set_phases(joining, serving).await;
+            self.published_phases = phases;
         }
     }
 }
