@@ -43,8 +43,9 @@
 //!   and version switches become `add server` / `set server ... state` / `del server` commands;
 //!   only frontend/backend structure (binds, rules, balance, health, natives) reloads.
 //! - **No traffic before a passing check.** A new member is added in maintenance with health
-//!   checks on and set `ready` only after HAProxy reports a passing check; a joining member is
-//!   rendered `disabled` so a reload cannot put it into service early.
+//!   checks on and set `ready` only after HAProxy reports a passing check; a member the manager
+//!   has not seen serving is rendered `disabled` so a reload or restart cannot put it into
+//!   service early.
 //! - **No in-flight request is cut.** A leaving member is drained until its connections end
 //!   (bounded by `--drain-timeout`), then put in maintenance and deleted; a version switch keeps
 //!   the old members until a new one serves.
