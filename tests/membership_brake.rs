@@ -169,6 +169,10 @@ async fn degraded(stack: &Stack) -> Value {
     stack.get_json("/backends/app").await["degraded"].clone()
 }
 
+/// Every origin's member is `UP` in the API and, in HAProxy itself, ready (not draining, not in
+/// maintenance) and up. The API's status comes from a stats sample up to a second old: after
+/// the brake puts back a member that had started draining, that sample can still say `UP` from
+/// before the drain, so HAProxy is asked too.
 async fn all_up(stack: &Stack, origins: &[&Origin]) {
     for origin in origins {
         let address = address_of(origin);
@@ -177,6 +181,31 @@ async fn all_up(stack: &Stack, origins: &[&Origin]) {
         })
         .await;
     }
+    let client = thalassa::haproxy::runtime::RuntimeClient::new(stack.admin_socket());
+    let client = &client;
+    let wanted: Vec<String> = origins
+        .iter()
+        .map(|o| format!("app_{}", address_of(o)))
+        .collect();
+    let wanted = &wanted;
+    eventually(
+        WAIT,
+        "every member ready and up in HAProxy",
+        move || async move {
+            let rows = client.show_servers_state(Some("app")).await.ok()?;
+            wanted
+                .iter()
+                .all(|name| {
+                    rows.iter().any(|row| {
+                        row.server == *name
+                            && row.admin_state() == thalassa::haproxy::stat::AdminState::Ready
+                            && row.op_state.is_up()
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Sends `n` requests through the frontend; every origin must answer some.
