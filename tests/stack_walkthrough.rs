@@ -220,7 +220,28 @@ async fn a_rejected_native_keeps_the_old_config_serving() {
         )
         .await;
     wait_for_body(web_port, "steady").await;
-    let before = stack.get_text("/haproxy/config").await;
+    // The served text renders the member `disabled` until the manager's word that it serves,
+    // which follows its first served request by up to a round: the text is read once it says
+    // so, not while it may still flip.
+    let server_line = format!(
+        "server app_127.0.0.1:{0} 127.0.0.1:{0} check",
+        origin.port()
+    );
+    let stack_ref = &stack;
+    let server_line = &server_line;
+    let before = eventually(
+        Duration::from_secs(15),
+        "the config to show the member enabled",
+        || async move {
+            let text = stack_ref.get_text("/haproxy/config").await;
+            text.lines()
+                .any(|l| {
+                    l.trim_start().starts_with(server_line.as_str()) && !l.ends_with(" disabled")
+                })
+                .then_some(text)
+        },
+    )
+    .await;
     let (status, body) = stack
         .put(
             "/backends/app",
