@@ -89,8 +89,13 @@ impl Proc {
 
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.terminate_within(Duration::from_secs(10))
+    }
+
+    /// SIGTERM, then waits up to `grace` for the process to exit (`None`: it did not).
+    pub fn terminate_within(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
@@ -310,7 +315,14 @@ impl Stack {
 
     /// Stops the process (SIGTERM) and starts it again on the same ports and data dir.
     pub async fn restart(&mut self) {
-        self.proc.terminate();
+        // A graceful stop lets HAProxy's workers finish their connections (5 s grace, then
+        // TERM): on a loaded machine that can pass 10 s. Starting the next one before the old
+        // one is gone would find the old API still answering on the same port.
+        let exited = self.proc.terminate_within(Duration::from_secs(30));
+        assert!(
+            exited.is_some(),
+            "thalassa up did not exit within 30 s of SIGTERM"
+        );
         self.proc = spawn_up(
             self.dir.path(),
             self.registry_port,
