@@ -45,13 +45,26 @@ pub fn require_haproxy() -> bool {
     require("haproxy", "apt-get install -y haproxy")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and never handed out before by this test
+/// process: a stack restarting on its ports leaves them free for a moment, and another test
+/// running alongside must not be given one of them then.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
