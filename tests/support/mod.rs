@@ -121,6 +121,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A failing test shows what the process said: its temp dir (and log) goes with it.
+        if std::thread::panicking() {
+            print_log_tail(&self.log, 200);
+            keep_log(&self.log);
+        }
         if let Ok(None) = self.child.try_wait() {
             signal(self.child.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -133,6 +138,48 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The last `lines` lines of `log` on stderr, which the test harness shows for a failed test.
+/// HAProxy's access-log lines (a load generator makes thousands) are left out.
+fn print_log_tail(log: &Path, lines: usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|line| !(line.contains(" haproxy: ") && line.contains(" HTTP/1.")))
+        .collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    eprintln!(
+        "--- last {} lines of {} (access logs left out) ---",
+        tail.len(),
+        log.display()
+    );
+    for line in tail {
+        eprintln!("{line}");
+    }
+    eprintln!("--- end of {} ---", log.display());
+}
+
+/// With `THALASSA_TEST_KEEP_LOGS=<dir>`, a failed test's whole log is copied there (its temp
+/// dir is removed with the test).
+fn keep_log(log: &Path) {
+    let Some(dir) = std::env::var_os("THALASSA_TEST_KEEP_LOGS") else {
+        return;
+    };
+    let name = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-"),
+        log.file_name().and_then(|n| n.to_str()).unwrap_or("log")
+    );
+    let target = Path::new(&dir).join(name);
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::copy(log, &target)) {
+        Ok(_) => eprintln!("whole log kept in {}", target.display()),
+        Err(err) => eprintln!("cannot keep {}: {err}", log.display()),
     }
 }
 
@@ -293,10 +340,12 @@ async fn serve_connection(
 
 /// A `thalassa up` stack on free loopback ports, in its own temp dir.
 pub struct Stack {
+    // Fields drop in order: the process (which prints its log if the test failed) before
+    // the directory that holds the log.
+    pub proc: Proc,
     pub dir: tempfile::TempDir,
     pub registry: String,
     pub aqueduct: String,
-    pub proc: Proc,
     extra_args: Vec<String>,
     registry_port: u16,
     aqueduct_port: u16,
