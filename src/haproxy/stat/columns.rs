@@ -88,6 +88,14 @@ impl Row<'_> {
         }
     }
 
+    /// A "seconds since" field. HAProxy subtracts the event's time from its own thread's
+    /// clock, so an event another thread stamped a moment ago can read `-1`: that is now.
+    pub(crate) fn seconds_since(&self, name: &str) -> Result<Option<u64>, ParseError> {
+        Ok(self
+            .number::<i64>(name)?
+            .map(|secs| secs.max(0).unsigned_abs()))
+    }
+
     pub(crate) fn required_number<T: FromStr>(&self, name: &str) -> Result<T, ParseError> {
         self.number(name)?
             .ok_or_else(|| self.error(format!("`{name}` is missing or empty")))

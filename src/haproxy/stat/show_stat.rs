@@ -195,7 +195,7 @@ fn stat_row(row: &Row<'_>) -> Result<StatRow, ParseError> {
         eresp: row.number("eresp")?,
         chkfail: row.number("chkfail")?,
         chkdown: row.number("chkdown")?,
-        lastchg_secs: row.number("lastchg")?,
+        lastchg_secs: row.seconds_since("lastchg")?,
         downtime_secs: row.number("downtime")?,
         proxy_id: row.number("iid")?,
         server_id: row.number("sid")?,
@@ -371,6 +371,9 @@ be,BACKEND,0,0,0,0,100,0,0,0,0,0,,0,0,0,0,UP,1,1,0,,0,2,0,,1,3,0,,0,,1,0,,0,,,,0
             Some("HTTP status check returned code <3C>503<3E>, bad")
         );
         assert_eq!(row.lastsess_secs, Some(-1));
+        // A change another thread stamped a moment ago reads "-1 s ago": now.
+        let rows = parse_show_stat("# pxname,svname,lastchg\nbe,s1,-1\n").unwrap();
+        assert_eq!(rows[0].lastchg_secs, Some(0));
         assert_eq!((row.ctime_ms, row.ttime_ms), (Some(1), Some(3)));
         assert_eq!(row.addr.as_deref(), Some("127.0.0.1:18199"));
         assert_eq!((row.check_rise, row.check_fall), (Some(2), Some(3)));
