@@ -114,10 +114,6 @@ impl Manager {
             self.metrics.repairs.add(&["member"], plan.repairs);
         }
         let t_plan = started.elapsed();
-        if !plan.ops.is_empty() {
-            self.apply(&plan.ops).await;
-        }
-        let t_apply = started.elapsed();
         // After a `ready`, the word goes out even if the joining set looks the same (a server
         // set ready without ever being tracked as joining): the fast lane takes a server it
         // added after the last word for one still joining.
@@ -130,7 +126,19 @@ impl Manager {
                 }
             )
         });
+        // The word goes out BEFORE the commands: a structural reload rendered between a
+        // `ready` and the word would render the now-serving server `disabled`, and HAProxy
+        // (config changed since the saved state) would put it in maintenance in the new
+        // worker: an outage until it joins again. Told first, a render either precedes the
+        // word (the server still joining, the `ready` then lands on the new worker and the
+        // planner re-joins it) or follows it (rendered enabled; a `ready` not yet carried
+        // out is kept by the saved state's maintenance flag). `set_phases` waits for a
+        // reload in progress.
         self.publish_joining(readied).await;
+        if !plan.ops.is_empty() {
+            self.apply(&plan.ops).await;
+        }
+        let t_apply = started.elapsed();
         self.metrics
             .round_seconds
             .observe(started.elapsed().as_secs_f64());
