@@ -476,14 +476,7 @@ async fn a_structural_reload_keeps_members_up_without_a_flash() {
 
     let load = Load::start(port);
     for i in 0..3 {
-        let other = free_port();
-        let (status, body) = stack
-            .put(
-                &format!("/frontends/extra{i}"),
-                &format!(r#"{{"bind":"127.0.0.1:{other}","backend":"app","mode":"http"}}"#),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        put_extra_frontend(&stack, &format!("extra{i}")).await;
         let config = stack.get_text("/haproxy/config").await;
         assert!(
             config.contains(&format!("server app_127.0.0.1:{} ", origin.port())),
@@ -584,14 +577,7 @@ async fn a_member_that_starts_serving_amid_structural_reloads_keeps_serving() {
         let stack = stack.clone();
         tokio::spawn(async move {
             for i in 0..8 {
-                let other = free_port();
-                let (status, body) = stack
-                    .put(
-                        &format!("/frontends/extra{i}"),
-                        &format!(r#"{{"bind":"127.0.0.1:{other}","backend":"app","mode":"http"}}"#),
-                    )
-                    .await;
-                assert_eq!(status, 200, "{body}");
+                put_extra_frontend(&stack, &format!("extra{i}")).await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         })
@@ -621,4 +607,17 @@ async fn a_member_that_starts_serving_amid_structural_reloads_keeps_serving() {
          stopped serving: {:?}",
         &failures_after_serving[..failures_after_serving.len().min(5)]
     );
+}
+
+/// Adds frontend `name` in front of backend `app` on a free port: a structural change, so one
+/// reload.
+async fn put_extra_frontend(stack: &Stack, name: &str) {
+    let port = free_port();
+    let (status, body) = stack
+        .put(
+            &format!("/frontends/{name}"),
+            &format!(r#"{{"bind":"127.0.0.1:{port}","backend":"app","mode":"http"}}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
