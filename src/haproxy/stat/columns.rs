@@ -93,7 +93,7 @@ impl Row<'_> {
     pub(crate) fn seconds_since(&self, name: &str) -> Result<Option<u64>, ParseError> {
         Ok(self
             .number::<i64>(name)?
-            .map(|secs| secs.max(0).unsigned_abs()))
+            .map(|secs| u64::try_from(secs).unwrap_or(0)))
     }
 
     pub(crate) fn required_number<T: FromStr>(&self, name: &str) -> Result<T, ParseError> {
