@@ -32,6 +32,14 @@ pub enum MasterCliError {
 
 /// Sends `command` and returns everything the master wrote before closing.
 pub async fn send(socket: &Path, command: &str) -> Result<String, MasterCliError> {
+    send_with_timeout(socket, command, EXCHANGE_TIMEOUT).await
+}
+
+async fn send_with_timeout(
+    socket: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<String, MasterCliError> {
     if command.is_empty() || command.chars().any(|c| c.is_control() || c == ';') {
         return Err(MasterCliError::InvalidCommand(command.to_owned()));
     }
@@ -52,9 +60,9 @@ pub async fn send(socket: &Path, command: &str) -> Result<String, MasterCliError
             .await?;
         Ok(String::from_utf8_lossy(&reply).into_owned())
     };
-    tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| MasterCliError::Timeout(EXCHANGE_TIMEOUT))?
+        .map_err(|_| MasterCliError::Timeout(timeout))?
 }
 
 pub async fn show_proc(socket: &Path) -> Result<ProcList, MasterCliError> {
@@ -62,22 +70,56 @@ pub async fn show_proc(socket: &Path) -> Result<ProcList, MasterCliError> {
     Ok(parse_show_proc(&reply)?)
 }
 
-/// Asks the master to re-execute with the config file on disk. HAProxy 2.6 answers nothing
-/// and closes; success or failure shows only in a later `show proc` and on its stderr.
-pub async fn reload(socket: &Path) -> Result<(), MasterCliError> {
-    match send(socket, "reload").await {
-        Ok(_) => Ok(()),
+/// What the master said to `reload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadAnswer {
+    /// 2.6: nothing (the master re-executes and closes); the outcome shows only in a later
+    /// `show proc` and on its stderr.
+    Sent,
+    /// 2.7+: the reload is synchronous and answers `Success=1|0`, then `--` and the new
+    /// worker's startup logs.
+    Finished { success: bool, startup_logs: String },
+    /// 2.7+: a new worker is still starting from an earlier reload; nothing was done.
+    Busy,
+}
+
+/// Asks the master to re-execute with the config file on disk, waiting at most `timeout`
+/// for its answer (from 2.7 the answer comes once the new worker has loaded, which takes
+/// seconds with tens of thousands of servers).
+pub async fn reload(socket: &Path, timeout: Duration) -> Result<ReloadAnswer, MasterCliError> {
+    match send_with_timeout(socket, "reload", timeout).await {
+        Ok(reply) => Ok(parse_reload_answer(&reply)),
         // The master may drop the connection abruptly as it re-executes: the request was
-        // received, which is all this call promises.
+        // received, which is all 2.6 promises.
         Err(MasterCliError::Io(err))
             if matches!(
                 err.kind(),
                 io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
             ) =>
         {
-            Ok(())
+            Ok(ReloadAnswer::Sent)
         }
         Err(err) => Err(err),
+    }
+}
+
+fn parse_reload_answer(reply: &str) -> ReloadAnswer {
+    let mut lines = reply.lines();
+    let success = match lines.next().map(str::trim) {
+        Some("Success=1") => true,
+        Some("Success=0") => false,
+        _ => return ReloadAnswer::Sent,
+    };
+    let startup_logs: String = lines
+        .skip_while(|line| line.trim() == "--")
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !success && startup_logs.contains("Another reload is still in progress") {
+        return ReloadAnswer::Busy;
+    }
+    ReloadAnswer::Finished {
+        success,
+        startup_logs,
     }
 }
 
@@ -112,6 +154,38 @@ mod tests {
         assert_eq!(server.await.unwrap(), "show proc\n");
         assert_eq!((procs.master.pid, procs.master.failed_reloads), (7, 1));
         assert_eq!(procs.all_worker_pids(), vec![8]);
+    }
+
+    #[test]
+    fn reload_answers_of_every_version() {
+        assert_eq!(parse_reload_answer(""), ReloadAnswer::Sent);
+        assert_eq!(
+            parse_reload_answer("Success=1\n--\n[NOTICE]   (7) : Loading success.\n"),
+            ReloadAnswer::Finished {
+                success: true,
+                startup_logs: "[NOTICE]   (7) : Loading success.".to_owned()
+            }
+        );
+        assert_eq!(
+            parse_reload_answer(
+                "Success=0\n--\n[ALERT]    (9) : config : Proxy 'f': unable to find required default_backend: 'nope'.\n"
+            ),
+            ReloadAnswer::Finished {
+                success: false,
+                startup_logs: "[ALERT]    (9) : config : Proxy 'f': unable to find required default_backend: 'nope'.".to_owned()
+            }
+        );
+        assert_eq!(
+            parse_reload_answer("Success=1\n"),
+            ReloadAnswer::Finished {
+                success: true,
+                startup_logs: String::new()
+            }
+        );
+        assert_eq!(
+            parse_reload_answer("Success=0\n--\nAnother reload is still in progress.\n"),
+            ReloadAnswer::Busy
+        );
     }
 
     #[tokio::test]

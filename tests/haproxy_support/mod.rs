@@ -13,21 +13,14 @@ use thalassa::haproxy::supervisor::{LogLevel, Supervisor, SupervisorSettings};
 
 pub use crate::support::{eventually, free_port};
 
-/// The HAProxy binary, or `None` (test skipped) when it is missing outside CI.
+/// The HAProxy binary (see `support::haproxy_path`), or `None` (test skipped) when it is
+/// missing outside CI.
 pub fn haproxy_bin() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-            .map(|dir| dir.join("haproxy"))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("haproxy is required under CI: install it (apt-get install haproxy)");
-        }
-        eprintln!("SKIP: haproxy not installed");
+    if crate::support::require_haproxy() {
+        crate::support::haproxy_path()
+    } else {
+        None
     }
-    found
 }
 
 /// A loopback HTTP origin: `GET /` answers its name, `GET /slow` answers after `slow_for`.

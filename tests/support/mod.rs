@@ -42,7 +42,29 @@ pub fn programs_on_path(program: &str) -> Vec<PathBuf> {
 }
 
 pub fn require_haproxy() -> bool {
-    require("haproxy", "apt-get install -y haproxy")
+    if haproxy_path().is_some() {
+        return true;
+    }
+    require(
+        "haproxy",
+        "apt-get install -y haproxy, or THALASSA_HAPROXY_BIN=<path>",
+    )
+}
+
+/// The HAProxy every test runs: `THALASSA_HAPROXY_BIN` when set (the product reads the same
+/// variable, so a stack a test starts runs it too), else `haproxy` on `PATH`.
+pub fn haproxy_path() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::env::var_os("THALASSA_HAPROXY_BIN") {
+        Some(bin) if Path::new(&bin).components().count() > 1 => {
+            let bin = PathBuf::from(bin);
+            std::fs::metadata(&bin)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .then_some(bin)
+        }
+        Some(name) => find_program(&name.to_string_lossy()),
+        None => find_program("haproxy"),
+    }
 }
 
 /// A port that was free a moment ago on 127.0.0.1, and never handed out before by this test

@@ -115,8 +115,15 @@ impl CommandFailure {
                 "still has connections attached",
                 CommandFailure::StillHasConnections,
             ),
+            // 2.6-3.2: "Backend must use a dynamic load balancing to support dynamic servers."
             (
                 "must use a dynamic load balancing",
+                CommandFailure::BackendNotDynamic,
+            ),
+            // 3.4: "Backend does not support dynamic servers : backend '<name>' uses a non
+            // dynamic load balancing method."
+            (
+                "Backend does not support dynamic servers",
                 CommandFailure::BackendNotDynamic,
             ),
             ("Unknown command", CommandFailure::UnknownCommand),
@@ -490,6 +497,10 @@ mod tests {
             ),
             (
                 "Backend must use a dynamic load balancing to support dynamic servers.",
+                CommandFailure::BackendNotDynamic,
+            ),
+            (
+                "Backend does not support dynamic servers : backend 'web' uses a non dynamic load balancing method.",
                 CommandFailure::BackendNotDynamic,
             ),
             (

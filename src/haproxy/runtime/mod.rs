@@ -26,9 +26,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedRwLockWriteGuard, RwLock};
 
-/// HAProxy reads one CLI line into a buffer of `tune.bufsize` (16 KiB by default); batches
-/// are cut into lines well below that.
-const MAX_LINE_BYTES: usize = 8 * 1024;
+/// Pipelined commands go one per line (since 3.2 a `;`-joined line gets a single prompt at
+/// its end, not one per command), in writes of at most this many bytes whose replies are read
+/// before the next write: HAProxy reads CLI input into a buffer of `tune.bufsize` (16 KiB by
+/// default), and 3.2.0 freezes its CLI when pipelined input overflows it (upstream c6c2ef1f1).
+const MAX_WRITE_BYTES: usize = 8 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -138,18 +140,14 @@ impl RuntimeClient {
 
     /// One exchange on this client's connection, through the reload gate, on a connection
     /// to the current worker.
-    async fn exchange(
-        &self,
-        lines: &[String],
-        replies: usize,
-    ) -> Result<Vec<String>, RuntimeError> {
+    async fn exchange(&self, lines: &[String]) -> Result<Vec<String>, RuntimeError> {
         let _open = self.group.gate.read().await;
         let mut session = self.session.lock().await;
         let generation = self.group.generation.load(Ordering::Acquire);
         if self.connected_for.swap(generation, Ordering::AcqRel) != generation {
             *session = None;
         }
-        exchange(&mut session, &self.path, self.timeout, lines, replies).await
+        exchange(&mut session, &self.path, self.timeout, lines).await
     }
 
     pub fn socket_path(&self) -> &Path {
@@ -160,7 +158,7 @@ impl RuntimeClient {
     /// The line must be a single command (no `;`, no control characters).
     pub async fn command(&self, line: &str) -> Result<String, RuntimeError> {
         let line = command::validate_line(line)?;
-        let mut replies = self.exchange(&[line.to_owned()], 1).await?;
+        let mut replies = self.exchange(&[line.to_owned()]).await?;
         Ok(replies.pop().unwrap_or_default())
     }
 
@@ -174,8 +172,8 @@ impl RuntimeClient {
         if checked.is_empty() {
             return Ok(Vec::new());
         }
-        let joined = join_into_lines(checked.iter().copied());
-        self.exchange(&joined, checked.len()).await
+        let lines: Vec<String> = checked.iter().map(|line| (*line).to_owned()).collect();
+        self.exchange(&lines).await
     }
 
     /// Runs one typed command; HAProxy's refusal becomes `RuntimeError::Command`.
@@ -184,7 +182,7 @@ impl RuntimeClient {
         results.pop().unwrap_or(Ok(()))
     }
 
-    /// Runs several commands in one round trip (`;`-joined lines, pipelined), in order.
+    /// Runs several commands pipelined (one per line, see `MAX_WRITE_BYTES`), in order.
     /// The outer error is a transport failure (some commands may have run); the inner
     /// results say how each command fared. HAProxy keeps going after a failed command.
     pub async fn batch(
@@ -203,8 +201,8 @@ impl RuntimeClient {
             }
         }
         if !to_send.is_empty() {
-            let lines = join_into_lines(to_send.iter().map(|(_, line)| line.as_str()));
-            let replies = self.exchange(&lines, to_send.len()).await?;
+            let lines: Vec<String> = to_send.iter().map(|(_, line)| line.clone()).collect();
+            let replies = self.exchange(&lines).await?;
             for ((index, line), reply) in to_send.into_iter().zip(replies) {
                 let outcome = match commands.get(index) {
                     Some(command) if command.accepts(&reply) => Ok(()),
@@ -353,8 +351,7 @@ impl RuntimeClient {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        let lines = join_into_lines(commands.iter().map(String::as_str));
-        let replies = self.exchange(&lines, commands.len()).await?;
+        let replies = self.exchange(&commands).await?;
         let mut rows = Vec::new();
         for (command, reply) in commands.into_iter().zip(replies) {
             if reply.starts_with("Can't find backend") {
@@ -475,7 +472,6 @@ impl ReloadLock {
             &self.client.path,
             self.client.timeout,
             std::slice::from_ref(&line),
-            1,
         )
         .await?;
         let reply = replies.pop().unwrap_or_default();
@@ -494,7 +490,6 @@ impl ReloadLock {
             &self.client.path,
             self.client.timeout,
             std::slice::from_ref(&line),
-            1,
         )
         .await?;
         parse_show_info(&replies.pop().unwrap_or_default()).map_err(|source| RuntimeError::Parse {
@@ -524,62 +519,67 @@ fn as_state_file(mut reply: String) -> String {
     reply
 }
 
-/// Joins rendered commands with `;` into lines of at most `MAX_LINE_BYTES`.
-fn join_into_lines<'a>(commands: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    for command in commands {
-        match lines.last_mut() {
-            Some(line) if line.len() + 1 + command.len() <= MAX_LINE_BYTES => {
-                line.push(';');
-                line.push_str(command);
+/// Cuts single-command lines into writes of at most `MAX_WRITE_BYTES` (a longer line goes
+/// alone), each newline-terminated, with the number of replies it asks for.
+fn writes_of(lines: &[String]) -> Vec<(String, usize)> {
+    let mut writes: Vec<(String, usize)> = Vec::new();
+    for line in lines {
+        match writes.last_mut() {
+            Some((write, count)) if write.len() + line.len() < MAX_WRITE_BYTES => {
+                write.push_str(line);
+                write.push('\n');
+                *count += 1;
             }
-            _ => lines.push(command.to_owned()),
+            _ => writes.push((format!("{line}\n"), 1)),
         }
     }
-    lines
+    writes
 }
 
-/// Sends `lines` and collects `replies` replies, connecting first if needed. A connection
-/// that fails before any reply byte arrives is replaced and the request retried once: that
-/// is a connection HAProxy closed while idle, and it ran nothing.
+/// Sends `lines` (one command each) and collects one reply per line, connecting first if
+/// needed. A connection that fails before any reply byte arrives is replaced and the request
+/// retried once: that is a connection HAProxy closed while idle, and it ran nothing.
 async fn exchange(
     slot: &mut Option<Session>,
     path: &Path,
     timeout: Duration,
     lines: &[String],
-    replies: usize,
 ) -> Result<Vec<String>, RuntimeError> {
-    let mut request = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for line in lines {
-        request.push_str(line);
-        request.push('\n');
-    }
+    let writes = writes_of(lines);
     let attempt = async {
+        let mut texts = Vec::with_capacity(lines.len());
         let mut retried = false;
-        loop {
-            let fresh = slot.is_none();
-            let session = match slot {
-                Some(session) => session,
-                None => slot.insert(Session::open(path).await.map_err(|source| {
-                    RuntimeError::Connect {
-                        path: path.to_owned(),
-                        source,
+        for (request, replies) in &writes {
+            loop {
+                let fresh = slot.is_none();
+                let session = match slot {
+                    Some(session) => session,
+                    None => slot.insert(Session::open(path).await.map_err(|source| {
+                        RuntimeError::Connect {
+                            path: path.to_owned(),
+                            source,
+                        }
+                    })?),
+                };
+                match session.exchange(request.as_bytes(), *replies).await {
+                    Ok(replies) => {
+                        texts.extend(replies);
+                        break;
                     }
-                })?),
-            };
-            match session.exchange(request.as_bytes(), replies).await {
-                Ok(texts) => return Ok(texts),
-                Err(err) => {
-                    *slot = None;
-                    if err.nothing_received && !fresh && !retried {
-                        tracing::debug!(error = %err.source, "admin connection went stale, reconnecting");
-                        retried = true;
-                        continue;
+                    Err(err) => {
+                        *slot = None;
+                        // Only before the first reply: later writes follow commands that ran.
+                        if err.nothing_received && !fresh && !retried && texts.is_empty() {
+                            tracing::debug!(error = %err.source, "admin connection went stale, reconnecting");
+                            retried = true;
+                            continue;
+                        }
+                        return Err(RuntimeError::Io(err.source));
                     }
-                    return Err(RuntimeError::Io(err.source));
                 }
             }
         }
+        Ok(texts)
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
@@ -596,14 +596,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_cut_into_bounded_lines() {
-        let command = "x".repeat(3000);
-        let commands = vec![command.as_str(); 5];
-        let lines = join_into_lines(commands.into_iter());
-        assert_eq!(lines.len(), 3);
-        assert!(lines.iter().all(|line| line.len() <= MAX_LINE_BYTES));
-        assert_eq!(lines.iter().map(|l| l.split(';').count()).sum::<usize>(), 5);
-        assert!(join_into_lines(std::iter::empty()).is_empty());
+    fn batches_go_one_command_per_line_in_bounded_writes() {
+        let lines = vec!["x".repeat(3000); 5];
+        let writes = writes_of(&lines);
+        assert_eq!(writes.len(), 3);
+        assert!(
+            writes
+                .iter()
+                .all(|(write, _)| write.len() <= MAX_WRITE_BYTES)
+        );
+        for (write, replies) in &writes {
+            assert_eq!(write.matches('\n').count(), *replies);
+            assert!(!write.contains(';'));
+        }
+        assert_eq!(writes.iter().map(|(_, replies)| replies).sum::<usize>(), 5);
+        assert!(writes_of(&[]).is_empty());
     }
 
     #[tokio::test]

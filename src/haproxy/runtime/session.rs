@@ -1,5 +1,5 @@
 //! One stats-socket connection in `prompt` mode: every command's reply ends with `\n> `, so
-//! several commands (`;`-joined or pipelined lines) can share one round trip and the replies
+//! several pipelined commands (one per line) can share one round trip and the replies
 //! are split by counting prompts.
 
 use std::io;

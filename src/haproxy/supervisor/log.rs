@@ -184,12 +184,21 @@ pub fn is_lifecycle(message: &str) -> bool {
         || message.starts_with("Stopping ")
 }
 
+/// Once the lines already read are handled, the next read waits this long. HAProxy writes
+/// each line with separate small writes (hundreds of health-check lines a second under churn,
+/// and the access log): woken for each, the control plane would spend its CPU on wake-ups
+/// that the fast lane needs, while a pipe (64 KiB) holds far more than this pause gathers.
+const BATCH_PAUSE: Duration = Duration::from_millis(10);
+
 /// Copies one of HAProxy's output pipes into the ring until EOF.
 pub(crate) async fn capture(output: impl AsyncRead + Unpin, ring: std::sync::Arc<LogRing>) {
-    let mut reader = BufReader::new(output);
+    let mut reader = BufReader::with_capacity(64 * 1024, output);
     let mut line = Vec::new();
     loop {
         line.clear();
+        if reader.buffer().is_empty() {
+            tokio::time::sleep(BATCH_PAUSE).await;
+        }
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {

@@ -419,7 +419,10 @@ async fn launch(shared: &Shared, take_over_from: Option<&[u32]>) -> Result<Child
             .and_then(|procs| procs.current_worker().map(|worker| worker.pid))
             .filter(|pid| take_over_from.is_none_or(|old| !old.contains(pid)));
         if let Some(worker_pid) = new_worker {
-            if !old_retired {
+            // Since 3.2 `show proc` lists the worker at fork, before it has loaded its config
+            // and fetched the old worker's sockets (`-x`): the old HAProxy is retired only
+            // once the new master has said the worker loaded.
+            if !old_retired && loaded_since(shared, mark) {
                 takeover::retire(shared, take_over_from.unwrap_or_default().to_vec());
                 old_retired = true;
             }
@@ -441,6 +444,16 @@ async fn launch(shared: &Shared, take_over_from: Option<&[u32]>) -> Result<Child
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Whether HAProxy printed `Loading success.` since `mark` (every line from 2.6 to 3.4 says
+/// so once a new worker has loaded its config).
+fn loaded_since(shared: &Shared, mark: u64) -> bool {
+    shared
+        .logs
+        .since(mark)
+        .iter()
+        .any(|line| line.message.contains("Loading success"))
 }
 
 /// Watches the master: restarts it when it dies, stops it on shutdown.
