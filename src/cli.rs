@@ -178,6 +178,11 @@ pub struct AqueductCommon {
     /// The HAProxy binary to run.
     #[arg(long, env = "THALASSA_HAPROXY_BIN", default_value = "haproxy")]
     pub haproxy_bin: PathBuf,
+    /// Stop HAProxy when this process stops. Without it a stop (SIGTERM, SIGINT) leaves
+    /// HAProxy serving, and the next start on the same data directory takes it over without
+    /// dropping a connection: a restart or an upgrade of the control plane drops nothing.
+    #[arg(long, env = "THALASSA_STOP_HAPROXY")]
+    pub stop_haproxy: bool,
     /// How long a leaving member may keep its connections before it is removed anyway.
     #[arg(long, env = "THALASSA_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

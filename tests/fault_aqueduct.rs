@@ -203,3 +203,67 @@ async fn kill_9_of_thalassa_up_is_taken_over_too() {
     assert_eq!(workers.len(), 1, "exactly one haproxy worker");
     assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
 }
+
+/// A stop (SIGTERM) of `thalassa up` without `--stop-haproxy` leaves HAProxy serving, and the
+/// next start takes it over: a restart or upgrade of the control plane drops no request, and
+/// membership works again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_thalassa_up_hands_haproxy_to_the_next_start() {
+    if !require_haproxy() {
+        return;
+    }
+    let mut stack = Stack::start_leaving_haproxy_serving().await;
+    let run_dir = stack.dir.path().join("haproxy");
+    let _reaper = KillHaproxiesOnDrop(run_dir.clone());
+    let proxy_port = free_port();
+    configure_web_app(&stack.aqueduct, proxy_port).await;
+    let origin = Origin::start("web").await;
+    stack.register_origin("app", "1", &origin).await;
+    eventually(Duration::from_secs(15), "the member UP", || async {
+        (app_members_up(&stack.aqueduct).await == 1).then_some(())
+    })
+    .await;
+    let first_master = haproxy_masters(&run_dir);
+    assert_eq!(first_master.len(), 1);
+
+    let load = Load::start(proxy_port, 4);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    let exited = stack.proc.terminate_within(Duration::from_secs(20));
+    assert!(exited.is_some(), "thalassa up exits on SIGTERM");
+    let stopped_log = stack.proc.log_text();
+    assert!(
+        stopped_log.contains("haproxy left serving"),
+        "log:\n{stopped_log}"
+    );
+    // With the control plane gone, its HAProxy keeps serving.
+    assert_eq!(haproxy_masters(&run_dir), first_master);
+    load.wait_ok(500).await;
+    stack.start_again().await;
+    eventually(Duration::from_secs(40), "the old haproxy gone", || async {
+        let masters = haproxy_masters(&run_dir);
+        (masters.len() == 1 && masters != first_master).then_some(())
+    })
+    .await;
+    assert!(
+        stack
+            .proc
+            .log_text()
+            .contains("took over the listening sockets"),
+        "the next start took the running haproxy over"
+    );
+    // Membership is live again: a second member joins without a reload and serves.
+    let second = Origin::start("web-2").await;
+    stack.register_origin("app", "1", &second).await;
+    eventually(Duration::from_secs(15), "both members UP", || async {
+        (app_members_up(&stack.aqueduct).await == 2).then_some(())
+    })
+    .await;
+    wait_for_body(proxy_port, "web-2").await;
+    load.wait_ok(500).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("SIGTERM thalassa up, start again");
+    load.stop().await;
+    assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
+}

@@ -67,6 +67,8 @@ impl Stack {
             .args(["--listen", &aqueduct_addr])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            // Each run's HAProxy goes with its stack.
+            .arg("--stop-haproxy")
             .env("THALASSA_LOG", settings.thalassa_log)
             .stdin(Stdio::null())
             .stdout(log)

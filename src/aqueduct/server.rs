@@ -32,10 +32,12 @@ pub struct AqueductStart {
     pub registry_token: Option<String>,
 }
 
-/// A running aqueduct; `shutdown` stops the listener and HAProxy.
+/// A running aqueduct; `shutdown` stops the listener, and HAProxy with `--stop-haproxy`.
 pub struct RunningAqueduct {
     local_addr: SocketAddr,
     supervisor: Arc<Supervisor>,
+    /// `--stop-haproxy`: stop HAProxy on shutdown instead of leaving it serving.
+    stop_haproxy: bool,
     hub: Hub,
     stop_http: Option<oneshot::Sender<()>>,
     http_task: tokio::task::JoinHandle<()>,
@@ -68,7 +70,11 @@ impl RunningAqueduct {
         for task in self.background_tasks.drain(..) {
             let _ = task.await;
         }
-        self.supervisor.shutdown().await;
+        if self.stop_haproxy {
+            self.supervisor.shutdown().await;
+        } else {
+            self.supervisor.leave_serving().await;
+        }
         tracing::info!("aqueduct stopped");
     }
 }
@@ -101,6 +107,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     } = start;
     // Checked before anything starts, so a bad token file fails fast.
     let policy = crate::auth::AuthPolicy::from_args(&common.auth)?;
+    let stop_haproxy = common.stop_haproxy;
     let data_dir = common.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|err| format!("cannot create data dir {}: {err}", data_dir.display()))?;
@@ -251,6 +258,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     Ok(RunningAqueduct {
         local_addr,
         supervisor,
+        stop_haproxy,
         hub,
         stop_http: Some(stop_http),
         http_task,

@@ -214,10 +214,22 @@ pub fn signal(pid: u32, sig: &str) {
 
 /// Starts the real `thalassa` binary with `args`, logging to `<dir>/<name>.log`.
 pub fn spawn_thalassa(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    spawn_thalassa_stopping_haproxy(dir, name, args, true)
+}
+
+/// `spawn_thalassa`, choosing whether its stop also stops its HAProxy (`--stop-haproxy`,
+/// which every test but the hand-over tests wants: a test's HAProxy goes with its process).
+pub fn spawn_thalassa_stopping_haproxy(
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    stop_haproxy: bool,
+) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let log_file = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_thalassa"))
         .args(args)
+        .env("THALASSA_STOP_HAPROXY", stop_haproxy.to_string())
         .env("THALASSA_LOG", "info,thalassa=debug")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
@@ -371,6 +383,8 @@ pub struct Stack {
     extra_args: Vec<String>,
     registry_port: u16,
     aqueduct_port: u16,
+    /// `--stop-haproxy` for every process of this stack (true but in the hand-over tests).
+    stop_haproxy: bool,
 }
 
 impl Stack {
@@ -379,10 +393,26 @@ impl Stack {
     }
 
     pub async fn start_with(extra_args: &[&str]) -> Stack {
+        Self::start_stopping_haproxy(extra_args, true).await
+    }
+
+    /// A stack whose stop (SIGTERM) leaves its HAProxy serving for the next start, as
+    /// `thalassa up` does without `--stop-haproxy`. Pair it with `KillHaproxiesOnDrop`.
+    pub async fn start_leaving_haproxy_serving() -> Stack {
+        Self::start_stopping_haproxy(&[], false).await
+    }
+
+    async fn start_stopping_haproxy(extra_args: &[&str], stop_haproxy: bool) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let (registry_port, aqueduct_port) = (free_port(), free_port());
         let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
-        let proc = spawn_up(dir.path(), registry_port, aqueduct_port, &extra_args);
+        let proc = spawn_up(
+            dir.path(),
+            registry_port,
+            aqueduct_port,
+            &extra_args,
+            stop_haproxy,
+        );
         let mut stack = Stack {
             dir,
             registry: format!("http://127.0.0.1:{registry_port}"),
@@ -391,6 +421,7 @@ impl Stack {
             extra_args,
             registry_port,
             aqueduct_port,
+            stop_haproxy,
         };
         let url = format!("{}/frontends", stack.aqueduct);
         wait_http(&url, &mut stack.proc).await;
@@ -407,11 +438,17 @@ impl Stack {
             exited.is_some(),
             "thalassa up did not exit within 30 s of SIGTERM"
         );
+        self.start_again().await;
+    }
+
+    /// Starts the stack's process again (after it stopped) on the same ports and data dir.
+    pub async fn start_again(&mut self) {
         self.proc = spawn_up(
             self.dir.path(),
             self.registry_port,
             self.aqueduct_port,
             &self.extra_args,
+            self.stop_haproxy,
         );
         let url = format!("{}/frontends", self.aqueduct);
         wait_http(&url, &mut self.proc).await;
@@ -422,14 +459,7 @@ impl Stack {
     pub async fn kill_9_and_restart(&mut self) {
         signal(self.proc.pid(), "KILL");
         let _ = self.proc.child.wait();
-        self.proc = spawn_up(
-            self.dir.path(),
-            self.registry_port,
-            self.aqueduct_port,
-            &self.extra_args,
-        );
-        let url = format!("{}/frontends", self.aqueduct);
-        wait_http(&url, &mut self.proc).await;
+        self.start_again().await;
     }
 
     pub fn admin_socket(&self) -> PathBuf {
@@ -494,7 +524,13 @@ impl Stack {
     }
 }
 
-fn spawn_up(dir: &Path, registry_port: u16, aqueduct_port: u16, extra: &[String]) -> Proc {
+fn spawn_up(
+    dir: &Path,
+    registry_port: u16,
+    aqueduct_port: u16,
+    extra: &[String],
+    stop_haproxy: bool,
+) -> Proc {
     let mut args = vec![
         "up".to_owned(),
         "--registry-listen".to_owned(),
@@ -506,7 +542,7 @@ fn spawn_up(dir: &Path, registry_port: u16, aqueduct_port: u16, extra: &[String]
     ];
     args.extend(extra.iter().cloned());
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_thalassa(dir, "thalassa-up", &arg_refs)
+    spawn_thalassa_stopping_haproxy(dir, "thalassa-up", &arg_refs, stop_haproxy)
 }
 
 async fn send(request: reqwest::RequestBuilder, body: &str) -> (u16, String) {

@@ -114,13 +114,16 @@ struct Shared {
     /// 0 while no master runs.
     master_pid: AtomicU32,
     stopping: AtomicBool,
+    /// Left serving for the next start ([`Supervisor::leave_serving`]): dropping the handle
+    /// kills nothing.
+    left_serving: AtomicBool,
     reloads: watch::Sender<u64>,
     restarts: watch::Sender<u64>,
     restart_config: std::sync::Mutex<Option<RestartConfigSource>>,
 }
 
 /// The handle to a supervised HAProxy. Dropping it kills HAProxy; call `shutdown` to stop it
-/// gracefully.
+/// gracefully, or `leave_serving` to hand it to the next start.
 pub struct Supervisor {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
@@ -152,6 +155,7 @@ impl Supervisor {
             last_good_config: tokio::sync::Mutex::new(initial_config.to_owned()),
             master_pid: AtomicU32::new(0),
             stopping: AtomicBool::new(false),
+            left_serving: AtomicBool::new(false),
             reloads: watch::Sender::new(0),
             restarts: watch::Sender::new(0),
             restart_config: std::sync::Mutex::new(None),
@@ -284,9 +288,39 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Stops supervising and leaves HAProxy serving, signalling nothing: the next start on
+    /// the same run directory takes it over (its listening sockets and server states, see
+    /// [`takeover`]), so a restart or an upgrade of the control plane drops no connection.
+    /// Until then members are not updated, and a dead HAProxy is not restarted.
+    pub async fn leave_serving(&self) {
+        self.shared.left_serving.store(true, Ordering::SeqCst);
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let monitor = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(monitor) = monitor {
+            // Waits for a reload or restart in progress to finish: nothing is half done.
+            let _last_good = self.shared.last_good_config.lock().await;
+            monitor.abort();
+            let _ = monitor.await;
+        }
+        self.shared.runtime.disconnect_all().await;
+        tracing::info!(
+            master_pid = self.shared.master_pid.load(Ordering::SeqCst),
+            "haproxy left serving; the next start on this data directory takes it over"
+        );
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
+        if self.shared.left_serving.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(monitor) = self
             .monitor
             .lock()
@@ -419,16 +453,17 @@ async fn launch(shared: &Shared, take_over_from: Option<&[u32]>) -> Result<Child
             .and_then(|procs| procs.current_worker().map(|worker| worker.pid))
             .filter(|pid| take_over_from.is_none_or(|old| !old.contains(pid)));
         if let Some(worker_pid) = new_worker {
+            let answered = matches!(probe.show_info().await,
+                Ok(info) if info.pid() == Some(worker_pid));
             // Since 3.2 `show proc` lists the worker at fork, before it has loaded its config
             // and fetched the old worker's sockets (`-x`): the old HAProxy is retired only
-            // once the new master has said the worker loaded.
-            if !old_retired && loaded_since(shared, mark) {
+            // once the new worker has loaded (the master says so, or the worker answers on
+            // the admin socket it took over).
+            if !old_retired && (answered || loaded_since(shared, mark)) {
                 takeover::retire(shared, take_over_from.unwrap_or_default().to_vec());
                 old_retired = true;
             }
-            if let Ok(info) = probe.show_info().await
-                && info.pid() == Some(worker_pid)
-            {
+            if answered {
                 return Ok(child);
             }
         }

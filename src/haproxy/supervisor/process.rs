@@ -39,9 +39,8 @@ pub(super) fn spawn_master(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Backstop for abnormal exits of this process's runtime; Drop and shutdown signal
-        // the master explicitly.
-        .kill_on_drop(true)
+        // Not killed when the handle drops: the supervisor stops it (`shutdown`, or its Drop,
+        // by PID), or leaves it serving for the next start (`leave_serving`).
         .spawn()?;
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(capture(stdout, logs.clone()));
