@@ -328,3 +328,64 @@ async fn passing_checks_are_heard_from_the_ring_across_reloads() {
     })
     .await;
 }
+
+/// Members registered by DNS name: a name that resolves serves at its address, listed with
+/// its name as `host` and the address beside it; one that does not is listed as
+/// `UNRESOLVED` with the resolver's reason (never dropped silently), and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_registered_by_dns_name_are_resolved_or_shown_unresolved() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, port) = stack_with_app("1").await;
+    let origin = Origin::start("by-name").await;
+    let (status, body) = stack
+        .register(
+            &format!("app/1/localhost/{}", origin.port()),
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = stack
+        .register(
+            "app/1/no-such-host.invalid/8080",
+            r#"{"secondsToExpire":600}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_body(port, "by-name").await;
+    eventually(
+        WAIT,
+        "both members listed, one UP and one UNRESOLVED",
+        || async {
+            let members = stack.get_json("/backends/app/members").await;
+            let named = member_at(&members, origin.port())?;
+            let lost = member_at(&members, 8080)?;
+            (named["host"] == "localhost"
+                && named["address"] == "127.0.0.1"
+                && named["status"] == "UP"
+                && lost["host"] == "no-such-host.invalid"
+                && lost["status"] == "UNRESOLVED"
+                && lost["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no-such-host.invalid")))
+            .then_some(())
+        },
+    )
+    .await;
+    eventually(WAIT, "the unresolved name counted", || async {
+        let metrics = stack.get_text("/metrics").await;
+        metrics
+            .lines()
+            .any(|l| l == "thalassa_member_names_unresolved 1")
+            .then_some(())
+    })
+    .await;
+    // HAProxy has exactly the resolved member's server.
+    let config = stack.get_json("/backends/app").await;
+    assert_eq!(
+        config["members"].as_array().map(Vec::len),
+        Some(2),
+        "{config}"
+    );
+}

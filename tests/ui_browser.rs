@@ -768,6 +768,53 @@ async fn every_page_fits_a_phone_and_a_laptop() {
     drop(stack);
 }
 
+/// Members registered by DNS name: one resolved reads its name with the address beside it
+/// and its live status; one whose name does not resolve reads UNRESOLVED, with the reason.
+#[tokio::test]
+async fn members_by_dns_name_show_their_address_or_why_they_have_none() {
+    if !require_chromium() {
+        return;
+    }
+    let stack = Stack::start().await;
+    let mut config = walkthrough(&stack.registry, &stack.versions.lock().unwrap());
+    config["backends"][1]["members"] = json!([
+        {"name": WEB, "version": "1.0.0", "host": "webapp", "port": 18080, "lastKnown": now_ms(),
+         "meta": {"hostname": "webapp"}, "id": "/webapp-backend/1.0.0/webapp/18080",
+         "address": "127.0.0.9"},
+        {"name": WEB, "version": "1.0.0", "host": "gone.invalid", "port": 18080, "lastKnown": now_ms(),
+         "meta": {"hostname": "gone.invalid"}, "id": "/webapp-backend/1.0.0/gone.invalid/18080",
+         "unresolved": "cannot resolve gone.invalid: failed to lookup address information"},
+    ]);
+    stack.hub.config(config);
+    stack.stats(&[(WEB, "127.0.0.9:18080", "UP", "L7OK")]);
+    let browser = Browser::start().await;
+    browser.goto(&stack.url("/overview")).await;
+    browser
+        .wait_text(&member("127.0.0.9:18080"), "UP", |t| t == Some("UP"))
+        .await;
+    let resolved = browser
+        .text(&format!(
+            "[data-backend='{WEB}'] [data-member='127.0.0.9:18080'] .address"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resolved, "webapp:18080 (127.0.0.9)");
+    assert_eq!(
+        browser.text(&member("gone.invalid:18080")).await.unwrap(),
+        "UNRESOLVED"
+    );
+    let lost = browser
+        .text(&format!(
+            "[data-backend='{WEB}'] [data-member='gone.invalid:18080']"
+        ))
+        .await
+        .unwrap();
+    assert!(lost.contains("cannot resolve gone.invalid"), "{lost}");
+    tokio::time::timeout(Duration::from_secs(5), browser.close())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn statuses_are_words_not_only_colours() {
     if !require_chromium() {

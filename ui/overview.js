@@ -101,10 +101,12 @@ function backendView(b) {
   const byAddress = new Map(samples.map((m) => [`${m.host}:${m.port}`, m]));
   const members = [];
   for (const m of b.members || []) {
-    const address = `${m.host}:${m.port}`;
+    // A member registered by DNS name: its server is at the address the name resolved to.
+    const address = `${m.address || m.host}:${m.port}`;
     const sample = byAddress.get(address);
     byAddress.delete(address);
-    members.push({ address, sample, leaving: false });
+    const label = m.address ? `${m.host}:${m.port} (${m.address})` : address;
+    members.push({ address, label, sample, leaving: false, unresolved: m.unresolved || null });
   }
   // Servers HAProxy still has but the config no longer lists: leaving (draining) members.
   for (const [address, sample] of byAddress) members.push({ address, sample, leaving: true });
@@ -198,23 +200,25 @@ function memberList(v) {
     return h('p', { class: 'empty', text: v.backend.type === 'dynamic'
       ? `No members: nothing registered as ${v.backend.name}@${v.backend.version} yet.` : 'No members.' });
   }
-  return h('ul', { class: 'members' }, v.members.map(({ address, sample, leaving, held, refused }) => {
+  return h('ul', { class: 'members' }, v.members.map(({ address, label, sample, leaving, held, refused, unresolved }) => {
     // "DOWN" until a check has passed: HAProxy has not vouched for a member it has not checked;
-    // "REFUSED" when HAProxy would not take it at all (its reason is shown next to it).
-    const status = refused ? 'REFUSED' : sample ? sample.status : 'DOWN';
+    // "REFUSED" when HAProxy would not take it at all, "UNRESOLVED" when its DNS name has no
+    // address (the reason is shown next to either).
+    const status = unresolved ? 'UNRESOLVED' : refused ? 'REFUSED' : sample ? sample.status : 'DOWN';
     const checkText = sample && sample.checkStatus
       ? `check ${sample.checkStatus}${sample.checkDurationMs !== null && sample.checkDurationMs !== undefined ? ` in ${num(sample.checkDurationMs)} ms` : ''}`
       : 'no check yet';
     return h('li', { class: 'member', 'data-member': address },
       badge(status),
-      h('span', { class: 'address mono', text: address }),
+      h('span', { class: 'address mono', text: label || address }),
       h('span', { class: 'check', title: 'last health check, and how long the status has held',
         text: `${checkText}${sample && typeof sample.lastChangeS === 'number' ? ` · ${status} for ${duration(sample.lastChangeS)}` : ''}` }),
 
       h('span', { class: 'load', text: sample ? `${num(sample.scur)} sess · ${num(sample.rate)}/s` : '' }),
       leaving ? h('span', { class: 'leaving', text: 'leaving' }) : null,
       held ? h('span', { class: 'held', text: 'held: expired in the registry, kept serving' }) : null,
-      refused ? h('span', { class: 'refused', text: `HAProxy refused it: ${refused}` }) : null);
+      refused ? h('span', { class: 'refused', text: `HAProxy refused it: ${refused}` }) : null,
+      unresolved ? h('span', { class: 'refused', text: unresolved }) : null);
   }));
 }
 

@@ -16,6 +16,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DynamicMembers {
     by_backend: BTreeMap<String, Arc<Vec<Member>>>,
+    /// Members registered by a DNS name that has no address (yet), by backend: listed by the
+    /// API (with `unresolved` saying why), rendered nowhere.
+    unresolved: BTreeMap<String, Vec<Registration>>,
     /// Server ids HAProxy still holds for servers that are not members (any more): a member
     /// that left and is draining, an old version's server kept until the new one serves, a
     /// server an earlier run left. By backend, `(host, port) -> id`. No new member is given one
@@ -73,8 +76,9 @@ impl DynamicMembers {
     /// Replaces a backend's members. A member already present (same host and port) keeps its
     /// server id, one whose server HAProxy still holds gets that server's id back, and a new
     /// one gets the lowest id that neither a member nor a server HAProxy holds has. A member
-    /// that leaves keeps its id held while HAProxy has its server. Registrations whose host is
-    /// not an IP address are left out: HAProxy never resolves names of runtime servers.
+    /// that leaves keeps its id held while HAProxy has its server. Registrations with neither
+    /// an IP host nor a resolved address (see `membership::resolver`) get no server: HAProxy
+    /// never resolves names of runtime servers.
     pub fn set(&mut self, backend_key: &str, registrations: Vec<Registration>) {
         let held = self.held_ids.entry(backend_key.to_owned()).or_default();
         let previous: BTreeMap<(IpAddr, u16), u32> = self
@@ -86,11 +90,12 @@ impl DynamicMembers {
             .chain(held.iter().map(|(address, id)| (*address, *id)))
             .collect();
         let mut kept = Vec::new();
+        let mut unresolved = Vec::new();
         let mut seen = BTreeSet::new();
         for registration in registrations {
-            let Ok(host) = registration.host.parse::<IpAddr>() else {
-                tracing::warn!(backend = %backend_key, id = %registration.id,
-                    "member left out: its host is not an IP address");
+            // A DNS name the manager could not resolve (yet) is listed, but has no server.
+            let Some(host) = registration.ip() else {
+                unresolved.push(registration);
                 continue;
             };
             if seen.insert((host, registration.port)) {
@@ -132,6 +137,11 @@ impl DynamicMembers {
             .collect();
         if held.is_empty() {
             self.held_ids.remove(backend_key);
+        }
+        if unresolved.is_empty() {
+            self.unresolved.remove(backend_key);
+        } else {
+            self.unresolved.insert(backend_key.to_owned(), unresolved);
         }
         if members.is_empty() {
             self.by_backend.remove(backend_key);
@@ -264,6 +274,7 @@ impl DynamicMembers {
 
     pub fn remove_backend(&mut self, backend_key: &str) {
         self.by_backend.remove(backend_key);
+        self.unresolved.remove(backend_key);
         self.held_ids.remove(backend_key);
         self.in_service.remove(backend_key);
     }
@@ -296,13 +307,21 @@ impl DynamicMembers {
         }
     }
 
-    /// The registrations of a backend, in the order they were given.
+    /// The registrations of a backend, in the order they were given; then those whose DNS
+    /// name has no address.
     pub fn registrations(&self, backend_key: &str) -> Vec<Registration> {
         self.by_backend
             .get(backend_key)
             .into_iter()
             .flat_map(|members| members.iter())
             .map(|m| m.registration.clone())
+            .chain(
+                self.unresolved
+                    .get(backend_key)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            )
             .collect()
     }
 

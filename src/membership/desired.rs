@@ -132,12 +132,12 @@ pub fn cap_members(
 }
 
 /// The dynamic backends following `registration`'s `name@version`, with its address; none
-/// for a DNS name (left out of HAProxy altogether).
+/// for a DNS name not resolved (see `resolver`), which gets no server.
 fn following<'a>(
     config: &'a Config,
     registration: &Registration,
 ) -> Option<(std::net::IpAddr, impl Iterator<Item = &'a Backend>)> {
-    let addr = registration.host.parse::<std::net::IpAddr>().ok()?;
+    let addr = registration.ip()?;
     let (name, version) = (registration.name.clone(), registration.version.clone());
     let backends = config.backends.values().filter(move |b| {
         b.kind == BackendType::Dynamic
@@ -207,6 +207,8 @@ mod tests {
             last_known: 0,
             meta: Default::default(),
             id: format!("/web/1/127.0.0.1/{port}"),
+            address: None,
+            unresolved: None,
         }
     }
 

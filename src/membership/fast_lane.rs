@@ -439,6 +439,8 @@ mod tests {
             last_known: 0,
             meta: Default::default(),
             id: format!("/{name}/1/127.0.0.1/{port}"),
+            address: None,
+            unresolved: None,
         }
     }
 

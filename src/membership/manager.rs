@@ -18,6 +18,7 @@ use super::fast_lane::{FastLane, LaneDrains};
 use super::health_events::{HealthListener, HealthNews};
 use super::plan::{Phase, ServerRef, Tracker};
 use super::refusals::Refusals;
+use super::resolver::Resolver;
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
 use crate::aqueduct::controller::Controller;
@@ -163,6 +164,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         next_stats: Instant::now(),
         reload_due: None,
         refusals: Refusals::default(),
+        resolver: Resolver::default(),
         status_board,
     };
     parts.background.spawn(manager.run())
@@ -222,6 +224,8 @@ struct Manager {
     reload_due: Option<Instant>,
     /// Commands HAProxy refused, per server, retried with backoff.
     refusals: Refusals,
+    /// Addresses of members registered by DNS name.
+    resolver: Resolver,
     /// Where the API reads refused members from.
     status_board: StatusBoard,
 }
@@ -277,6 +281,13 @@ impl Manager {
                     Some(news) => self.on_health(news),
                     None => self.health = None,
                 },
+                Some(lookup) = self.resolver.finished() => {
+                    // A member's name resolved (or stopped resolving): look at every backend
+                    // (names are rare, lookups every 30 s at most).
+                    if self.resolver.record(lookup, Instant::now()) {
+                        self.all_dirty = true;
+                    }
+                }
                 _ = tokio::time::sleep(wait) => {}
             }
             // Take everything else already queued: one round for a burst of changes.
@@ -307,6 +318,9 @@ impl Manager {
         if Instant::now() >= self.next_stats {
             self.next_stats = Instant::now() + SLOW_ROUND;
             self.request_stats();
+            self.resolver.start_due(Instant::now());
+            self.metrics
+                .set_unresolved_names(self.resolver.unresolved_names());
         }
     }
 
@@ -433,7 +447,9 @@ impl Manager {
             if !touched || backend.kind != crate::aqueduct::model::BackendType::Dynamic {
                 continue;
             }
-            let current = desired::registrations_of(backend, &self.index);
+            let current = self
+                .resolver
+                .addressed(desired::registrations_of(backend, &self.index), now);
             let previous = self
                 .members_set
                 .get(&backend.key)

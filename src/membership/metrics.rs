@@ -20,6 +20,8 @@ pub struct MembershipMetrics {
     pub health_events: CounterVec,
     /// Servers whose last runtime command HAProxy refused (retried with backoff).
     refused: crate::metrics::Gauge,
+    /// DNS names of registered members that do not resolve (see `resolver`).
+    unresolved_names: crate::metrics::Gauge,
     /// The fast lane: registry event in hand -> `add server` answered.
     pub fast_join_seconds: Histogram,
     /// Reconcile rounds (observe, plan, apply), by how long they took.
@@ -41,6 +43,7 @@ impl Default for MembershipMetrics {
             held_by_backend: std::sync::RwLock::new(BTreeMap::new()),
             left_out_by_backend: std::sync::RwLock::new(BTreeMap::new()),
             refused: crate::metrics::Gauge::default(),
+            unresolved_names: crate::metrics::Gauge::default(),
             health_events: CounterVec::new(&["kind"]),
             fast_join_seconds: Histogram::new(FAST_JOIN_SECONDS_BOUNDS),
             round_seconds: Histogram::new(ROUND_SECONDS_BOUNDS),
@@ -55,6 +58,10 @@ impl MembershipMetrics {
             .held_by_backend
             .write()
             .unwrap_or_else(|p| p.into_inner()) = held;
+    }
+
+    pub(super) fn set_unresolved_names(&self, names: usize) {
+        self.unresolved_names.set(names as f64);
     }
 
     pub(super) fn set_refused(&self, servers: usize) {
@@ -148,6 +155,11 @@ impl MembershipMetrics {
             "thalassa_members_refused",
             "Members whose last runtime command HAProxy refused (retried with backoff)",
             self.refused.get(),
+        );
+        text.gauge(
+            "thalassa_member_names_unresolved",
+            "DNS names of registered members that do not resolve (their members serve nowhere)",
+            self.unresolved_names.get(),
         );
         text.gauge_family(
             "thalassa_members_left_out",

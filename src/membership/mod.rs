@@ -10,5 +10,6 @@ pub mod manager;
 pub mod metrics;
 pub mod plan;
 pub mod refusals;
+pub mod resolver;
 pub mod stats_poller;
 pub mod status;

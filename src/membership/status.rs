@@ -156,6 +156,11 @@ impl StatusBoard {
                     .map_or(Value::Null, Value::from),
             );
             object.insert("sessions".into(), Value::from(sample.map_or(0, |s| s.scur)));
+            // Its DNS name has no address: no server, and the reason instead of a plain DOWN.
+            if let Some(reason) = object.get("unresolved").cloned() {
+                object.insert("status".into(), Value::from("UNRESOLVED"));
+                object.insert("error".into(), reason);
+            }
             // HAProxy refused it: say so, in HAProxy's words, instead of a plain DOWN.
             if let Some(message) = refused.and_then(|r| r.get(&server)) {
                 object.insert("status".into(), Value::from("REFUSED"));
@@ -173,7 +178,12 @@ fn member_address(
     backend_key: &str,
     object: &serde_json::Map<String, Value>,
 ) -> Option<(String, String, u64)> {
-    let host = object.get("host").and_then(Value::as_str).unwrap_or("");
+    // A member registered by DNS name has its server at the address it resolved to.
+    let host = object
+        .get("address")
+        .or_else(|| object.get("host"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let port = match object.get("port") {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.parse().ok(),

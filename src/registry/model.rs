@@ -19,6 +19,13 @@ pub struct Registration {
     pub meta: Map<String, Value>,
     /// `/<name>/<version>/<host>/<port>`.
     pub id: String,
+    /// Set by the aqueduct only, for a `host` that is a DNS name: the address it resolved to
+    /// (what HAProxy's server uses). Never stored or sent by the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Box<str>>,
+    /// Set by the aqueduct only: why a `host` that is a DNS name has no address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<Box<str>>,
 }
 
 impl Registration {
@@ -35,7 +42,15 @@ impl Registration {
             last_known,
             meta,
             id,
+            address: None,
+            unresolved: None,
         }
+    }
+
+    /// The IP address HAProxy's server uses: `host` itself, or what the aqueduct resolved a
+    /// DNS name to; `None` for a name not (yet) resolved.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.address.as_deref().unwrap_or(&self.host).parse().ok()
     }
 
     pub fn key(&self) -> RegistrationKey {

@@ -108,6 +108,8 @@ impl RegistrationRecord {
             last_known: self.last_known,
             meta,
             id: self.id.to_string(),
+            address: None,
+            unresolved: None,
         }
     }
 

@@ -20,6 +20,8 @@ fn registration(version: &str, port: u16) -> Registration {
         last_known: 0,
         meta: Default::default(),
         id: format!("/web/{version}/127.0.0.1/{port}"),
+        address: None,
+        unresolved: None,
     }
 }
 
