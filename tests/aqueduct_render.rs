@@ -1,11 +1,12 @@
 //! Snapshot tests of whole rendered configs. Every snapshot also goes through the real
-//! `haproxy -c`, which must accept it with no ALERT and no WARNING line.
+//! `haproxy -c`, which must accept it with no ALERT and no WARNING line, and is started for
+//! real, which must print none either.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic here is a test failure.
 
 mod aqueduct_support;
 
-use aqueduct_support::{TestDir, assert_snapshot, haproxy_bin, haproxy_check};
+use aqueduct_support::{TestDir, assert_snapshot, haproxy_bin, haproxy_check, startup_complaints};
 use serde_json::{Value, json};
 use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::validate;
@@ -65,6 +66,8 @@ fn check_with(
         "{name}: {:?}",
         outcome.warnings
     );
+    let complaints = startup_complaints(&bin, dir.path(), &text);
+    assert!(complaints.is_empty(), "{name} at start: {complaints:#?}");
 }
 
 fn walkthrough_frontends() -> Vec<(&'static str, Value)> {

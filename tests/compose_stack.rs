@@ -320,8 +320,10 @@ async fn compose_stack_serves_the_walkthrough() {
     }
 
     // Registrations, with the walkthrough's body: the two web servers, and a "MySQL server"
-    // where nothing listens (web1's address on 3306). Plus one that is never refreshed.
-    let (web1, web2) = (stack.ip("web1"), stack.ip("web2"));
+    // where nothing listens (web1's address on 3306). Plus one that is never refreshed. web2
+    // registers by its compose service name, as services in a compose network do: the
+    // aqueduct resolves it.
+    let (web1, web2) = (stack.ip("web1"), "web2".to_owned());
     let post = reqwest::Method::POST;
     for (name, host, port, body) in [
         ("webapp-backend", &web1, 8080, REGISTRATION),
@@ -349,6 +351,17 @@ async fn compose_stack_serves_the_walkthrough() {
         })
         .await;
     }
+    // The member registered by name lists the name as its host and the address beside it.
+    let web2_ip = stack.ip("web2");
+    let url = stack.aqueduct("/backends/webapp-backend/members");
+    let listed = get_json(&client, &url).await.unwrap_or_default();
+    let by_name = listed
+        .as_array()
+        .and_then(|members| members.iter().find(|m| m["host"] == "web2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(by_name["address"], web2_ip.as_str(), "{listed}");
+    println!("walkthrough: web2 registered by name, resolved to {web2_ip}");
     let dead = registration_id("mysql-backend", &web1, 3306);
     let status = eventually(Duration::from_secs(30), &format!("{dead} DOWN"), || async {
         let status = member_status(&client, &stack, "mysql-backend", &dead).await?;

@@ -84,6 +84,84 @@ pub fn haproxy_check(bin: &Path, dir: &Path, text: &str) -> CheckOutcome {
     }
 }
 
+/// Starts HAProxy for real (master-worker, as the supervisor does) on `text` with every `bind`
+/// moved to a free loopback port, and returns the WARNING and ALERT lines it printed until its
+/// worker loaded (or it gave up): what `haproxy -c` cannot see, such as warnings about the
+/// server-state file or the CLI sockets, shows at start. One start at a time (fixtures share
+/// their ports' numbers).
+pub fn startup_complaints(bin: &Path, dir: &Path, text: &str) -> Vec<String> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let text: String = text
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("bind ") {
+            Some(rest) => {
+                let options = rest.split_once(' ').map_or("", |(_, options)| options);
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                format!("    bind 127.0.0.1:{port} {options}\n")
+            }
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let file = tempfile::Builder::new()
+        .suffix(".cfg")
+        .tempfile_in(dir)
+        .unwrap();
+    std::fs::write(file.path(), &text).unwrap();
+    let log = dir.join("startup.log");
+    let mut child = Command::new(bin)
+        .arg("-W")
+        .arg("-f")
+        .arg(file.path())
+        .current_dir(dir)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("startup.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let output = || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join("startup.err")).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let said = output();
+        if said.contains("Loading success") || said.contains("Loading failure") {
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let said = output();
+    assert!(
+        said.contains("Loading success"),
+        "haproxy did not start:\n{said}\n{text}"
+    );
+    // The startup log ends at "Loading success". The fixtures' servers do not exist, so their
+    // health checks fail, which 3.2+ may print before the master says the worker loaded.
+    let traffic = ["Health check for ", "Server ", "has no server available"];
+    said.lines()
+        .take_while(|l| !l.contains("Loading success"))
+        .filter(|l| l.contains("[WARNING]") || l.contains("[ALERT]"))
+        .filter(|l| {
+            let message = l.split_once(") : ").map_or(*l, |(_, message)| message);
+            !traffic.iter().any(|t| message.contains(t)) || message.contains("server-state")
+        })
+        // 3.4 warns at every start as root without `chroot`/`user`: only tests start it so.
+        .filter(|l| {
+            !l.contains("was started as root") && !l.contains("was started as the root user")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Compares `actual` with `tests/fixtures/aqueduct/<name>`; `UPDATE_SNAPSHOTS=1` rewrites it.
 pub fn assert_snapshot(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,7 +7,7 @@
 # `tests/compose_stack.rs` drives this script; README "Compose" explains it for people.
 #
 # Usage: tests/compose/stack.sh COMMAND...   (commands run in order, e.g. `base-image build up`)
-#   base-image   make docker.io/library/debian:bookworm-slim with debootstrap (skipped if present)
+#   base-image   make docker.io/library/debian:trixie-slim with debootstrap (skipped if present)
 #   build        build $THALASSA_IMAGE (target `prebuilt` of the Containerfile) from
 #                $THALASSA_BINARY, or from `cargo build --release` when that is unset
 #   build-web    build the e2e test's tiny web server image (tests/compose/web.Containerfile)
@@ -23,7 +23,7 @@
 #   COMPOSE_PROJECT_NAME  project name (default: `name:` in compose.yaml, i.e. thalassa)
 #   COMPOSE_FILE          compose files, colon separated (default: compose.yaml)
 #   THALASSA_IMAGE        image tag shared with compose.yaml (default: thalassa:latest)
-#   THALASSA_BINARY       a prebuilt thalassa binary for `build` (glibc <= Debian bookworm's)
+#   THALASSA_BINARY       a prebuilt thalassa binary for `build` (glibc <= Debian trixie's; a bookworm build runs)
 #   THALASSA_UP_TIMEOUT   seconds `up`/`wait-healthy` waits for a healthy stack (default: 120)
 #   CONTAINERS_CONF       podman settings (default: tests/compose/containers.conf, which selects
 #                         runc and ulimits that work on the CI machines)
@@ -41,7 +41,7 @@ project=${COMPOSE_PROJECT_NAME:-thalassa}
 export COMPOSE_PROJECT_NAME=$project
 # The Containerfile's runtime stage starts FROM this exact name; a locally made image with this
 # tag is found without a pull.
-base_image=docker.io/library/debian:bookworm-slim
+base_image=docker.io/library/debian:trixie-slim
 web_image=localhost/thalassa-e2e-web:latest
 
 log() { printf 'stack.sh: %s\n' "$*" >&2; }
@@ -75,11 +75,11 @@ cmd_base_image() {
   rootfs=$(mktemp -d /tmp/thalassa-rootfs.XXXXXX)
   # shellcheck disable=SC2064 # expand now: the trap must remove this very directory
   trap "rm -rf '$rootfs'" EXIT
-  log "debootstrap bookworm from $mirror (about 30 s)"
-  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 ||
+  log "debootstrap trixie from $mirror (about 30 s)"
+  debootstrap --variant=minbase trixie "$rootfs" "$mirror" >"$rootfs.log" 2>&1 ||
     die "debootstrap failed, see $rootfs.log"
   rm -f "$rootfs.log"
-  # Slim it like the official bookworm-slim: no downloaded packages, package lists, docs (but the
+  # Slim it like the official trixie-slim: no downloaded packages, package lists, docs (but the
   # copyright files), manuals or translations, and keep later apt installs free of them too.
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
     "$rootfs"/var/lib/apt/lists/* \
