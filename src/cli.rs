@@ -183,6 +183,12 @@ pub struct AqueductCommon {
     /// dropping a connection: a restart or an upgrade of the control plane drops nothing.
     #[arg(long, env = "THALASSA_STOP_HAPROXY")]
     pub stop_haproxy: bool,
+    /// HAProxy is run by something else on `<data-dir>/haproxy` (in compose: its own
+    /// container, started as `haproxy -W -S <data-dir>/haproxy/master.sock -f
+    /// <data-dir>/haproxy/haproxy.cfg` once the config exists): attach to its master and admin
+    /// sockets, never start or stop it. Recreating the aqueduct leaves it serving.
+    #[arg(long, env = "THALASSA_HAPROXY_EXTERNAL")]
+    pub haproxy_external: bool,
     /// How long a leaving member may keep its connections before it is removed anyway.
     #[arg(long, env = "THALASSA_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

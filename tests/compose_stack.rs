@@ -459,12 +459,32 @@ async fn compose_stack_serves_the_walkthrough() {
         .collect();
     assert_eq!(ids, [dead.as_str()], "registry after expiry");
 
-    // The aqueduct keeps its frontends and backends in its volume across a restart.
+    // The aqueduct keeps its frontends and backends in its volume across a restart, and
+    // HAProxy (its own container) serves throughout: a restart of the aqueduct's container and
+    // its replacement by a new one (what an image upgrade does) drop no request.
+    let load = WebLoad::start(stack.webapp());
+    load.wait_ok(50).await;
     let started = Instant::now();
     stack.run(&["restart", "aqueduct", "wait-healthy"]);
     println!(
         "timing: aqueduct restart -> healthy: {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+    load.wait_ok(50).await;
+    let started = Instant::now();
+    stack.run(&["recreate", "aqueduct", "wait-healthy"]);
+    println!(
+        "timing: aqueduct recreate -> healthy: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    load.wait_ok(50).await;
+    let (ok, failed) = load.stop().await;
+    println!(
+        "walkthrough: aqueduct restarted and recreated under load: {ok} ok, {failed:?} failed"
+    );
+    assert!(
+        failed.is_empty(),
+        "requests failed while the aqueduct was replaced: {failed:?}"
     );
     let keys = |rows: Option<Value>| -> Vec<String> {
         rows.and_then(|rows| rows.as_array().cloned())
@@ -489,4 +509,63 @@ async fn compose_stack_serves_the_walkthrough() {
     // Down removes everything of the project.
     stack.run(&["down"]);
     assert_eq!(stack.containers(), Vec::<String>::new());
+}
+
+/// Requests through the webapp frontend back to back (a new connection each, as a browser
+/// hitting a reload would), counting what failed and why.
+struct WebLoad {
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebLoad {
+    fn start(url: String) -> WebLoad {
+        use std::sync::atomic::Ordering;
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ok_count, failures, stopping) = (ok.clone(), failed.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            while !stopping.load(Ordering::SeqCst) {
+                match client.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        ok_count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(response) => failures.lock().unwrap().push(response.status().to_string()),
+                    Err(err) => failures.lock().unwrap().push(err.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        WebLoad {
+            ok,
+            failed,
+            stop,
+            task,
+        }
+    }
+
+    async fn wait_ok(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let start = self.ok.load(Ordering::SeqCst);
+        eventually(Duration::from_secs(30), "requests to succeed", || async {
+            (self.ok.load(Ordering::SeqCst) >= start + n).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) -> (u64, Vec<String>) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        let failed = self.failed.lock().unwrap().clone();
+        (self.ok.load(Ordering::SeqCst), failed)
+    }
 }

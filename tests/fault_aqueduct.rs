@@ -267,3 +267,90 @@ async fn sigterm_of_thalassa_up_hands_haproxy_to_the_next_start() {
     load.stop().await;
     assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
 }
+
+/// `--haproxy-external`: HAProxy runs on its own (here a process this test starts once the
+/// config exists, as compose's HAProxy container does); the control plane attaches to it,
+/// applies members live, and a stop and start of the control plane leaves it serving, with
+/// no failed request and no new HAProxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_haproxy_keeps_serving_while_the_control_plane_restarts() {
+    if !require_haproxy() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("haproxy");
+    let _reaper = KillHaproxiesOnDrop(run_dir.clone());
+    let haproxy = support::haproxy_path().unwrap();
+    // The "HAProxy container": waits for the config, then runs HAProxy in master-worker mode.
+    let (config, master_socket) = (run_dir.join("haproxy.cfg"), run_dir.join("master.sock"));
+    let external = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !config.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::process::Command::new(haproxy)
+            .arg("-W")
+            .arg("-S")
+            .arg(format!("{},mode,600", master_socket.display()))
+            .arg("-f")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    let mut stack = Stack::start_in(dir, &["--haproxy-external"], false).await;
+    let mut external = external.join().unwrap();
+    let proxy_port = free_port();
+    configure_web_app(&stack.aqueduct, proxy_port).await;
+    let origin = Origin::start("web").await;
+    stack.register_origin("app", "1", &origin).await;
+    eventually(Duration::from_secs(15), "the member UP", || async {
+        (app_members_up(&stack.aqueduct).await == 1).then_some(())
+    })
+    .await;
+    let masters = haproxy_masters(&run_dir);
+    assert_eq!(
+        masters,
+        vec![external.id()],
+        "the test's haproxy is the only one"
+    );
+
+    let load = Load::start(proxy_port, 4);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    let exited = stack.proc.terminate_within(Duration::from_secs(20));
+    assert!(exited.is_some(), "thalassa up exits on SIGTERM");
+    load.wait_ok(500).await;
+    stack.start_again().await;
+    // Attached again: a new member joins live and serves.
+    let second = Origin::start("web-2").await;
+    stack.register_origin("app", "1", &second).await;
+    eventually(Duration::from_secs(15), "both members UP", || async {
+        (app_members_up(&stack.aqueduct).await == 2).then_some(())
+    })
+    .await;
+    wait_for_body(proxy_port, "web-2").await;
+    load.wait_ok(500).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("external haproxy, control plane SIGTERM and start again");
+    load.stop().await;
+    assert_eq!(
+        haproxy_masters(&run_dir),
+        vec![external.id()],
+        "still the same haproxy"
+    );
+    assert!(
+        stack
+            .proc
+            .log_text()
+            .contains("attached to the external haproxy"),
+        "log:\n{}",
+        stack.proc.log_text()
+    );
+    assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
+    drop(stack);
+    let _ = external.kill();
+    let _ = external.wait();
+}

@@ -116,8 +116,9 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     let config = state_file::load(&state_path)?.unwrap_or_default();
     let hub = Hub::open(&data_dir)?;
 
-    let supervisor_settings =
+    let mut supervisor_settings =
         SupervisorSettings::new(common.haproxy_bin.clone(), data_dir.join("haproxy"));
+    supervisor_settings.external = common.haproxy_external;
     let mut render_settings = RenderSettings::new(
         supervisor_settings.admin_socket_path(),
         supervisor_settings.server_state_path(),

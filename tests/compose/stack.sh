@@ -17,6 +17,7 @@
 #   down         remove the project's containers, network and volumes
 #   ip SERVICE   print the address of a service's container on the project network
 #   restart SERVICE  restart a service's container (then e.g. `wait-healthy`)
+#   recreate SERVICE replace a service's container with a new one (what an image upgrade does)
 #   ps | logs    show the project's containers / their logs
 #
 # Environment:
@@ -221,6 +222,15 @@ cmd_restart() {
   podman restart --time 10 "$name" >/dev/null 2>&1 || die "podman restart $name failed"
 }
 
+cmd_recreate() {
+  need podman-compose "pip install podman-compose"
+  local output
+  output=$(podman-compose up --detach --no-build --force-recreate --no-deps "$1" 2>&1) || {
+    printf '%s\n' "$output" >&2
+    die "podman-compose up --force-recreate $1 failed"
+  }
+}
+
 cmd_ip() {
   local name
   name=$(service_container "$1")
@@ -229,7 +239,7 @@ cmd_ip() {
     "$name" | head -n 1
 }
 
-[ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|restart SERVICE|ps|logs ..."
+[ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|restart SERVICE|recreate SERVICE|ps|logs ..."
 need podman "apt-get install podman runc"
 while [ "$#" -gt 0 ]; do
   command=$1
@@ -241,7 +251,7 @@ while [ "$#" -gt 0 ]; do
   up) cmd_up ;;
   wait-healthy) cmd_wait_healthy ;;
   down) cmd_down ;;
-  ip | restart)
+  ip | restart | recreate)
     [ "$#" -gt 0 ] || die "usage: $0 $command SERVICE"
     "cmd_$command" "$1"
     shift

@@ -403,7 +403,15 @@ impl Stack {
     }
 
     async fn start_stopping_haproxy(extra_args: &[&str], stop_haproxy: bool) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), extra_args, stop_haproxy).await
+    }
+
+    /// A stack on a data dir the caller made (to start something beside it there first).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        extra_args: &[&str],
+        stop_haproxy: bool,
+    ) -> Stack {
         let (registry_port, aqueduct_port) = (free_port(), free_port());
         let extra_args: Vec<String> = extra_args.iter().map(|s| (*s).to_owned()).collect();
         let proc = spawn_up(

@@ -13,6 +13,7 @@
 //! ```
 
 mod check;
+mod external;
 mod log;
 mod metrics;
 mod process;
@@ -55,6 +56,9 @@ pub struct SupervisorSettings {
     pub shutdown_grace: Duration,
     /// Recent HAProxy output lines kept in memory.
     pub log_lines: usize,
+    /// HAProxy is run by something else (its own container) on this run directory: attach to
+    /// it, never start, stop or signal it (see `external`).
+    pub external: bool,
 }
 
 impl SupervisorSettings {
@@ -68,6 +72,7 @@ impl SupervisorSettings {
             restart_backoff_max: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             log_lines: 1000,
+            external: false,
         }
     }
 
@@ -162,6 +167,9 @@ impl Supervisor {
             settings,
         });
         shared.check(initial_config).await?;
+        if shared.settings.external {
+            return Self::attach(shared, initial_config).await;
+        }
 
         // An HAProxy left serving by an earlier run (killed without stopping it) is taken
         // over without a gap; one that does not answer is killed.
@@ -206,6 +214,39 @@ impl Supervisor {
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let monitor = tokio::spawn(monitor(shared.clone(), child, shutdown_rx));
+        Ok(Supervisor {
+            shared,
+            shutdown,
+            monitor: std::sync::Mutex::new(Some(monitor)),
+        })
+    }
+
+    /// `start` for an external HAProxy: writes the config it is to start from (it waits for
+    /// the file) unless it already runs, attaches, and reloads one that ran already with the
+    /// config of this start.
+    async fn attach(shared: Arc<Shared>, initial_config: &str) -> Result<Supervisor, ReloadError> {
+        let settings = &shared.settings;
+        let running = master_cli::show_proc(&settings.master_socket_path())
+            .await
+            .is_ok();
+        if !running {
+            write_atomic(&settings.config_path(), initial_config.as_bytes())
+                .and_then(|()| {
+                    write_atomic(&settings.server_state_path(), EMPTY_SERVER_STATE.as_bytes())
+                })
+                .map_err(|err| {
+                    ReloadError::Unavailable(format!("cannot write haproxy files: {err}"))
+                })?;
+        }
+        // Its own container may take a while to start it.
+        let master = external::attach(&shared, settings.ready_timeout * 4).await?;
+        if running {
+            reload::reload(&shared, initial_config, "attached to the external haproxy").await?;
+        }
+        tracing::info!(master_pid = master, run_dir = %settings.run_dir.display(),
+            "attached to the external haproxy");
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let monitor = tokio::spawn(external::watch(shared.clone(), shutdown_rx));
         Ok(Supervisor {
             shared,
             shutdown,
@@ -271,6 +312,10 @@ impl Supervisor {
     /// Stops HAProxy: soft stop (workers finish their connections) for `shutdown_grace`, then
     /// a hard stop. Returns once no HAProxy of this run directory is left.
     pub async fn shutdown(&self) {
+        if self.shared.settings.external {
+            tracing::info!("the external haproxy is not ours to stop");
+            return self.leave_serving().await;
+        }
         self.shared.stopping.store(true, Ordering::SeqCst);
         // An open admin-socket connection keeps a stopping worker alive until it times out.
         self.shared.runtime.disconnect_all().await;
@@ -318,7 +363,7 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        if self.shared.left_serving.load(Ordering::SeqCst) {
+        if self.shared.left_serving.load(Ordering::SeqCst) || self.shared.settings.external {
             return;
         }
         if let Some(monitor) = self

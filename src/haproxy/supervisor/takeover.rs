@@ -32,8 +32,10 @@ pub(super) async fn find_leftover(
     settings: &SupervisorSettings,
     fingerprint: &str,
 ) -> Option<Leftover> {
+    // An external HAProxy runs elsewhere (another container): its processes are not seen here,
+    // its admin socket is.
     let pids = process::find_our_haproxies(fingerprint);
-    if pids.is_empty() {
+    if pids.is_empty() && !settings.external {
         return None;
     }
     let client =
