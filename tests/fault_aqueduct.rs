@@ -280,24 +280,14 @@ async fn an_external_haproxy_keeps_serving_while_the_control_plane_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("haproxy");
     let _reaper = KillHaproxiesOnDrop(run_dir.clone());
-    let haproxy = support::haproxy_path().unwrap();
     // The "HAProxy container": waits for the config, then runs HAProxy in master-worker mode.
-    let (config, master_socket) = (run_dir.join("haproxy.cfg"), run_dir.join("master.sock"));
+    let external_run_dir = run_dir.clone();
     let external = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !config.exists() && Instant::now() < deadline {
+        while !external_run_dir.join("haproxy.cfg").exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::process::Command::new(haproxy)
-            .arg("-W")
-            .arg("-S")
-            .arg(format!("{},mode,600", master_socket.display()))
-            .arg("-f")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        start_external_haproxy(&external_run_dir)
     });
     let mut stack = Stack::start_in(dir, &["--haproxy-external"], false).await;
     let mut external = external.join().unwrap();
@@ -350,7 +340,47 @@ async fn an_external_haproxy_keeps_serving_while_the_control_plane_restarts() {
         stack.proc.log_text()
     );
     assert_eq!(report.failed, 0, "log:\n{}", stack.proc.log_text());
+
+    // The external HAProxy dies and its keeper starts it again (from the config on disk):
+    // the control plane notices the new master and applies every member again.
+    signal(external.id(), "KILL");
+    let _ = external.wait();
+    let mut external = start_external_haproxy(&run_dir);
+    eventually(
+        Duration::from_secs(20),
+        "both members UP on the new haproxy",
+        || async { (app_members_up(&stack.aqueduct).await == 2).then_some(()) },
+    )
+    .await;
+    wait_for_body(proxy_port, "web-2").await;
+    wait_for_body(proxy_port, "web").await;
+    assert!(
+        stack
+            .proc
+            .log_text()
+            .contains("the external haproxy was restarted"),
+        "log:\n{}",
+        stack.proc.log_text()
+    );
     drop(stack);
     let _ = external.kill();
     let _ = external.wait();
+}
+
+/// `haproxy -W -S <run_dir>/master.sock -f <run_dir>/haproxy.cfg`, as compose's HAProxy
+/// container runs it.
+fn start_external_haproxy(run_dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(support::haproxy_path().unwrap())
+        .arg("-W")
+        .arg("-S")
+        .arg(format!(
+            "{},mode,600",
+            run_dir.join("master.sock").display()
+        ))
+        .arg("-f")
+        .arg(run_dir.join("haproxy.cfg"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
