@@ -21,19 +21,19 @@ async fn a_joining_member_deleted_and_registered_again_stays_gated() {
         return;
     }
     let (stack, _port) = stack_with_backend(
-        "web",
+        "web-backend",
         r#"{"type":"dynamic","name":"web","version":"1","mode":"http","health":{"interval":5000}}"#,
     )
     .await;
     let dead_port = free_port();
     let member = format!("web/1/127.0.0.3/{dead_port}");
-    let server = format!("web_127.0.0.3:{dead_port}");
+    let server = format!("web-backend_127.0.0.3:{dead_port}");
     let client = RuntimeClient::new(stack.admin_socket());
     let lease = r#"{"secondsToExpire":600}"#;
 
     assert_eq!(stack.register(&member, lease).await.0, 200);
     eventually(Duration::from_secs(10), "the member in haproxy", || async {
-        let rows = client.show_servers_state(Some("web")).await.ok()?;
+        let rows = client.show_servers_state(Some("web-backend")).await.ok()?;
         rows.iter().any(|r| r.server == server).then_some(())
     })
     .await;
@@ -45,7 +45,7 @@ async fn a_joining_member_deleted_and_registered_again_stays_gated() {
     let until = Instant::now() + Duration::from_secs(3);
     let mut looks = 0;
     while Instant::now() < until {
-        if let Ok(rows) = client.show_servers_state(Some("web")).await
+        if let Ok(rows) = client.show_servers_state(Some("web-backend")).await
             && let Some(row) = rows.iter().find(|r| r.server == server)
         {
             let passed = matches!(
@@ -61,7 +61,7 @@ async fn a_joining_member_deleted_and_registered_again_stays_gated() {
             looks += 1;
         }
         let status = stack
-            .member_status("web", &format!("127.0.0.3:{dead_port}"))
+            .member_status("web-backend", &format!("127.0.0.3:{dead_port}"))
             .await;
         assert_ne!(status.as_deref(), Some("UP"), "the API calls {server} UP");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -77,12 +77,12 @@ async fn deleting_a_backend_in_use_removes_every_server_it_had() {
         return;
     }
     let (stack, _port) = stack_with_backend(
-        "web",
+        "web-backend",
         r#"{"type":"dynamic","name":"web","version":"1","mode":"http","health":{"interval":100}}"#,
     )
     .await;
     let dead_port = free_port();
-    let server = format!("web_127.0.0.3:{dead_port}");
+    let server = format!("web-backend_127.0.0.3:{dead_port}");
     let member = format!("web/1/127.0.0.3/{dead_port}");
     assert_eq!(
         stack
@@ -98,7 +98,7 @@ async fn deleting_a_backend_in_use_removes_every_server_it_had() {
     .await;
 
     let response = support::client()
-        .delete(format!("{}/backends/web", stack.aqueduct))
+        .delete(format!("{}/backends/web-backend", stack.aqueduct))
         .send()
         .await
         .unwrap();
@@ -114,7 +114,7 @@ async fn deleting_a_backend_in_use_removes_every_server_it_had() {
             let rows = current_servers(&stack).await?;
             let left: Vec<&str> = rows
                 .iter()
-                .filter(|r| r.backend == "web")
+                .filter(|r| r.backend == "web-backend")
                 .map(|r| r.server.as_str())
                 .collect();
             left.is_empty().then_some(())
@@ -125,7 +125,7 @@ async fn deleting_a_backend_in_use_removes_every_server_it_had() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rows = current_servers(&stack).await.unwrap();
     assert!(
-        rows.iter().all(|r| r.backend != "web"),
+        rows.iter().all(|r| r.backend != "web-backend"),
         "{:?}",
         rows.iter().map(|r| &r.server).collect::<Vec<_>>()
     );

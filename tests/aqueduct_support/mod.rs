@@ -154,12 +154,16 @@ pub fn startup_complaints(bin: &Path, dir: &Path, text: &str) -> Vec<String> {
             let message = l.split_once(") : ").map_or(*l, |(_, message)| message);
             !traffic.iter().any(|t| message.contains(t)) || message.contains("server-state")
         })
-        // 3.4 warns at every start as root without `chroot`/`user`: only tests start it so.
-        .filter(|l| {
-            !l.contains("was started as root") && !l.contains("was started as the root user")
-        })
+        .filter(|l| !is_root_start_warning(l))
         .map(str::to_owned)
         .collect()
+}
+
+/// 3.3+ warn at every start as root without `chroot` and `user`: only tests start it so here
+/// (the image runs it unprivileged).
+pub fn is_root_start_warning(line: &str) -> bool {
+    line.contains("HAProxy was started as root")
+        || line.contains("HAProxy was started as the root user")
 }
 
 /// Compares `actual` with `tests/fixtures/aqueduct/<name>`; `UPDATE_SNAPSHOTS=1` rewrites it.
