@@ -320,20 +320,22 @@ impl Supervisor {
         // An open admin-socket connection keeps a stopping worker alive until it times out.
         self.shared.runtime.disconnect_all().await;
         let _ = self.shutdown.send(true);
-        let monitor = self
-            .monitor
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let monitor = self.take_monitor();
         if let Some(monitor) = monitor {
             let _ = monitor.await;
         }
         process::reap_leftovers(&self.shared.fingerprint).await;
         tracing::info!("haproxy stopped");
     }
-}
 
-impl Supervisor {
+    /// The monitor task, once (`shutdown`, `leave_serving` and Drop each end it their way).
+    fn take_monitor(&self) -> Option<JoinHandle<()>> {
+        self.monitor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
     /// Stops supervising and leaves HAProxy serving, signalling nothing: the next start on
     /// the same run directory takes it over (its listening sockets and server states, see
     /// [`takeover`]), so a restart or an upgrade of the control plane drops no connection.
@@ -341,11 +343,7 @@ impl Supervisor {
     pub async fn leave_serving(&self) {
         self.shared.left_serving.store(true, Ordering::SeqCst);
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let monitor = self
-            .monitor
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let monitor = self.take_monitor();
         if let Some(monitor) = monitor {
             // Waits for a reload or restart in progress to finish: nothing is half done.
             let _last_good = self.shared.last_good_config.lock().await;
@@ -366,12 +364,7 @@ impl Drop for Supervisor {
         if self.shared.left_serving.load(Ordering::SeqCst) || self.shared.settings.external {
             return;
         }
-        if let Some(monitor) = self
-            .monitor
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-        {
+        if let Some(monitor) = self.take_monitor() {
             monitor.abort();
         }
         // Not shut down gracefully: kill the master and every worker of this run directory
