@@ -215,14 +215,7 @@ async fn sigterm_of_thalassa_up_hands_haproxy_to_the_next_start() {
     let mut stack = Stack::start_leaving_haproxy_serving().await;
     let run_dir = stack.dir.path().join("haproxy");
     let _reaper = KillHaproxiesOnDrop(run_dir.clone());
-    let proxy_port = free_port();
-    configure_web_app(&stack.aqueduct, proxy_port).await;
-    let origin = Origin::start("web").await;
-    stack.register_origin("app", "1", &origin).await;
-    eventually(Duration::from_secs(15), "the member UP", || async {
-        (app_members_up(&stack.aqueduct).await == 1).then_some(())
-    })
-    .await;
+    let (proxy_port, _origin) = serve_one_member(&stack).await;
     let first_master = haproxy_masters(&run_dir);
     assert_eq!(first_master.len(), 1);
 
@@ -254,13 +247,7 @@ async fn sigterm_of_thalassa_up_hands_haproxy_to_the_next_start() {
         "the next start took the running haproxy over"
     );
     // Membership is live again: a second member joins without a reload and serves.
-    let second = Origin::start("web-2").await;
-    stack.register_origin("app", "1", &second).await;
-    eventually(Duration::from_secs(15), "both members UP", || async {
-        (app_members_up(&stack.aqueduct).await == 2).then_some(())
-    })
-    .await;
-    wait_for_body(proxy_port, "web-2").await;
+    let _second = join_a_second_member(&stack, proxy_port).await;
     load.wait_ok(500).await;
     let report = load.report_since(&before, fault_at);
     report.print("SIGTERM thalassa up, start again");
@@ -291,14 +278,7 @@ async fn an_external_haproxy_keeps_serving_while_the_control_plane_restarts() {
     });
     let mut stack = Stack::start_in(dir, &["--haproxy-external"], false).await;
     let mut external = external.join().unwrap();
-    let proxy_port = free_port();
-    configure_web_app(&stack.aqueduct, proxy_port).await;
-    let origin = Origin::start("web").await;
-    stack.register_origin("app", "1", &origin).await;
-    eventually(Duration::from_secs(15), "the member UP", || async {
-        (app_members_up(&stack.aqueduct).await == 1).then_some(())
-    })
-    .await;
+    let (proxy_port, _origin) = serve_one_member(&stack).await;
     let masters = haproxy_masters(&run_dir);
     assert_eq!(
         masters,
@@ -315,13 +295,7 @@ async fn an_external_haproxy_keeps_serving_while_the_control_plane_restarts() {
     load.wait_ok(500).await;
     stack.start_again().await;
     // Attached again: a new member joins live and serves.
-    let second = Origin::start("web-2").await;
-    stack.register_origin("app", "1", &second).await;
-    eventually(Duration::from_secs(15), "both members UP", || async {
-        (app_members_up(&stack.aqueduct).await == 2).then_some(())
-    })
-    .await;
-    wait_for_body(proxy_port, "web-2").await;
+    let _second = join_a_second_member(&stack, proxy_port).await;
     load.wait_ok(500).await;
     let report = load.report_since(&before, fault_at);
     report.print("external haproxy, control plane SIGTERM and start again");
@@ -383,4 +357,29 @@ fn start_external_haproxy(run_dir: &std::path::Path) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// The app behind a frontend on a free port, with one serving member; its port and origin.
+async fn serve_one_member(stack: &Stack) -> (u16, Origin) {
+    let proxy_port = free_port();
+    configure_web_app(&stack.aqueduct, proxy_port).await;
+    let origin = Origin::start("web").await;
+    stack.register_origin("app", "1", &origin).await;
+    eventually(Duration::from_secs(15), "the member UP", || async {
+        (app_members_up(&stack.aqueduct).await == 1).then_some(())
+    })
+    .await;
+    (proxy_port, origin)
+}
+
+/// Membership is live: a second member (`web-2`) joins without a reload and serves.
+async fn join_a_second_member(stack: &Stack, proxy_port: u16) -> Origin {
+    let second = Origin::start("web-2").await;
+    stack.register_origin("app", "1", &second).await;
+    eventually(Duration::from_secs(15), "both members UP", || async {
+        (app_members_up(&stack.aqueduct).await == 2).then_some(())
+    })
+    .await;
+    wait_for_body(proxy_port, "web-2").await;
+    second
 }
