@@ -524,17 +524,39 @@ mod tests {
     }
 
     #[test]
-    fn names_and_duplicates_are_left_out() {
+    fn unresolved_names_are_listed_but_not_rendered_and_duplicates_are_left_out() {
         let mut members = DynamicMembers::default();
+        let mut resolved = reg("web.example", "2");
+        resolved.address = Some("10.0.0.2".into());
         members.set(
             "be",
             vec![
                 reg("db.example", "1"),
                 reg("10.0.0.1", "1"),
                 reg("10.0.0.1", "1"),
+                resolved,
             ],
         );
-        assert_eq!(members.registrations("be").len(), 1);
+        let listed: Vec<String> = members
+            .registrations("be")
+            .into_iter()
+            .map(|r| r.host)
+            .collect();
+        assert_eq!(listed, ["10.0.0.1", "web.example", "db.example"]);
+        let rendered: Vec<IpAddr> = members
+            .by_backend
+            .get("be")
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .map(|m| m.host)
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "10.0.0.2".parse().unwrap()
+            ]
+        );
         members.set("be", Vec::new());
         assert!(members.registrations("be").is_empty());
     }
