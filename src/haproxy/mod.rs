@@ -4,6 +4,7 @@
 pub mod master_cli;
 pub mod render;
 pub mod runtime;
+pub mod server_name;
 pub mod stat;
 pub mod supervisor;
 

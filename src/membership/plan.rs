@@ -25,7 +25,8 @@ impl ServerRef {
     pub fn new(backend: &str, host: &str, port: u16) -> Self {
         ServerRef {
             backend: backend.to_owned(),
-            server: server_name(backend, host, port),
+            server: crate::haproxy::server_name::ServerName::for_host(backend, host, port)
+                .to_string(),
         }
     }
 }
@@ -34,11 +35,6 @@ impl std::fmt::Display for ServerRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.backend, self.server)
     }
-}
-
-/// The server name the original used and the UI matches on.
-pub fn server_name(backend: &str, host: &str, port: u16) -> String {
-    format!("{backend}_{host}:{port}")
 }
 
 /// Options spelled out on every `add server` (dynamic servers inherit nothing from

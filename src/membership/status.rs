@@ -5,6 +5,7 @@
 use super::brake_board::BrakeBoard;
 use super::plan::Phase;
 use super::refusals::RefusedByBackend;
+use crate::haproxy::server_name::ServerName;
 use crate::haproxy::stat::{ProxyKind, StatRow, StatStatus};
 use crate::ui::{MemberSample, ProxySample, StatsSample};
 use serde_json::Value;
@@ -190,11 +191,9 @@ fn member_address(
         _ => None,
     }?;
     // Server names use the canonical address text, as the renderer writes it.
-    let host = host
-        .parse::<std::net::IpAddr>()
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|_| host.to_owned());
-    Some((format!("{backend_key}_{host}:{port}"), host, port))
+    let name = ServerName::for_host(backend_key, host, u16::try_from(port).ok()?);
+    let host = name.host.clone();
+    Some((name.to_string(), host, port))
 }
 
 fn server_name_of(backend_key: &str, member: &Value) -> Option<String> {
@@ -281,16 +280,9 @@ pub fn member_status(row: &StatRow, phase: Option<&Phase>) -> &'static str {
     }
 }
 
-/// `<key>_<host>:<port>` -> (host, port); the key may itself contain `_`, the host never has
-/// one, so split at the last `_`.
+/// `<key>_<host>:<port>` -> (host, port); `(name, 0)` for a name that is not one of ours.
 fn split_server_name(server: &str) -> (String, u16) {
-    let Some((_, address)) = server.rsplit_once('_') else {
-        return (server.to_owned(), 0);
-    };
-    match address.rsplit_once(':') {
-        Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(0)),
-        None => (address.to_owned(), 0),
-    }
+    ServerName::parse(server).map_or_else(|| (server.to_owned(), 0), |name| (name.host, name.port))
 }
 
 #[cfg(test)]

@@ -125,11 +125,8 @@ fn replace_sorted(
     }
 }
 
-/// The server name of a member: `<backendKey>_<host>:<port>`. The UI and stats matching
-/// depend on this exact shape, as they did in the original.
-pub fn server_name(backend_key: &str, host: IpAddr, port: u16) -> String {
-    format!("{backend_key}_{host}:{port}")
-}
+/// A member's server name (see `haproxy::server_name`).
+pub use super::server_name::server_name;
 
 /// The server address: `10.0.0.1:80`, or `[::1]:80` for IPv6.
 pub fn server_address(host: IpAddr, port: u16) -> String {
@@ -256,9 +253,7 @@ mod tests {
     fn names_and_addresses() {
         let v4: IpAddr = "10.0.0.1".parse().unwrap();
         let v6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(server_name("be", v4, 3306), "be_10.0.0.1:3306");
         assert_eq!(server_address(v4, 3306), "10.0.0.1:3306");
-        assert_eq!(server_name("be", v6, 80), "be_::1:80");
         assert_eq!(server_address(v6, 80), "[::1]:80");
     }
 

@@ -80,6 +80,12 @@ pub enum ServerCommand {
         backend: String,
         server: String,
     },
+    /// `shutdown sessions server`: closes every connection of the server (a leaver past its
+    /// drain timeout), so that its `del server` can go through.
+    ShutdownSessions {
+        backend: String,
+        server: String,
+    },
 }
 
 /// Why HAProxy refused a command, recognised from its reply text.
@@ -145,7 +151,8 @@ impl ServerCommand {
             | ServerCommand::EnableHealth { backend, .. }
             | ServerCommand::DisableHealth { backend, .. }
             | ServerCommand::SetWeight { backend, .. }
-            | ServerCommand::Delete { backend, .. } => backend,
+            | ServerCommand::Delete { backend, .. }
+            | ServerCommand::ShutdownSessions { backend, .. } => backend,
         }
     }
 
@@ -156,7 +163,8 @@ impl ServerCommand {
             | ServerCommand::EnableHealth { server, .. }
             | ServerCommand::DisableHealth { server, .. }
             | ServerCommand::SetWeight { server, .. }
-            | ServerCommand::Delete { server, .. } => server,
+            | ServerCommand::Delete { server, .. }
+            | ServerCommand::ShutdownSessions { server, .. } => server,
         }
     }
 
@@ -184,6 +192,7 @@ impl ServerCommand {
                 format!("set server {target} weight {weight}")
             }
             ServerCommand::Delete { .. } => format!("del server {target}"),
+            ServerCommand::ShutdownSessions { .. } => format!("shutdown sessions server {target}"),
         })
     }
 
@@ -421,6 +430,13 @@ mod tests {
                 weight: 300,
             },
             None,
+        );
+        check(
+            ServerCommand::ShutdownSessions {
+                backend: backend.clone(),
+                server: server.clone(),
+            },
+            Some("shutdown sessions server be/s1"),
         );
         check(
             ServerCommand::Delete { backend, server },

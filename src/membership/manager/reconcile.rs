@@ -316,8 +316,13 @@ impl Manager {
                     if *force {
                         tracing::warn!(backend = %backend, server = %server,
                             "drain timeout passed; closing the member's remaining sessions");
-                        let line = format!("shutdown sessions server {backend}/{server}");
-                        let outcome = self.runtime.command(&line).await;
+                        let outcome = self
+                            .runtime
+                            .run(&ServerCommand::ShutdownSessions {
+                                backend: backend.clone(),
+                                server: server.clone(),
+                            })
+                            .await;
                         self.count("shutdown-sessions", outcome.is_ok());
                     }
                     tracing::info!(backend = %backend, server = %server, "removing member");
