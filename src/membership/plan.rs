@@ -1,5 +1,6 @@
 //! The membership planner: desired members vs what HAProxy reports -> a list of runtime
-//! operations. Pure data in, pure data out; applying the plan is `membership::apply`'s job.
+//! operations. Pure data in, pure data out; the manager applies the plan
+//! (`manager/reconcile.rs`, `apply`).
 //!
 //! Every member moves through three phases, driven only by runtime commands (never a reload):
 //! - **Joining**: added in maintenance with health checks enabled; it gets no traffic until HAProxy

@@ -1,4 +1,4 @@
-//! Traffic and health samples from HAProxy (fed by the lead's stats poller) and the short
+//! Traffic and health samples from HAProxy (fed by the membership stats poller) and the short
 //! per-frontend/backend history the charts draw, so a freshly loaded page has full charts.
 
 use serde::{Deserialize, Serialize};
