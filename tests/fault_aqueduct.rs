@@ -344,7 +344,8 @@ async fn an_external_haproxy_keeps_serving_while_the_control_plane_restarts() {
 /// `haproxy -W -S <run_dir>/master.sock -f <run_dir>/haproxy.cfg`, as compose's HAProxy
 /// container runs it.
 fn start_external_haproxy(run_dir: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(support::haproxy_path().unwrap())
+    let bin = support::haproxy_path().unwrap();
+    std::process::Command::new(&bin)
         .arg("-W")
         .arg("-S")
         .arg(format!(
