@@ -184,11 +184,7 @@ impl Supervisor {
         let servers_state = leftover
             .as_ref()
             .map_or(EMPTY_SERVER_STATE, |old| old.servers_state.as_str());
-        write_atomic(&settings.config_path(), initial_config.as_bytes())
-            .and_then(|()| write_atomic(&settings.server_state_path(), servers_state.as_bytes()))
-            .map_err(|err| {
-                ReloadError::Unavailable(format!("cannot write haproxy files: {err}"))
-            })?;
+        write_start_files(settings, initial_config, servers_state)?;
 
         let child = match leftover {
             None => launch(&shared, None).await?,
@@ -230,13 +226,7 @@ impl Supervisor {
             .await
             .is_ok();
         if !running {
-            write_atomic(&settings.config_path(), initial_config.as_bytes())
-                .and_then(|()| {
-                    write_atomic(&settings.server_state_path(), EMPTY_SERVER_STATE.as_bytes())
-                })
-                .map_err(|err| {
-                    ReloadError::Unavailable(format!("cannot write haproxy files: {err}"))
-                })?;
+            write_start_files(settings, initial_config, EMPTY_SERVER_STATE)?;
         }
         // Its own container may take a while to start it.
         let master = external::attach(&shared, settings.ready_timeout * 4).await?;
@@ -517,6 +507,17 @@ async fn launch(shared: &Shared, take_over_from: Option<&[u32]>) -> Result<Child
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The config and server-state file HAProxy starts from.
+fn write_start_files(
+    settings: &SupervisorSettings,
+    config: &str,
+    servers_state: &str,
+) -> Result<(), ReloadError> {
+    write_atomic(&settings.config_path(), config.as_bytes())
+        .and_then(|()| write_atomic(&settings.server_state_path(), servers_state.as_bytes()))
+        .map_err(|err| ReloadError::Unavailable(format!("cannot write haproxy files: {err}")))
 }
 
 /// Whether HAProxy printed `Loading success.` since `mark` (every line from 2.6 to 3.4 says
