@@ -151,7 +151,7 @@ project_containers() {
 
 service_container() {
   podman ps --all --filter "label=io.podman.compose.project=$project" \
-    --filter "label=com.docker.compose.service=$1" --format '{{.Names}}' | head -n 1
+    --filter "label=com.docker.compose.service=$1" --format '{{.Names}}' | sed -n 1p
 }
 
 # podman 4.3 runs health checks from systemd timers, and there is no systemd on the CI
@@ -236,7 +236,7 @@ cmd_ip() {
   name=$(service_container "$1")
   [ -n "$name" ] || die "no container for service $1 in project $project"
   podman inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{"\n"}}{{end}}' \
-    "$name" | head -n 1
+    "$name" | sed -n 1p
 }
 
 [ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|restart SERVICE|recreate SERVICE|ps|logs ..."
