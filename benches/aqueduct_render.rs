@@ -5,8 +5,8 @@ use serde_json::json;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::validate;
+use thalassa::config::Config;
 use thalassa::haproxy::render::{RenderMember, RenderMembers, RenderSettings, render};
 
 #[path = "common/run_mode.rs"]

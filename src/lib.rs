@@ -77,6 +77,7 @@ pub mod atomic_file;
 pub mod auth;
 pub mod background;
 pub mod cli;
+pub mod config;
 pub mod haproxy;
 pub mod http_server;
 pub mod json_body;

@@ -8,8 +8,8 @@ mod aqueduct_support;
 
 use aqueduct_support::{TestDir, assert_snapshot, haproxy_bin, haproxy_check, startup_complaints};
 use serde_json::{Value, json};
-use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::validate;
+use thalassa::config::Config;
 use thalassa::haproxy::render::{RenderMember, RenderMembers, render};
 
 fn config(frontends: &[(&str, Value)], backends: &[(&str, Value)]) -> Config {

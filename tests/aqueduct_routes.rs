@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use thalassa::aqueduct::controller::{Controller, ControllerOptions};
-use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::{routes, state_file};
+use thalassa::config::Config;
 use thalassa::haproxy::ReloadError;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::validate;
+use thalassa::config::Config;
 use thalassa::haproxy::render::{RenderMembers, render};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

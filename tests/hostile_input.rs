@@ -17,8 +17,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use thalassa::aqueduct::controller::{Controller, ControllerOptions};
-use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::{routes, state_file};
+use thalassa::config::Config;
 use thalassa::registry::handle::{Registry, RegistryConfig};
 use tower::ServiceExt;
 

@@ -4,7 +4,7 @@
 //! running config already binds are skipped (HAProxy itself holds them), and so is anything
 //! this check cannot parse; the reload's own verification still catches what slips through.
 
-use super::model::Config;
+use crate::config::Config;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

@@ -11,10 +11,11 @@ mod membership;
 use super::apply_metrics::ApplyMetrics;
 use super::bind_check;
 use super::members::{DynamicMembers, HeldServer, OthersJoining};
-use super::model::{Backend, BackendType, Config, Frontend};
+use super::rows;
 use super::state_file;
 use super::validate::VersionSwitch;
 use crate::api_error::ApiError;
+use crate::config::{Backend, BackendType, Config, Frontend};
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
 use crate::metrics::PromText;
@@ -319,7 +320,7 @@ impl Controller {
         config
             .frontends
             .values()
-            .map(|f| f.to_row(!config.missing_backends_of(f).is_empty()))
+            .map(|f| rows::frontend_row(f, !config.missing_backends_of(f).is_empty()))
             .collect()
     }
 
@@ -327,7 +328,10 @@ impl Controller {
         let live = self.shared.read_live();
         let config = &live.config;
         let frontend = config.frontends.get(key)?;
-        Some(frontend.to_row(!config.missing_backends_of(frontend).is_empty()))
+        Some(rows::frontend_row(
+            frontend,
+            !config.missing_backends_of(frontend).is_empty(),
+        ))
     }
 
     /// `GET /backends`: rows sorted by id.
@@ -336,20 +340,20 @@ impl Controller {
         config
             .backends
             .values()
-            .map(|b| b.to_row(&members.registrations(&b.key)))
+            .map(|b| rows::backend_row(b, &members.registrations(&b.key)))
             .collect()
     }
 
     pub fn backend_row(&self, key: &str) -> Option<Value> {
         let (config, members) = self.config_and_members();
         let backend = config.backends.get(key)?;
-        Some(backend.to_row(&members.registrations(key)))
+        Some(rows::backend_row(backend, &members.registrations(key)))
     }
 
     pub fn members_json(&self, key: &str) -> Option<Value> {
         let (config, members) = self.config_and_members();
         let backend = config.backends.get(key)?;
-        Some(backend.members_json(&members.registrations(key)))
+        Some(rows::members_json(backend, &members.registrations(key)))
     }
 
     /// A consistent copy of the config and members, taken in a moment: rows with thousands
@@ -517,7 +521,6 @@ impl Shared {
                 candidate,
                 candidate_text,
                 &base,
-                &members,
                 &live_text,
                 &reasons.join(", "),
             )
@@ -542,7 +545,6 @@ impl Shared {
         candidate: Config,
         text: String,
         base: &Config,
-        members: &DynamicMembers,
         live_text: &str,
         reason: &str,
     ) -> Result<(), ApplyError> {
@@ -556,7 +558,7 @@ impl Shared {
             self.reload(&text, reason).await?;
         }
         if candidate != *base
-            && let Err(err) = state_file::save(&self.options.state_file, &candidate, members)
+            && let Err(err) = state_file::save(&self.options.state_file, &candidate)
         {
             tracing::error!(error = %err, changes = %reason,
                     "state file not saved; rolling the change back");

@@ -4,7 +4,7 @@
 mod inherited;
 pub use inherited::inherited_from;
 
-use crate::aqueduct::model::{BackendType, Config};
+use crate::config::{BackendType, Config};
 use crate::haproxy::render::{RenderMember, RenderMembers, server_name};
 use crate::registry::model::Registration;
 use std::collections::{BTreeMap, BTreeSet};

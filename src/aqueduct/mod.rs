@@ -12,12 +12,11 @@
 //! - nothing a client sends reaches haproxy.cfg with a control character (natives included).
 
 pub mod apply_metrics;
-pub mod balance;
 pub mod bind_check;
 pub mod controller;
 pub mod members;
-pub mod model;
 pub mod routes;
+pub mod rows;
 pub mod server;
 pub mod state_file;
 pub mod validate;

@@ -4,9 +4,9 @@
 //! failure is an [`ApiError`] (JSON `{"error","field"}`), including unknown routes.
 
 use super::controller::{Change, Controller};
-use super::model::BackendType;
 use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
+use crate::config::BackendType;
 use crate::json_body::{JsonBody, MAX_BODY_BYTES};
 use crate::membership::status::StatusBoard;
 use axum::Router;

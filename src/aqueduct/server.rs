@@ -314,7 +314,7 @@ fn announce_self(
 /// starts on an empty config so the API stays up to fix it, and records why.
 async fn start_haproxy(
     settings: SupervisorSettings,
-    config: &super::model::Config,
+    config: &crate::config::Config,
     members: &RenderMembers,
     render_settings: &RenderSettings,
     hub: &Hub,

@@ -1,14 +1,27 @@
-//! Persistence of the frontends and backends in the original Aqueduct's file format,
-//! `{"version":1,"frontends":[...],"backends":[...]}` with rows as GET returns them, written
-//! atomically. A file that cannot be read back is an error naming it: it is never replaced
-//! by an empty config behind the operator's back.
+//! Persistence of the frontends and backends in `<data-dir>/aqueduct.json`, written atomically.
+//!
+//! The file has a format of its own, versioned, so that what the API answers can change without
+//! changing what is on disk:
+//! - **version 2** (written): `{"version":2,"frontends":[...],"backends":[...]}`, each entry the
+//!   canonical body a PUT of it would send (no ids, no live members: the registry is their
+//!   source), typed by [`FrontendRecord`] and [`BackendRecord`];
+//! - **version 1** (read): the original Aqueduct's file, rows as its GET returned them
+//!   (`id`, `_type`, registrations as `members` of dynamic backends), which data dirs of
+//!   earlier releases and of the original hold.
+//!
+//! Every entry of either version goes through the same validation as a PUT. A file that cannot
+//! be read back is an error naming it: it is never replaced by an empty config behind the
+//! operator's back.
 
-use super::members::DynamicMembers;
-use super::model::Config;
 use super::validate;
 use crate::atomic_file::write_atomic;
-use serde_json::{Value, json};
+use crate::config::{Backend, Config, Frontend, Health};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// The version [`save`] writes.
+pub const VERSION: u64 = 2;
 
 /// The file name inside the data dir.
 pub const FILE_NAME: &str = "aqueduct.json";
@@ -59,29 +72,148 @@ pub fn load(path: &Path) -> Result<Option<Config>, StateFileError> {
 }
 
 /// Writes the file atomically.
-pub fn save(path: &Path, config: &Config, members: &DynamicMembers) -> Result<(), StateFileError> {
-    write_atomic(path, to_text(config, members).as_bytes()).map_err(|source| {
-        StateFileError::Write {
-            path: path.to_owned(),
-            source,
-        }
+pub fn save(path: &Path, config: &Config) -> Result<(), StateFileError> {
+    write_atomic(path, to_text(config).as_bytes()).map_err(|source| StateFileError::Write {
+        path: path.to_owned(),
+        source,
     })
 }
 
-pub fn to_text(config: &Config, members: &DynamicMembers) -> String {
-    let frontends: Vec<Value> = config
-        .frontends
-        .values()
-        .map(|f| f.to_row(!config.missing_backends_of(f).is_empty()))
-        .collect();
-    let backends: Vec<Value> = config
-        .backends
-        .values()
-        .map(|b| b.to_row(&members.registrations(&b.key)))
-        .collect();
-    let mut text = json!({"version": 1, "frontends": frontends, "backends": backends}).to_string();
+/// The file as [`save`] writes it.
+pub fn to_text(config: &Config) -> String {
+    let file = StateFile {
+        version: VERSION,
+        frontends: config
+            .frontends
+            .values()
+            .map(FrontendRecord::from)
+            .collect(),
+        backends: config.backends.values().map(BackendRecord::from).collect(),
+    };
+    let mut text = serde_json::to_string(&file).unwrap_or_else(|_| unreachable_text());
     text.push('\n');
     text
+}
+
+/// Serialising plain strings, numbers and maps of JSON values cannot fail; should it ever,
+/// an empty version-2 file is written rather than a panic in the apply pipeline.
+fn unreachable_text() -> String {
+    format!("{{\"version\":{VERSION},\"frontends\":[],\"backends\":[]}}")
+}
+
+#[derive(Serialize)]
+struct StateFile {
+    version: u64,
+    frontends: Vec<FrontendRecord>,
+    backends: Vec<BackendRecord>,
+}
+
+/// A frontend on disk (version 2): the fields of its PUT body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FrontendRecord {
+    pub key: String,
+    pub bind: String,
+    pub backend: String,
+    pub mode: String,
+    pub keepalive: String,
+    pub rules: Vec<RuleRecord>,
+    pub natives: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RuleRecord {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    pub operation: String,
+    pub value: String,
+    pub backend: String,
+}
+
+/// A backend on disk (version 2): the fields of its PUT body; static members as the client
+/// sent them, dynamic ones not at all.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendRecord {
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub balance: String,
+    pub host: Option<String>,
+    pub mode: String,
+    pub members: Vec<Map<String, Value>>,
+    pub natives: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRecord {
+    pub method: String,
+    pub uri: String,
+    pub http_version: String,
+    pub interval: u32,
+}
+
+impl From<&Frontend> for FrontendRecord {
+    fn from(frontend: &Frontend) -> Self {
+        FrontendRecord {
+            key: frontend.key.clone(),
+            bind: frontend.bind.clone(),
+            backend: frontend.backend.clone(),
+            mode: frontend.mode.as_str().to_owned(),
+            keepalive: frontend.keepalive.as_str().to_owned(),
+            rules: frontend
+                .rules
+                .iter()
+                .map(|rule| RuleRecord {
+                    kind: rule.kind.as_str().to_owned(),
+                    header: rule.header.clone(),
+                    operation: rule.operation.clone(),
+                    value: rule.value.clone(),
+                    backend: rule.backend.clone(),
+                })
+                .collect(),
+            natives: frontend.natives.clone(),
+        }
+    }
+}
+
+impl From<&Backend> for BackendRecord {
+    fn from(backend: &Backend) -> Self {
+        BackendRecord {
+            key: backend.key.clone(),
+            kind: backend.kind.as_str().to_owned(),
+            name: backend.name.clone(),
+            version: backend.version.clone(),
+            balance: backend.balance.as_str().to_owned(),
+            host: backend.host.clone(),
+            mode: backend.mode.as_str().to_owned(),
+            members: backend
+                .static_members
+                .iter()
+                .map(|m| m.as_sent.clone())
+                .collect(),
+            natives: backend.natives.clone(),
+            health: backend.health.as_ref().map(HealthRecord::from),
+        }
+    }
+}
+
+impl From<&Health> for HealthRecord {
+    fn from(health: &Health) -> Self {
+        HealthRecord {
+            method: health.method.as_str().to_owned(),
+            uri: health.uri.clone(),
+            http_version: health.http_version.as_str().to_owned(),
+            interval: health.interval_ms,
+        }
+    }
 }
 
 fn parse(bytes: &[u8]) -> Result<Config, String> {
@@ -90,9 +222,12 @@ fn parse(bytes: &[u8]) -> Result<Config, String> {
     let Value::Object(top) = value else {
         return Err("the top level is not a JSON object".to_owned());
     };
+    // Version 1 rows and version 2 records are both PUT bodies with a `key` (version 1's
+    // extra fields, `id`, `_type` and dynamic `members`, are ignored by validation), so one
+    // reader serves both; the version says which writer made the file.
     match top.get("version") {
-        Some(v) if v.as_u64() == Some(1) => {}
-        Some(v) => return Err(format!("unsupported version {v}, expected 1")),
+        Some(v) if matches!(v.as_u64(), Some(1 | VERSION)) => {}
+        Some(v) => return Err(format!("unsupported version {v}, expected 1 or {VERSION}")),
         None => return Err("no \"version\" field".to_owned()),
     }
     let mut config = Config::default();
@@ -158,14 +293,16 @@ mod tests {
         let path = path_in(dir.path());
         assert!(load(&path).unwrap().is_none());
         let config = sample();
-        save(&path, &config, &DynamicMembers::default()).unwrap();
+        save(&path, &config).unwrap();
         assert_eq!(load(&path).unwrap(), Some(config));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
-            text.starts_with(
-                r#"{"version":1,"frontends":[{"id":"frontend/fe","_type":"frontend","key":"fe""#
-            ),
+            text.starts_with(r#"{"version":2,"frontends":[{"key":"fe","bind":":80""#),
             "{text}"
+        );
+        assert!(
+            !text.contains("\"id\""),
+            "no API row fields on disk: {text}"
         );
     }
 
@@ -191,7 +328,7 @@ mod tests {
         check_corrupt("{\"version\":1,\"frontends\":[", "not valid JSON");
         check_corrupt("[]", "not a JSON object");
         check_corrupt("{\"frontends\":[]}", "no \"version\"");
-        check_corrupt("{\"version\":2}", "unsupported version 2");
+        check_corrupt("{\"version\":3}", "unsupported version 3");
         check_corrupt(
             "{\"version\":1,\"frontends\":{}}",
             "\"frontends\" is not an array",
@@ -208,6 +345,27 @@ mod tests {
             "{\"version\":1,\"backends\":[{\"key\":\"b\",\"type\":\"static\"},{\"key\":\"b\",\"type\":\"static\"}]}",
             "appears twice",
         );
+    }
+
+    /// A data dir written by the releases before the format had its own version (API rows,
+    /// dynamic members included) keeps working, and is rewritten as version 2 on the next save
+    /// with the same configuration.
+    #[test]
+    fn a_version_1_file_of_earlier_releases_loads() {
+        let fixture = include_str!("../../tests/fixtures/aqueduct/aqueduct-v1.json");
+        let config = parse(fixture.as_bytes()).unwrap();
+        assert_eq!(
+            config.frontends.keys().collect::<Vec<_>>(),
+            ["mysql-frontend", "webapp-frontend"]
+        );
+        assert_eq!(config.frontends["webapp-frontend"].rules.len(), 2);
+        let webapp = &config.backends["webapp-backend"];
+        assert_eq!(webapp.balance.as_str(), "source");
+        assert_eq!(webapp.health.as_ref().map(|h| h.interval_ms), Some(5000));
+        assert_eq!(config.backends["static-backend"].static_members.len(), 2);
+        let rewritten = to_text(&config);
+        assert!(rewritten.starts_with("{\"version\":2,"), "{rewritten}");
+        assert_eq!(parse(rewritten.as_bytes()).unwrap(), config);
     }
 
     #[test]

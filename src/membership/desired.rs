@@ -2,7 +2,7 @@
 //! `name` and `version`; for a static one, the members of its config. Pure functions.
 
 use super::plan::{CheckOptions, DesiredMember, ServerRef};
-use crate::aqueduct::model::{Backend, BackendType, Config};
+use crate::config::{Backend, BackendType, Config};
 use crate::haproxy::render::{RenderMembers, server_name};
 use crate::registry::model::Registration;
 use std::collections::{BTreeMap, BTreeSet};

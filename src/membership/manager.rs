@@ -22,7 +22,7 @@ use super::resolver::Resolver;
 use super::stats_poller::{StatsPoller, StatsRequest};
 use super::status::StatusBoard;
 use crate::aqueduct::controller::Controller;
-use crate::aqueduct::model::Config;
+use crate::config::Config;
 use crate::haproxy::runtime::RuntimeClient;
 use crate::registry::feed::FeedItem;
 use crate::registry::model::Registration;
@@ -429,7 +429,7 @@ impl Manager {
         let held: BTreeMap<String, usize> = config
             .backends
             .values()
-            .filter(|b| b.kind == crate::aqueduct::model::BackendType::Dynamic)
+            .filter(|b| b.kind == crate::config::BackendType::Dynamic)
             .map(|b| {
                 (
                     b.key.clone(),

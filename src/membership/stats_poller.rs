@@ -5,7 +5,7 @@
 use super::metrics::MembershipMetrics;
 use super::plan::Phase;
 use super::status::{StatusBoard, sample_from_rows};
-use crate::aqueduct::model::Config;
+use crate::config::Config;
 use crate::haproxy::runtime::{RuntimeClient, RuntimeError};
 use crate::ui::{Activity, Hub, StatsSample, now_ms};
 use serde_json::json;

@@ -4,7 +4,7 @@
 //! except [`Controller::reload_members`] for the `--membership reload` baseline.
 
 use super::{ApplyError, Controller, HeldServer, OthersJoining};
-use crate::aqueduct::model::BackendType;
+use crate::config::BackendType;
 use crate::haproxy::render::{RenderMembers, render};
 use crate::haproxy::stat::{AdminState, ServerStateRow};
 use crate::registry::model::Registration;

@@ -1,7 +1,7 @@
 //! Taking over the members of an HAProxy an earlier run left serving (after a kill -9 of the
 //! aqueduct): read from its `show servers state`.
 
-use crate::aqueduct::model::{BackendType, Config};
+use crate::config::{BackendType, Config};
 use crate::haproxy::render::server_name;
 use crate::haproxy::stat::{AdminState, ServerStateRow};
 use crate::registry::model::{Registration, RegistrationKey};

@@ -3,7 +3,7 @@
 
 use super::{READ_ONLY_FIELDS, SECTION_KEYWORDS, control_chars, key, leaf};
 use crate::api_error::ApiError;
-use crate::aqueduct::model::Mode;
+use crate::config::Mode;
 use serde_json::{Map, Value};
 
 /// The fields of one JSON object being validated: each is taken once, and whatever is left

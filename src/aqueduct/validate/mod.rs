@@ -3,12 +3,12 @@
 //! also where config injection is stopped: nothing that reaches haproxy.cfg may carry a newline
 //! or another control character, and names are limited to HAProxy's proxy-name characters.
 
-use super::balance::Balance;
-use super::model::{
+use crate::api_error::ApiError;
+use crate::config::balance::Balance;
+use crate::config::{
     Backend, BackendType, Frontend, Health, HealthMethod, HttpVersion, Keepalive, Mode, Rule,
     RuleKind, StaticMember,
 };
-use crate::api_error::ApiError;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -1,12 +1,13 @@
 //! Unit tests of request validation.
 
 use super::*;
+use crate::aqueduct::rows;
 use serde_json::json;
 
 /// `Ok(row)` is the expected GET row; `Err((field, message fragment))` the expected 400.
 fn check_backend(body: Value, expected: Result<Value, (&str, &str)>) {
     match (backend("be", &body), expected) {
-        (Ok(got), Ok(row)) => assert_eq!(got.to_row(&[]), row, "{body}"),
+        (Ok(got), Ok(row)) => assert_eq!(rows::backend_row(&got, &[]), row, "{body}"),
         (Err(err), Err((field, fragment))) => {
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
             assert_eq!(err.field.as_deref(), Some(field), "{body}: {err}");
@@ -18,7 +19,7 @@ fn check_backend(body: Value, expected: Result<Value, (&str, &str)>) {
 
 fn check_frontend(body: Value, expected: Result<Value, (&str, &str)>) {
     match (frontend("fe", &body), expected) {
-        (Ok(got), Ok(row)) => assert_eq!(got.to_row(false), row, "{body}"),
+        (Ok(got), Ok(row)) => assert_eq!(rows::frontend_row(&got, false), row, "{body}"),
         (Err(err), Err((field, fragment))) => {
             assert_eq!(err.field.as_deref(), Some(field), "{body}: {err}");
             assert!(err.message.contains(fragment), "{body}: {err}");
@@ -185,7 +186,7 @@ fn round_trip_fields_are_ignored_and_the_path_key_wins() {
         "waitingForBackend":true,"bind":":80","backend":"b"});
     let fe = frontend("fe", &body).unwrap();
     assert_eq!(fe.key, "fe");
-    let row = fe.to_row(false);
+    let row = rows::frontend_row(&fe, false);
     assert_eq!(frontend("fe", &row).unwrap(), fe);
 
     let be = backend(
@@ -193,7 +194,7 @@ fn round_trip_fields_are_ignored_and_the_path_key_wins() {
         &json!({"type":"static","health":{},"host":null,"members":[{"host":"10.10.10.10","port":"80","status":"UP"}]}),
     )
     .unwrap();
-    let row = be.to_row(&[]);
+    let row = rows::backend_row(&be, &[]);
     assert_eq!(row["members"], json!([{"host":"10.10.10.10","port":"80"}]));
     assert_eq!(backend("be", &row).unwrap(), be);
 }
@@ -265,7 +266,7 @@ fn rules() {
     )
     .unwrap();
     assert_eq!(
-        fe.to_row(false)["rules"],
+        rows::frontend_row(&fe, false)["rules"],
         json!([{"type":"path","operation":"path_beg","value":"/api","backend":"api"},
             {"type":"header","header":"host","operation":"hdr_dom","value":"example.com","backend":"web"}])
     );
@@ -553,7 +554,7 @@ proptest::proptest! {
     fn arbitrary_bodies_never_panic(body in arbitrary_json()) {
         // Whatever the outcome, an accepted value renders without control characters.
         if let Ok(fe) = frontend("fe", &body) {
-            let row = fe.to_row(false).to_string();
+            let row = rows::frontend_row(&fe, false).to_string();
             proptest::prop_assert!(!row.contains('\n'));
         }
         if let Ok(be) = backend("be", &body) {

@@ -1,7 +1,7 @@
 //! One `backend` section, or the placeholder of a backend a frontend waits for.
 
 use super::{HEALTH_RING, RenderMember, RenderMembers, Waiting, line, server_address, server_name};
-use crate::aqueduct::model::{Backend, BackendType, HttpVersion, Mode};
+use crate::config::{Backend, BackendType, HttpVersion, Mode};
 
 pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMembers) {
     out.push_str(&format!("backend {}\n", backend.key));

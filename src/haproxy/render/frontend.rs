@@ -1,7 +1,7 @@
 //! One `frontend` section.
 
 use super::line;
-use crate::aqueduct::model::{Frontend, Keepalive, Mode, Rule, RuleKind};
+use crate::config::{Frontend, Keepalive, Mode, Rule, RuleKind};
 
 pub(super) fn render(out: &mut String, frontend: &Frontend) {
     out.push_str(&format!("frontend {}\n", frontend.key));

@@ -6,7 +6,7 @@
 mod backend;
 mod frontend;
 
-use crate::aqueduct::model::{Config, Mode};
+use crate::config::{Config, Mode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -288,12 +288,19 @@ mod tests {
             port: 80,
             id: Some(id),
         };
-        let body = serde_json::from_str(
-            r#"{"type":"dynamic","name":"svc","version":"2","balance":"source"}"#,
-        )
-        .unwrap();
         let mut config = Config::default();
-        let backend = crate::aqueduct::validate::backend("be", &body).unwrap();
+        let backend = crate::config::Backend {
+            key: "be".to_owned(),
+            kind: crate::config::BackendType::Dynamic,
+            name: Some("svc".to_owned()),
+            version: Some("2".to_owned()),
+            balance: crate::config::balance::Balance::parse("source").unwrap(),
+            host: None,
+            mode: Mode::Http,
+            static_members: Vec::new(),
+            natives: Vec::new(),
+            health: None,
+        };
         config.backends.insert("be".to_owned(), backend);
         let mut members = RenderMembers::new();
         members.set("be", vec![m("10.0.0.3", 3)]);

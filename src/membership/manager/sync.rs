@@ -116,7 +116,7 @@ impl Manager {
                     .as_ref()
                     .is_some_and(|s| self.dirty_services.contains(s));
             let Some(service) = service else { continue };
-            if !touched || backend.kind != crate::aqueduct::model::BackendType::Dynamic {
+            if !touched || backend.kind != crate::config::BackendType::Dynamic {
                 continue;
             }
             let current = self
@@ -197,7 +197,7 @@ impl Manager {
             config
                 .backends
                 .get(key)
-                .is_some_and(|b| b.kind == crate::aqueduct::model::BackendType::Dynamic)
+                .is_some_and(|b| b.kind == crate::config::BackendType::Dynamic)
         };
         self.brake.retain_backends(is_dynamic, &mut brake_events);
         self.expired.clear();

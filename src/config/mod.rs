@@ -1,9 +1,12 @@
-//! The aqueduct's configuration model: frontends and backends as validated values, and their
-//! JSON rows in the original Aqueduct's shape and key order.
+//! The configuration model: frontends and backends as validated values, and the rules of
+//! their balance algorithms. The bottom of the aqueduct's layers: it imports nothing of the
+//! crate, so the renderer (`haproxy::render`), the REST API (`aqueduct`, which also owns the
+//! JSON rows of these values) and membership all read one model.
 
-use super::balance::Balance;
-use crate::registry::model::Registration;
-use serde_json::{Map, Value, json};
+pub mod balance;
+
+use balance::Balance;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -92,32 +95,6 @@ impl Frontend {
     pub fn referenced_backends(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.backend.as_str()).chain(self.rules.iter().map(|r| r.backend.as_str()))
     }
-
-    /// The JSON row: `id,_type,key,bind,backend,mode,keepalive,rules,natives`, plus
-    /// `waitingForBackend: true` when one of its backends does not exist yet.
-    pub fn to_row(&self, waiting_for_backend: bool) -> Value {
-        let mut row = Map::new();
-        row.insert("id".into(), format!("frontend/{}", self.key).into());
-        row.insert("_type".into(), "frontend".into());
-        row.insert("key".into(), self.key.clone().into());
-        row.insert("bind".into(), self.bind.clone().into());
-        row.insert("backend".into(), self.backend.clone().into());
-        row.insert("mode".into(), self.mode.as_str().into());
-        row.insert("keepalive".into(), self.keepalive.as_str().into());
-        row.insert(
-            "rules".into(),
-            self.rules
-                .iter()
-                .map(Rule::to_json)
-                .collect::<Vec<_>>()
-                .into(),
-        );
-        row.insert("natives".into(), self.natives.clone().into());
-        if waiting_for_backend {
-            row.insert("waitingForBackend".into(), true.into());
-        }
-        Value::Object(row)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,20 +125,6 @@ pub struct Rule {
     /// Pattern(s), emitted verbatim.
     pub value: String,
     pub backend: String,
-}
-
-impl Rule {
-    pub fn to_json(&self) -> Value {
-        let mut rule = Map::new();
-        rule.insert("type".into(), self.kind.as_str().into());
-        if let Some(header) = &self.header {
-            rule.insert("header".into(), header.clone().into());
-        }
-        rule.insert("operation".into(), self.operation.clone().into());
-        rule.insert("value".into(), self.value.clone().into());
-        rule.insert("backend".into(), self.backend.clone().into());
-        Value::Object(rule)
-    }
 }
 
 /// Where a backend's members come from.
@@ -207,49 +170,6 @@ impl Backend {
         self.health
             .as_ref()
             .map_or(Health::DEFAULT_INTERVAL_MS, |h| h.interval_ms)
-    }
-
-    /// The JSON row: `id,_type,key,type,name,version,balance,host,mode,members,natives,health`.
-    /// `dynamic_members` are the current registrations of a dynamic backend.
-    pub fn to_row(&self, dynamic_members: &[Registration]) -> Value {
-        let mut row = Map::new();
-        row.insert("id".into(), format!("backend/{}", self.key).into());
-        row.insert("_type".into(), "backend".into());
-        row.insert("key".into(), self.key.clone().into());
-        row.insert("type".into(), self.kind.as_str().into());
-        if let Some(name) = &self.name {
-            row.insert("name".into(), name.clone().into());
-        }
-        if let Some(version) = &self.version {
-            row.insert("version".into(), version.clone().into());
-        }
-        row.insert("balance".into(), self.balance.as_str().into());
-        row.insert(
-            "host".into(),
-            self.host.clone().map_or(Value::Null, Value::from),
-        );
-        row.insert("mode".into(), self.mode.as_str().into());
-        row.insert("members".into(), self.members_json(dynamic_members));
-        row.insert("natives".into(), self.natives.clone().into());
-        if let Some(health) = &self.health {
-            row.insert("health".into(), health.to_json());
-        }
-        Value::Object(row)
-    }
-
-    /// `GET /backends/{key}/members`: static members as sent, or the registrations.
-    pub fn members_json(&self, dynamic_members: &[Registration]) -> Value {
-        match self.kind {
-            BackendType::Static => Value::Array(
-                self.static_members
-                    .iter()
-                    .map(|m| Value::Object(m.as_sent.clone()))
-                    .collect(),
-            ),
-            BackendType::Dynamic => {
-                serde_json::to_value(dynamic_members).unwrap_or_else(|_| Value::Array(Vec::new()))
-            }
-        }
     }
 }
 
@@ -306,15 +226,6 @@ pub struct Health {
 
 impl Health {
     pub const DEFAULT_INTERVAL_MS: u32 = 2000;
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "method": self.method.as_str(),
-            "uri": self.uri,
-            "httpVersion": self.http_version.as_str(),
-            "interval": self.interval_ms,
-        })
-    }
 }
 
 impl Default for Health {

@@ -1,0 +1,99 @@
+//! The JSON rows of the REST API: frontends and backends in the original Aqueduct's shape and
+//! key order. Only the API answers with these; the state file has a format of its own
+//! (`state_file`), so changing what GET returns never changes what is on disk.
+
+use crate::config::{Backend, BackendType, Frontend, Health, Rule};
+use crate::registry::model::Registration;
+use serde_json::{Map, Value, json};
+
+/// A frontend's row: `id,_type,key,bind,backend,mode,keepalive,rules,natives`, plus
+/// `waitingForBackend: true` when one of its backends does not exist yet.
+pub fn frontend_row(frontend: &Frontend, waiting_for_backend: bool) -> Value {
+    let mut row = Map::new();
+    row.insert("id".into(), format!("frontend/{}", frontend.key).into());
+    row.insert("_type".into(), "frontend".into());
+    row.insert("key".into(), frontend.key.clone().into());
+    row.insert("bind".into(), frontend.bind.clone().into());
+    row.insert("backend".into(), frontend.backend.clone().into());
+    row.insert("mode".into(), frontend.mode.as_str().into());
+    row.insert("keepalive".into(), frontend.keepalive.as_str().into());
+    row.insert(
+        "rules".into(),
+        frontend
+            .rules
+            .iter()
+            .map(rule_json)
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    row.insert("natives".into(), frontend.natives.clone().into());
+    if waiting_for_backend {
+        row.insert("waitingForBackend".into(), true.into());
+    }
+    Value::Object(row)
+}
+
+pub fn rule_json(rule: &Rule) -> Value {
+    let mut json = Map::new();
+    json.insert("type".into(), rule.kind.as_str().into());
+    if let Some(header) = &rule.header {
+        json.insert("header".into(), header.clone().into());
+    }
+    json.insert("operation".into(), rule.operation.clone().into());
+    json.insert("value".into(), rule.value.clone().into());
+    json.insert("backend".into(), rule.backend.clone().into());
+    Value::Object(json)
+}
+
+/// A backend's row: `id,_type,key,type,name,version,balance,host,mode,members,natives,health`.
+/// `dynamic_members` are the current registrations of a dynamic backend.
+pub fn backend_row(backend: &Backend, dynamic_members: &[Registration]) -> Value {
+    let mut row = Map::new();
+    row.insert("id".into(), format!("backend/{}", backend.key).into());
+    row.insert("_type".into(), "backend".into());
+    row.insert("key".into(), backend.key.clone().into());
+    row.insert("type".into(), backend.kind.as_str().into());
+    if let Some(name) = &backend.name {
+        row.insert("name".into(), name.clone().into());
+    }
+    if let Some(version) = &backend.version {
+        row.insert("version".into(), version.clone().into());
+    }
+    row.insert("balance".into(), backend.balance.as_str().into());
+    row.insert(
+        "host".into(),
+        backend.host.clone().map_or(Value::Null, Value::from),
+    );
+    row.insert("mode".into(), backend.mode.as_str().into());
+    row.insert("members".into(), members_json(backend, dynamic_members));
+    row.insert("natives".into(), backend.natives.clone().into());
+    if let Some(health) = &backend.health {
+        row.insert("health".into(), health_json(health));
+    }
+    Value::Object(row)
+}
+
+/// `GET /backends/{key}/members`: static members as sent, or the registrations.
+pub fn members_json(backend: &Backend, dynamic_members: &[Registration]) -> Value {
+    match backend.kind {
+        BackendType::Static => Value::Array(
+            backend
+                .static_members
+                .iter()
+                .map(|m| Value::Object(m.as_sent.clone()))
+                .collect(),
+        ),
+        BackendType::Dynamic => {
+            serde_json::to_value(dynamic_members).unwrap_or_else(|_| Value::Array(Vec::new()))
+        }
+    }
+}
+
+pub fn health_json(health: &Health) -> Value {
+    json!({
+        "method": health.method.as_str(),
+        "uri": health.uri,
+        "httpVersion": health.http_version.as_str(),
+        "interval": health.interval_ms,
+    })
+}
