@@ -14,6 +14,7 @@ use std::time::Duration;
 use thalassa::aqueduct::controller::{Controller, ControllerOptions};
 use thalassa::aqueduct::model::Config;
 use thalassa::aqueduct::{routes, state_file};
+use thalassa::cli::DEFAULT_MAX_MEMBERS;
 use thalassa::haproxy::ReloadError;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ impl Api {
         let controller = Controller::start(target.clone(), options, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = routes::router(controller.clone());
+        let app = routes::router_with_options(controller.clone(), None, DEFAULT_MAX_MEMBERS);
         tokio::spawn(async move { axum::serve(listener, app).await });
         Some(Api {
             base,
