@@ -9,7 +9,7 @@
 //!     cargo bench --bench churn -- --runs runtime,reload-0s --rate 200 --duration 20s
 //!
 //! Every knob is a `CHURN_*` variable or the matching `--name value` argument; see
-//! `churn/settings.rs` and the README's Benchmarks section.
+//! `churn/settings.rs` and `benches/README.md`.
 
 #[path = "common/run_mode.rs"]
 mod run_mode;

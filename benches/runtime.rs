@@ -221,7 +221,11 @@ async fn main() {
         let runtime = &runtime;
         async move {
             runtime
-                .set_weight("bench", &format!("b{i}"), (i % 200) as u16 + 1)
+                .run(&ServerCommand::SetWeight {
+                    backend: "bench".to_owned(),
+                    server: format!("b{i}"),
+                    weight: (i % 200) as u16 + 1,
+                })
                 .await
                 .expect("weight");
         }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use thalassa::haproxy::ConfigTarget;
 use thalassa::haproxy::master_cli;
-use thalassa::haproxy::runtime::{AdminState, RuntimeClient, ServerOptions};
+use thalassa::haproxy::runtime::{AdminState, RuntimeClient, ServerCommand, ServerOptions};
 use thalassa::haproxy::stat::{
     CheckStatus, OperationalState, ProxyKind, StatStatus, parse_servers_conn, parse_servers_state,
     parse_show_info, parse_show_proc, parse_show_stat,
@@ -82,7 +82,13 @@ async fn capture_fixtures() {
         .await
         .unwrap();
     runtime
-        .add_server("web", "dyn_ready", loopback, origin.port, &checked)
+        .run(&ServerCommand::Add {
+            backend: "web".to_owned(),
+            server: "dyn_ready".to_owned(),
+            addr: loopback,
+            port: origin.port,
+            options: checked,
+        })
         .await
         .unwrap();
     runtime.enable_health("web", "dyn_ready").await.unwrap();
@@ -97,7 +103,13 @@ async fn capture_fixtures() {
         ..ServerOptions::default()
     };
     runtime
-        .add_server("web", "dyn_maint", loopback, origin.port, &unchecked)
+        .run(&ServerCommand::Add {
+            backend: "web".to_owned(),
+            server: "dyn_maint".to_owned(),
+            addr: loopback,
+            port: origin.port,
+            options: unchecked,
+        })
         .await
         .unwrap();
     eventually(Duration::from_secs(10), "checks to settle", || async {

@@ -49,6 +49,24 @@ fn fast_check() -> ServerOptions {
     }
 }
 
+/// `add server <backend>/<server>` on the loopback origin's `port`.
+fn add(backend: &str, server: &str, port: u16, options: ServerOptions) -> ServerCommand {
+    ServerCommand::Add {
+        backend: backend.to_owned(),
+        server: server.to_owned(),
+        addr: LOOPBACK,
+        port,
+        options,
+    }
+}
+
+fn delete(backend: &str, server: &str) -> ServerCommand {
+    ServerCommand::Delete {
+        backend: backend.to_owned(),
+        server: server.to_owned(),
+    }
+}
+
 fn failure<T: std::fmt::Debug>(result: Result<T, RuntimeError>) -> Option<CommandFailure> {
     match result {
         Err(err) => err.failure(),
@@ -65,7 +83,7 @@ async fn dynamic_server_lifecycle_on_a_real_backend() {
     let runtime = lab.supervisor.runtime();
 
     runtime
-        .add_server("dyn", "m1", LOOPBACK, origin.port, &fast_check())
+        .run(&add("dyn", "m1", origin.port, fast_check()))
         .await
         .unwrap();
     let rows = runtime.show_servers_state(Some("dyn")).await.unwrap();
@@ -116,7 +134,14 @@ async fn dynamic_server_lifecycle_on_a_real_backend() {
     assert_eq!(row.check(), Some(CheckStatus::L4Ok));
     assert!(row.stot.unwrap_or(0) >= 1, "{row:?}");
 
-    runtime.set_weight("dyn", "m1", 10).await.unwrap();
+    runtime
+        .run(&ServerCommand::SetWeight {
+            backend: "dyn".to_owned(),
+            server: "m1".to_owned(),
+            weight: 10,
+        })
+        .await
+        .unwrap();
     runtime
         .set_server_state("dyn", "m1", AdminState::Drain)
         .await
@@ -132,7 +157,7 @@ async fn dynamic_server_lifecycle_on_a_real_backend() {
     assert_eq!(row.status_kind(), Some(StatStatus::Drain));
 
     assert_eq!(
-        failure(runtime.del_server("dyn", "m1").await),
+        failure(runtime.run(&delete("dyn", "m1")).await),
         Some(CommandFailure::NotInMaintenance)
     );
     runtime.disable_health("dyn", "m1").await.unwrap();
@@ -140,7 +165,7 @@ async fn dynamic_server_lifecycle_on_a_real_backend() {
         .set_server_state("dyn", "m1", AdminState::Maint)
         .await
         .unwrap();
-    runtime.del_server("dyn", "m1").await.unwrap();
+    runtime.run(&delete("dyn", "m1")).await.unwrap();
     assert!(
         runtime
             .show_servers_state(Some("dyn"))
@@ -179,7 +204,7 @@ async fn refusals_are_typed() {
     assert_eq!(
         failure(
             runtime
-                .add_server("be", "s1", LOOPBACK, origin.port, &options)
+                .run(&add("be", "s1", origin.port, options.clone()))
                 .await
         ),
         Some(CommandFailure::AlreadyExists)
@@ -187,7 +212,7 @@ async fn refusals_are_typed() {
     assert_eq!(
         failure(
             runtime
-                .add_server("nope", "x", LOOPBACK, origin.port, &options)
+                .run(&add("nope", "x", origin.port, options.clone()))
                 .await
         ),
         Some(CommandFailure::NoSuchBackend)
@@ -195,7 +220,7 @@ async fn refusals_are_typed() {
     assert_eq!(
         failure(
             runtime
-                .add_server("static_src", "x", LOOPBACK, origin.port, &options)
+                .run(&add("static_src", "x", origin.port, options))
                 .await
         ),
         Some(CommandFailure::BackendNotDynamic)
@@ -247,7 +272,7 @@ async fn a_server_with_a_request_in_flight_cannot_be_deleted() {
         ..ServerOptions::default()
     };
     runtime
-        .add_server("dyn", "slow", LOOPBACK, origin.port, &no_check)
+        .run(&add("dyn", "slow", origin.port, no_check))
         .await
         .unwrap();
     runtime
@@ -272,13 +297,13 @@ async fn a_server_with_a_request_in_flight_cannot_be_deleted() {
         .await
         .unwrap();
     assert_eq!(
-        failure(runtime.del_server("dyn", "slow").await),
+        failure(runtime.run(&delete("dyn", "slow")).await),
         Some(CommandFailure::StillHasConnections)
     );
     // Maintenance does not cut the request short.
     assert_eq!(request.await.unwrap().unwrap(), (200, "slow".to_owned()));
     eventually(Duration::from_secs(5), "the delete to succeed", || async {
-        runtime.del_server("dyn", "slow").await.ok()
+        runtime.run(&delete("dyn", "slow")).await.ok()
     })
     .await;
 }
@@ -407,7 +432,7 @@ async fn the_client_follows_the_worker_across_reloads_and_idle_timeouts() {
     // Let HAProxy drop the idle connection; the next command reconnects transparently.
     tokio::time::sleep(Duration::from_millis(800)).await;
     runtime
-        .add_server("dyn", "after_idle", LOOPBACK, origin.port, &fast_check())
+        .run(&add("dyn", "after_idle", origin.port, fast_check()))
         .await
         .unwrap();
     assert_eq!(
@@ -454,7 +479,7 @@ async fn raw_commands_are_pipelined_and_answered_in_order() {
     let lab = Lab::start(bin, |s| runtime_config(s, port, origin.port)).await;
     let runtime = lab.supervisor.runtime();
     runtime
-        .add_server("dyn", "m1", LOOPBACK, origin.port, &fast_check())
+        .run(&add("dyn", "m1", origin.port, fast_check()))
         .await
         .unwrap();
     // Many more than fit on one command line: they are split over several.
@@ -490,7 +515,7 @@ async fn health_check_results_stream_from_the_ring() {
     let runtime = lab.supervisor.runtime();
     let mut events = runtime.separate().stream_events("health").await.unwrap();
     runtime
-        .add_server("dyn", "joining", LOOPBACK, origin.port, &fast_check())
+        .run(&add("dyn", "joining", origin.port, fast_check()))
         .await
         .unwrap();
     runtime.enable_health("dyn", "joining").await.unwrap();

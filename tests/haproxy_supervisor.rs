@@ -6,7 +6,7 @@ mod support;
 
 use haproxy_support::*;
 use std::time::Duration;
-use thalassa::haproxy::runtime::AdminState;
+use thalassa::haproxy::runtime::{AdminState, ServerCommand};
 use thalassa::haproxy::supervisor::Supervisor;
 use thalassa::haproxy::{ConfigTarget, ReloadError};
 
@@ -352,7 +352,14 @@ async fn server_state_is_carried_across_a_reload() {
         .set_server_state("be", "s1", AdminState::Drain)
         .await
         .unwrap();
-    runtime.set_weight("be", "s2", 7).await.unwrap();
+    runtime
+        .run(&ServerCommand::SetWeight {
+            backend: "be".to_owned(),
+            server: "s2".to_owned(),
+            weight: 7,
+        })
+        .await
+        .unwrap();
 
     // A config change elsewhere (a new backend) reloads; the runtime changes must survive.
     let mut changed = config(&lab.settings);

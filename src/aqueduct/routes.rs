@@ -17,12 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
-/// The API routes, with members' live status from `board` (the membership manager's).
-pub fn router_with_status(controller: Controller, board: Option<StatusBoard>) -> Router {
-    router_with_options(controller, board, crate::cli::DEFAULT_MAX_MEMBERS)
-}
-
-/// [`router_with_status`] refusing static backends with more than `max_members` members.
+/// The API routes, with members' live status from `board` (the membership manager's; `None`
+/// returns members exactly as stored), refusing static backends with more than `max_members`
+/// members (`--max-members`, [`crate::cli::DEFAULT_MAX_MEMBERS`] by default).
 pub fn router_with_options(
     controller: Controller,
     board: Option<StatusBoard>,
@@ -60,11 +57,6 @@ pub fn router_with_options(
         // Refuse oversized bodies while reading, not after buffering megabytes.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
-}
-
-/// The API routes without live member status: members are returned exactly as stored.
-pub fn router(controller: Controller) -> Router {
-    router_with_status(controller, None)
 }
 
 #[derive(Clone)]

@@ -37,6 +37,8 @@ impl Controller {
     /// Tells the member store which servers HAProxy holds in the dynamic backends among
     /// `backends` (from `show servers state` rows), so server ids are allocated against all of
     /// them: see [`DynamicMembers::observe`]. Never reloads.
+    ///
+    /// [`DynamicMembers::observe`]: crate::aqueduct::members::DynamicMembers::observe
     pub async fn observe_servers(&self, backends: &BTreeSet<String>, rows: &[ServerStateRow]) {
         let shared = &self.shared;
         let _guard = shared.apply_lock.lock().await;
@@ -129,6 +131,8 @@ impl Controller {
     /// Records which members (by server name) are still waiting for a first passing check and
     /// which serve, so a structural reload renders every dynamic member not known to serve
     /// `disabled` (see [`DynamicMembers::may_be_joining`]). Never reloads.
+    ///
+    /// [`DynamicMembers::may_be_joining`]: crate::aqueduct::members::DynamicMembers::may_be_joining
     pub async fn set_phases(&self, joining: BTreeSet<String>, serving: BTreeSet<String>) {
         let shared = &self.shared;
         let _guard = shared.apply_lock.lock().await;
@@ -141,12 +145,16 @@ impl Controller {
 
     /// The server (by name) may still be waiting for a first passing check, by what the
     /// membership manager last published: see [`DynamicMembers::may_be_joining`].
+    ///
+    /// [`DynamicMembers::may_be_joining`]: crate::aqueduct::members::DynamicMembers::may_be_joining
     pub fn may_be_joining(&self, server: &str) -> bool {
         self.shared.read_live().members.may_be_joining(server)
     }
 
     /// Whether the other members of a dynamic backend are all still joining: see
     /// [`DynamicMembers::others_joining`]. One read of the live state.
+    ///
+    /// [`DynamicMembers::others_joining`]: crate::aqueduct::members::DynamicMembers::others_joining
     pub fn others_joining(&self, backend_key: &str, except: &str) -> OthersJoining {
         self.shared
             .read_live()

@@ -19,7 +19,6 @@ use crate::haproxy::stat::{
 };
 use session::Session;
 use std::io;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -222,25 +221,6 @@ impl RuntimeClient {
             .collect())
     }
 
-    /// `add server`: the server starts in maintenance, checks off. See `ServerCommand::Add`.
-    pub async fn add_server(
-        &self,
-        backend: &str,
-        server: &str,
-        addr: IpAddr,
-        port: u16,
-        options: &ServerOptions,
-    ) -> Result<(), RuntimeError> {
-        self.run(&ServerCommand::Add {
-            backend: backend.to_owned(),
-            server: server.to_owned(),
-            addr,
-            port,
-            options: options.clone(),
-        })
-        .await
-    }
-
     pub async fn set_server_state(
         &self,
         backend: &str,
@@ -265,29 +245,6 @@ impl RuntimeClient {
 
     pub async fn disable_health(&self, backend: &str, server: &str) -> Result<(), RuntimeError> {
         self.run(&ServerCommand::DisableHealth {
-            backend: backend.to_owned(),
-            server: server.to_owned(),
-        })
-        .await
-    }
-
-    pub async fn set_weight(
-        &self,
-        backend: &str,
-        server: &str,
-        weight: u16,
-    ) -> Result<(), RuntimeError> {
-        self.run(&ServerCommand::SetWeight {
-            backend: backend.to_owned(),
-            server: server.to_owned(),
-            weight,
-        })
-        .await
-    }
-
-    /// `del server`: the server must be in maintenance with no connection attached.
-    pub async fn del_server(&self, backend: &str, server: &str) -> Result<(), RuntimeError> {
-        self.run(&ServerCommand::Delete {
             backend: backend.to_owned(),
             server: server.to_owned(),
         })

@@ -328,7 +328,8 @@ impl Supervisor {
 
     /// Stops supervising and leaves HAProxy serving, signalling nothing: the next start on
     /// the same run directory takes it over (its listening sockets and server states, see
-    /// [`takeover`]), so a restart or an upgrade of the control plane drops no connection.
+    /// the `takeover` module), so a restart or an upgrade of the control plane drops no
+    /// connection.
     /// Until then members are not updated, and a dead HAProxy is not restarted.
     pub async fn leave_serving(&self) {
         self.shared.left_serving.store(true, Ordering::SeqCst);
