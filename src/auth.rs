@@ -8,7 +8,6 @@
 //! working; `/metrics` and `/events` follow the read token.
 
 use crate::api_error::ApiError;
-use crate::cli::AuthArgs;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -87,8 +86,12 @@ impl AuthPolicy {
         AuthPolicy::default()
     }
 
-    /// Reads the tokens from the flags, or from the files they name.
-    pub fn from_args(args: &AuthArgs) -> Result<AuthPolicy, String> {
+    /// Reads the tokens from their values, or from the files that hold them (`--admin-token`,
+    /// `--admin-token-file`, `--read-token`, `--read-token-file`).
+    pub fn from_sources(
+        admin: (&Option<String>, &Option<std::path::PathBuf>),
+        read: (&Option<String>, &Option<std::path::PathBuf>),
+    ) -> Result<AuthPolicy, String> {
         let load = |value: &Option<String>,
                     file: &Option<std::path::PathBuf>,
                     flag: &str|
@@ -105,8 +108,8 @@ impl AuthPolicy {
                 .map_err(|err| format!("invalid --{flag}: {err}"))
         };
         Ok(AuthPolicy {
-            admin: load(&args.admin_token, &args.admin_token_file, "admin-token")?,
-            read: load(&args.read_token, &args.read_token_file, "read-token")?,
+            admin: load(admin.0, admin.1, "admin-token")?,
+            read: load(read.0, read.1, "read-token")?,
         })
     }
 

@@ -1,6 +1,10 @@
 //! Command-line interface: argument definitions only. Every flag has a `THALASSA_*`
 //! environment equivalent so containers can be configured without a shell.
 
+use crate::auth::AuthPolicy;
+use crate::http_server::ServeLimits;
+use crate::registry::handle::RegistryConfig;
+use crate::registry::register::RegisterOptions;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,10 +75,53 @@ impl Default for HttpLimitsArgs {
     }
 }
 
-/// Default of `--max-registrations`.
-pub const DEFAULT_MAX_REGISTRATIONS: usize = 100_000;
-/// Default of `--max-members`.
-pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+pub use crate::aqueduct::routes::DEFAULT_MAX_MEMBERS;
+pub use crate::registry::handle::DEFAULT_MAX_REGISTRATIONS;
+
+impl RegistryArgs {
+    /// The registry's options from its flags.
+    pub fn registry_config(&self) -> RegistryConfig {
+        RegistryConfig {
+            default_ttl: Duration::from_secs(self.default_secs_to_expire.max(1)),
+            data_dir: Some(self.data_dir.clone()),
+            max_registrations: self.max_registrations,
+            ..RegistryConfig::default()
+        }
+    }
+}
+
+impl HttpLimitsArgs {
+    pub fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: self.header_read_timeout,
+            request_timeout: self.request_timeout,
+            ..ServeLimits::default()
+        }
+    }
+}
+
+impl AuthArgs {
+    /// Reads the tokens from the flags, or from the files they name.
+    pub fn policy(&self) -> Result<AuthPolicy, String> {
+        AuthPolicy::from_sources(
+            (&self.admin_token, &self.admin_token_file),
+            (&self.read_token, &self.read_token_file),
+        )
+    }
+}
+
+impl From<RegisterArgs> for RegisterOptions {
+    fn from(args: RegisterArgs) -> Self {
+        RegisterOptions {
+            services: args.services,
+            registry: args.registry,
+            host: args.host,
+            secs_to_expire: args.secs_to_expire,
+            every: args.every,
+            token: args.token,
+        }
+    }
+}
 
 /// Bearer tokens guarding an HTTP API (see `auth`). Without `--admin-token` the API is open,
 /// as the original was.

@@ -38,16 +38,6 @@ impl Default for ServeLimits {
     }
 }
 
-impl ServeLimits {
-    pub fn from_args(args: &crate::cli::HttpLimitsArgs) -> ServeLimits {
-        ServeLimits {
-            header_read_timeout: args.header_read_timeout,
-            request_timeout: args.request_timeout,
-            ..ServeLimits::default()
-        }
-    }
-}
-
 /// Paths whose responses never end (server-sent events): no request timeout.
 fn is_event_stream(path: &str) -> bool {
     path == "/events"

@@ -35,7 +35,7 @@
 //! Entry points to read first: [`registry`] (its module doc has a map), [`aqueduct::controller`]
 //! (the apply pipeline), [`membership::plan`] (the member state machine),
 //! [`membership::manager`] (the loop that applies it), [`haproxy::supervisor`], and
-//! [`aqueduct::server`] (how everything is wired; `thalassa up` is [`up`]).
+//! [`app`] (how everything is wired; `thalassa up` is [`app::up`]).
 //!
 //! ## Invariants
 //!
@@ -72,6 +72,7 @@
 //! implements that trait. Several aqueducts can follow one registry: each keeps its own HAProxy.
 
 pub mod api_error;
+pub mod app;
 pub mod aqueduct;
 pub mod atomic_file;
 pub mod auth;
@@ -87,7 +88,6 @@ pub mod openapi;
 pub mod registry;
 pub mod shutdown_signal;
 pub mod ui;
-pub mod up;
 
 /// The error type of a whole subcommand run: reported once by `main`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

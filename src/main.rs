@@ -23,10 +23,10 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Registry(args) => thalassa::registry::server::run(args).await,
-            Command::Register(args) => thalassa::registry::register::run(args).await,
-            Command::Aqueduct(args) => thalassa::aqueduct::server::run(args).await,
-            Command::Up(args) => thalassa::up::run(args).await,
+            Command::Registry(args) => thalassa::app::registry::run(args).await,
+            Command::Register(args) => thalassa::registry::register::run(args.into()).await,
+            Command::Aqueduct(args) => thalassa::app::aqueduct::run(args).await,
+            Command::Up(args) => thalassa::app::up::run(args).await,
         }
     });
     match result {

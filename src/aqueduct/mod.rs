@@ -17,6 +17,5 @@ pub mod controller;
 pub mod members;
 pub mod routes;
 pub mod rows;
-pub mod server;
 pub mod state_file;
 pub mod validate;

@@ -17,9 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
+/// Default of `--max-members`: the most members a static backend may list.
+pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+
 /// The API routes, with members' live status from `board` (the membership manager's; `None`
 /// returns members exactly as stored), refusing static backends with more than `max_members`
-/// members (`--max-members`, [`crate::cli::DEFAULT_MAX_MEMBERS`] by default).
+/// members (`--max-members`, [`DEFAULT_MAX_MEMBERS`] by default).
 pub fn router_with_options(
     controller: Controller,
     board: Option<StatusBoard>,

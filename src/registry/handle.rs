@@ -24,6 +24,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Default of `--max-registrations`.
+pub const DEFAULT_MAX_REGISTRATIONS: usize = 100_000;
+
 /// How the registry runs.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -47,18 +50,7 @@ impl Default for RegistryConfig {
             data_dir: None,
             snapshot_every: Duration::from_secs(1),
             retained_events: event_log::RETAINED_EVENTS,
-            max_registrations: crate::cli::DEFAULT_MAX_REGISTRATIONS,
-        }
-    }
-}
-
-impl RegistryConfig {
-    pub fn from_args(args: &crate::cli::RegistryArgs) -> Self {
-        RegistryConfig {
-            default_ttl: Duration::from_secs(args.default_secs_to_expire.max(1)),
-            data_dir: Some(args.data_dir.clone()),
-            max_registrations: args.max_registrations,
-            ..Self::default()
+            max_registrations: DEFAULT_MAX_REGISTRATIONS,
         }
     }
 }

@@ -35,7 +35,6 @@ pub mod model;
 pub mod record;
 pub mod register;
 pub mod routes;
-pub mod server;
 pub mod snapshot;
 pub mod sse_decoder;
 pub mod status;

@@ -6,7 +6,6 @@ use super::clock::now_ms;
 use super::local_ip::first_non_loopback_ipv4;
 use super::model::RegistrationKey;
 use crate::BoxError;
-use crate::cli::RegisterArgs;
 use crate::shutdown_signal::stop_requested;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
@@ -86,7 +85,24 @@ fn heartbeat_meta(secs_to_expire: u64) -> Map<String, Value> {
     meta
 }
 
-pub async fn run(args: RegisterArgs) -> Result<(), BoxError> {
+/// What `thalassa register` keeps alive, and where.
+#[derive(Debug, Clone)]
+pub struct RegisterOptions {
+    /// Registrations as `NAME@VERSION:PORT`.
+    pub services: Vec<String>,
+    /// Base URL of the registry.
+    pub registry: String,
+    /// Address to register (default: this machine's first non-loopback IPv4).
+    pub host: Option<String>,
+    /// Expiry sent with every heartbeat, in seconds.
+    pub secs_to_expire: u64,
+    /// Heartbeat period.
+    pub every: Duration,
+    /// Bearer token sent to the registry.
+    pub token: Option<String>,
+}
+
+pub async fn run(args: RegisterOptions) -> Result<(), BoxError> {
     let host = match &args.host {
         Some(host) => host.clone(),
         None => first_non_loopback_ipv4()

@@ -5,7 +5,7 @@ use crate::BoxError;
 use crate::cli::{RegistryArgs, UpArgs};
 
 pub async fn run(args: UpArgs) -> Result<(), BoxError> {
-    let registry = crate::registry::server::start(&RegistryArgs {
+    let registry = crate::app::registry::start(&RegistryArgs {
         listen: args.registry_listen,
         data_dir: args.common.data_dir.join("registry"),
         default_secs_to_expire: args.default_secs_to_expire,
@@ -26,7 +26,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         .or_else(|| token_from_file(args.common.auth.admin_token_file.as_deref()))
         .or_else(|| args.common.auth.read_token.clone())
         .or_else(|| token_from_file(args.common.auth.read_token_file.as_deref()));
-    let aqueduct = crate::aqueduct::server::start(crate::aqueduct::server::AqueductStart {
+    let aqueduct = crate::app::aqueduct::start(crate::app::aqueduct::AqueductStart {
         listen: args.listen,
         common: args.common,
         feed,

@@ -2,9 +2,9 @@
 //! the apply pipeline on the persisted config, the membership manager following the registry,
 //! the UI hub, and one HTTP listener serving the API and the UI.
 
-use super::controller::{ApplyEvent, Change, Controller, ControllerOptions};
-use super::{members, routes, state_file};
 use crate::BoxError;
+use crate::aqueduct::controller::{ApplyEvent, Change, Controller, ControllerOptions};
+use crate::aqueduct::{members, routes, state_file};
 use crate::cli::{AqueductArgs, AqueductCommon};
 use crate::haproxy::ConfigTarget;
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
@@ -106,7 +106,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         registry_token,
     } = start;
     // Checked before anything starts, so a bad token file fails fast.
-    let policy = crate::auth::AuthPolicy::from_args(&common.auth)?;
+    let policy = common.auth.policy()?;
     let stop_haproxy = common.stop_haproxy;
     let data_dir = common.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -238,7 +238,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     let http_task = tokio::spawn(crate::http_server::serve(
         listener,
         app,
-        crate::http_server::ServeLimits::from_args(&common.http),
+        common.http.serve_limits(),
         async {
             let _ = stopped.await;
         },

@@ -2,13 +2,11 @@
 //! the registry itself as `thalassa@<version>`, and shuts down gracefully (final snapshot).
 //! `thalassa up` embeds [`start`]; the binary uses [`run`].
 
-use super::handle::{Registry, RegistryConfig};
-use super::local_ip::first_non_loopback_ipv4;
-use super::model::RegistrationKey;
 use crate::BoxError;
-use crate::auth::AuthPolicy;
 use crate::cli::RegistryArgs;
-use crate::http_server::ServeLimits;
+use crate::registry::handle::Registry;
+use crate::registry::local_ip::first_non_loopback_ipv4;
+use crate::registry::model::RegistrationKey;
 use crate::shutdown_signal::stop_requested;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
@@ -17,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use super::routes::router;
+pub use crate::registry::routes::router;
 
 /// The registry's own registration is refreshed this often ...
 pub const SELF_REFRESH_EVERY: Duration = Duration::from_secs(20);
@@ -85,7 +83,7 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
     let local_addr = listener.local_addr()?;
-    let registry = Registry::open(RegistryConfig::from_args(args))?;
+    let registry = Registry::open(args.registry_config())?;
 
     let self_key = RegistrationKey::parse(
         "thalassa",
@@ -99,14 +97,14 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
     // without its own registration.
     registry.register(self_key.clone(), self_meta(), SELF_LEASE);
 
-    let policy = AuthPolicy::from_args(&args.auth)?;
+    let policy = args.auth.policy()?;
     crate::auth::warn_if_exposed("registry", local_addr, &policy);
     let stop_serving = CancellationToken::new();
     let app = crate::auth::guard(router(registry.clone()), policy);
     let server = tokio::spawn(crate::http_server::serve(
         listener,
         app,
-        ServeLimits::from_args(&args.http),
+        args.http.serve_limits(),
         stop_serving.clone().cancelled_owned(),
     ));
 
