@@ -6,7 +6,8 @@
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use thalassa::ui::{Activity, Hub, MemberSample, ProxySample, StatsSample, diff};
+use thalassa::status::{Activity, MemberSample, ProxySample, StatsSample};
+use thalassa::ui::{Hub, diff};
 
 #[path = "common/run_mode.rs"]
 mod run_mode;

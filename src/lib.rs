@@ -87,6 +87,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod registry;
 pub mod shutdown_signal;
+pub mod status;
 pub mod ui;
 
 /// The error type of a whole subcommand run: reported once by `main`.

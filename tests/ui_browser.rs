@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thalassa::auth::{AuthPolicy, Token};
-use thalassa::ui::{Activity, Hub, MemberSample, ProxySample, StatsSample, now_ms, router};
+use thalassa::status::{Activity, MemberSample, ProxySample, StatsSample, now_ms};
+use thalassa::ui::{Hub, router};
 use ui_support::{Browser, FakeRegistry, Served, require_chromium};
 
 /// The aqueduct as far as the page can tell: the UI router plus a stand-in for the API's version

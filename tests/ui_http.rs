@@ -7,7 +7,8 @@ mod support;
 mod ui_support;
 
 use serde_json::{Value, json};
-use thalassa::ui::{Activity, Hub, ProxySample, StatsSample, router};
+use thalassa::status::{Activity, ProxySample, StatsSample};
+use thalassa::ui::{Hub, router};
 use ui_support::{FakeRegistry, Served, SseReader};
 
 fn no_redirects() -> reqwest::Client {

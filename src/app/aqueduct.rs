@@ -13,9 +13,9 @@ use crate::membership::expiry_brake::BrakeSettings;
 use crate::membership::manager::{
     self, ManagerParts, ManagerSettings, MembershipMetrics, MembershipMode,
 };
-use crate::membership::status::StatusBoard;
 use crate::registry::feed::FeedItem;
-use crate::ui::{Activity, Hub};
+use crate::status::{Activity, StatusBoard};
+use crate::ui::Hub;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -197,7 +197,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
             restarts: supervisor.restarts(),
             reloads: supervisor.reloads(),
             board: board.clone(),
-            hub: Some(hub.clone()),
+            sink: Some(Arc::new(hub.clone())),
             metrics: membership_metrics,
             settings: ManagerSettings {
                 drain_timeout: common.drain_timeout,

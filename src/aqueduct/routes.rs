@@ -8,7 +8,7 @@ use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::config::BackendType;
 use crate::json_body::{JsonBody, MAX_BODY_BYTES};
-use crate::membership::status::StatusBoard;
+use crate::status::StatusBoard;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State};

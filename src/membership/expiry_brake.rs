@@ -113,10 +113,7 @@ pub struct DegradedMark {
     pub held: Vec<String>,
 }
 
-/// `confirm` on a backend with nothing held.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("backend {0} holds no expired members")]
-pub struct NothingHeld(pub String);
+pub use crate::status::NothingHeld;
 
 /// The brake's memory of every dynamic backend.
 #[derive(Debug, Default)]

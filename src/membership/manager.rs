@@ -9,9 +9,8 @@
 //! Between the registry and the member lists sits the mass-expiry brake
 //! ([`super::expiry_brake`]): expiries are noted as they arrive (and members a resync snapshot
 //! lacks count as expired), and each dynamic backend's list is the registry's plus the members
-//! the brake holds. Operators confirm removals through the [`super::brake_board::BrakeBoard`].
+//! the brake holds. Operators confirm removals through the [`crate::status::BrakeBoard`].
 
-use super::brake_board::BrakeBoard;
 use super::desired;
 use super::expiry_brake::{BrakeEvent, BrakeSettings, ExpiryBrake};
 use super::fast_lane::{FastLane, LaneDrains};
@@ -20,13 +19,12 @@ use super::plan::{Phase, Tracker};
 use super::refusals::Refusals;
 use super::resolver::Resolver;
 use super::stats_poller::{StatsPoller, StatsRequest};
-use super::status::StatusBoard;
 use crate::aqueduct::controller::Controller;
 use crate::config::Config;
 use crate::haproxy::runtime::RuntimeClient;
 use crate::registry::feed::FeedItem;
 use crate::registry::model::Registration;
-use crate::ui::{Activity, DegradedSample, Hub};
+use crate::status::{Activity, BrakeBoard, DegradedSample, StatusBoard, StatusSink};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -85,7 +83,8 @@ pub struct ManagerParts {
     pub restarts: watch::Receiver<u64>,
     pub reloads: watch::Receiver<u64>,
     pub board: StatusBoard,
-    pub hub: Option<Hub>,
+    /// Where activities and samples are reported (the UI's hub in the application).
+    pub sink: Option<Arc<dyn StatusSink>>,
     pub metrics: Arc<MembershipMetrics>,
     pub settings: ManagerSettings,
     /// Where the manager and its stats poll run (see [`crate::background`]); the fast lane
@@ -102,7 +101,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
     let stats = StatsPoller {
         runtime: background_runtime.clone(),
         board: parts.board,
-        hub: parts.hub.clone(),
+        sink: parts.sink.clone(),
         metrics: parts.metrics.clone(),
     }
     .spawn(&parts.background);
@@ -143,7 +142,7 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         restarts: parts.restarts,
         reloads: parts.reloads,
         stats,
-        hub: parts.hub,
+        sink: parts.sink,
         metrics: parts.metrics,
         settings: parts.settings,
         registrations: BTreeMap::new(),
@@ -186,7 +185,7 @@ struct Manager {
     restarts: watch::Receiver<u64>,
     reloads: watch::Receiver<u64>,
     stats: mpsc::Sender<StatsRequest>,
-    hub: Option<Hub>,
+    sink: Option<Arc<dyn StatusSink>>,
     metrics: Arc<MembershipMetrics>,
     settings: ManagerSettings,
     /// The registry as last seen, by registration id.
@@ -497,8 +496,8 @@ impl Manager {
     }
 
     fn record(&self, verb: &str, object: &str, detail: serde_json::Value) {
-        if let Some(hub) = &self.hub {
-            hub.activity(Activity::now(verb, object, detail));
+        if let Some(sink) = &self.sink {
+            sink.activity(Activity::now(verb, object, detail));
         }
     }
 }

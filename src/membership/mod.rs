@@ -1,7 +1,6 @@
 //! Live membership: which servers each backend should have (from the registry and static
 //! members), and the runtime-API operations that make HAProxy agree, without reloads.
 
-pub mod brake_board;
 pub mod desired;
 pub mod expiry_brake;
 pub mod fast_lane;
@@ -11,5 +10,5 @@ pub mod metrics;
 pub mod plan;
 pub mod refusals;
 pub mod resolver;
+pub mod sample;
 pub mod stats_poller;
-pub mod status;

@@ -28,7 +28,7 @@ struct Refusal {
 }
 
 /// HAProxy's refusal messages by backend, then server name: what the API shows.
-pub type RefusedByBackend = BTreeMap<String, BTreeMap<String, String>>;
+pub use crate::status::RefusedByBackend;
 
 impl Refusals {
     /// Records that HAProxy refused a command for `server`; true when this is a new cause for

@@ -4,10 +4,10 @@
 
 use super::metrics::MembershipMetrics;
 use super::plan::Phase;
-use super::status::{StatusBoard, sample_from_rows};
+use super::sample::sample_from_rows;
 use crate::config::Config;
 use crate::haproxy::runtime::{RuntimeClient, RuntimeError};
-use crate::ui::{Activity, Hub, StatsSample, now_ms};
+use crate::status::{Activity, StatsSample, StatusBoard, StatusSink, now_ms};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub struct StatsPoller {
     /// reload, so a sample never comes from a worker that is being replaced.
     pub runtime: RuntimeClient,
     pub board: StatusBoard,
-    pub hub: Option<Hub>,
+    pub sink: Option<Arc<dyn StatusSink>>,
     pub metrics: Arc<MembershipMetrics>,
 }
 
@@ -48,8 +48,8 @@ impl StatsPoller {
                     sample.refused = self.board.refused_by_address();
                     last_status = self.note_transitions(&sample, last_status);
                     self.board.replace(sample.clone());
-                    if let Some(hub) = &self.hub {
-                        hub.stats(sample);
+                    if let Some(sink) = &self.sink {
+                        sink.stats(sample);
                     }
                 }
                 Err(err) => tracing::debug!(error = %err, "stats poll failed"),
@@ -90,8 +90,8 @@ impl StatsPoller {
                     let verb = if is_up { "member-up" } else { "member-down" };
                     tracing::info!(backend = %backend, server = %member.server, status = %member.status,
                         check = ?member.check_status, "member status changed");
-                    if let Some(hub) = &self.hub {
-                        hub.activity(Activity::now(
+                    if let Some(sink) = &self.sink {
+                        sink.activity(Activity::now(
                             verb,
                             format!("{backend}/{}", member.server),
                             json!({

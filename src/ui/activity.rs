@@ -2,40 +2,12 @@
 //! config changes, reloads), numbered, kept in memory and in a bounded JSON-lines file so the
 //! Activity page survives restarts.
 
+use crate::status::Activity;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-/// One thing that happened, as the control plane reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Activity {
-    /// Epoch milliseconds when it happened.
-    #[serde(rename = "time")]
-    pub time_ms: u64,
-    /// What happened: `started`, `online`, `offline`, `expired`, `member-up`, `member-down`,
-    /// `config-changed`, `reloaded`, `reload-failed`, `rejected`, `haproxy-restarted`,
-    /// `version-switched`. Unknown verbs are shown as they are.
-    pub verb: String,
-    /// What it happened to: a registration id, `backend/<key>/<server>`, `haproxy`, ...
-    pub object: String,
-    /// Verb-specific fields, e.g. `check_status`, `diff`, `reason`, `duration_ms`, `error`.
-    #[serde(default)]
-    pub detail: Value,
-}
-
-impl Activity {
-    /// An activity stamped with the current time.
-    pub fn now(verb: impl Into<String>, object: impl Into<String>, detail: Value) -> Activity {
-        Activity {
-            time_ms: now_ms(),
-            verb: verb.into(),
-            object: object.into(),
-            detail,
-        }
-    }
-}
 
 /// An activity with its place in the log. Ids only grow, across restarts too, so a browser can
 /// de-duplicate and page backwards.
@@ -44,13 +16,6 @@ pub struct ActivityRecord {
     pub id: u64,
     #[serde(flatten)]
     pub activity: Activity,
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Longest string kept in an activity's detail, in bytes. A diff of a huge config would

@@ -2,8 +2,9 @@
 //! activity). The control plane pushes into it; every open page gets a snapshot and then the
 //! same deltas, in the order they were pushed.
 
-use super::activity::{Activity, ActivityLog, ActivityRecord, now_ms};
-use super::stats::{History, HistoryView, StatsSample};
+use super::activity::{ActivityLog, ActivityRecord};
+use super::stats::{History, HistoryView};
+use crate::status::{Activity, StatsSample, StatusSink, now_ms};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -169,6 +170,18 @@ impl Hub {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The hub is where membership's reports go: activities to the log and every page, samples to
+/// the charts.
+impl StatusSink for Hub {
+    fn activity(&self, entry: Activity) {
+        Hub::activity(self, entry);
+    }
+
+    fn stats(&self, sample: StatsSample) {
+        Hub::stats(self, sample);
     }
 }
 

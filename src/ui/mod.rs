@@ -30,9 +30,8 @@ mod hub;
 mod registry_view;
 mod stats;
 
-pub use activity::{Activity, ActivityRecord, now_ms};
+pub use activity::ActivityRecord;
 pub use hub::{ACTIVITY_CAPACITY, HISTORY_CAPACITY, Hub, SNAPSHOT_ACTIVITY};
-pub use stats::{DegradedSample, MemberSample, ProxySample, StatsSample};
 
 use crate::api_error::ApiError;
 use axum::Json;

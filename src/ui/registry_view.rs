@@ -78,7 +78,7 @@ impl RegistryClient {
             registrations,
             &leases,
             warning,
-            super::activity::now_ms(),
+            crate::status::now_ms(),
         ))
     }
 

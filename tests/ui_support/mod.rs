@@ -90,12 +90,12 @@ impl FakeRegistry {
         let id = format!("/{name}/{version}/{host}/{port}");
         self.registrations.lock().unwrap().push(json!({
             "name": name, "version": version, "host": host, "port": port,
-            "lastKnown": thalassa::ui::now_ms(),
+            "lastKnown": thalassa::status::now_ms(),
             "meta": {"hostname": host, "secondsToExpire": 10000},
             "id": id,
         }));
         self.leases.lock().unwrap().push(json!({
-            "id": id, "expiresAt": expires_at, "lastKnown": thalassa::ui::now_ms(),
+            "id": id, "expiresAt": expires_at, "lastKnown": thalassa::status::now_ms(),
         }));
     }
 

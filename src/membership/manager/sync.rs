@@ -8,7 +8,7 @@ use crate::membership::expiry_brake::BackendRound;
 use crate::membership::plan::ServerRef;
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
 use crate::registry::model::Registration;
-use crate::ui::now_ms;
+use crate::status::now_ms;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;

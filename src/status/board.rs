@@ -1,16 +1,17 @@
-//! Member health as the API and UI show it: HAProxy's `show stat` rows combined with the
-//! planner's phases (a joining member is `DOWN` until its first passing check, whatever HAProxy
-//! says; a leaving one is `DRAIN`). Written by the membership manager, read by the routes.
+//! Member health as the API shows it: the latest status sample (written by the membership
+//! manager, which builds it from HAProxy's `show stat` and its own phases), the mass-expiry
+//! brake's degraded backends and the members HAProxy refused, read by the routes to decorate
+//! the rows they answer with.
 
 use super::brake_board::BrakeBoard;
-use super::plan::Phase;
-use super::refusals::RefusedByBackend;
+use super::sample::StatsSample;
 use crate::haproxy::server_name::ServerName;
-use crate::haproxy::stat::{ProxyKind, StatRow, StatStatus};
-use crate::ui::{MemberSample, ProxySample, StatsSample};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+
+/// Backend key -> server name -> HAProxy's message, for members it refused to add.
+pub type RefusedByBackend = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The latest status sample, shared between the manager (writer) and the routes (readers),
 /// with the mass-expiry brake's degraded backends.
@@ -18,7 +19,7 @@ use std::sync::{Arc, RwLock};
 pub struct StatusBoard {
     latest: Arc<RwLock<StatsSample>>,
     brake: BrakeBoard,
-    /// Members HAProxy refused, with its message (see [`super::refusals`]).
+    /// Members HAProxy refused, with its message (see `membership::refusals`).
     refused: Arc<RwLock<RefusedByBackend>>,
 }
 
@@ -200,88 +201,8 @@ fn server_name_of(backend_key: &str, member: &Value) -> Option<String> {
     member_address(backend_key, member.as_object()?).map(|(server, _, _)| server)
 }
 
-/// Builds one sample from `show stat` rows. `phases` says which servers are joining or
-/// leaving; `frontends`/`backends` are the configured keys (other proxies, like `stats` or a
-/// placeholder, are left out).
-pub fn sample_from_rows(
-    rows: &[StatRow],
-    phases: &BTreeMap<(String, String), Phase>,
-    frontends: &[String],
-    backends: &[String],
-    time_ms: u64,
-) -> StatsSample {
-    let mut sample = StatsSample {
-        time_ms,
-        ..StatsSample::default()
-    };
-    for row in rows {
-        match row.kind {
-            ProxyKind::Frontend if frontends.contains(&row.pxname) => {
-                sample
-                    .frontends
-                    .insert(row.pxname.clone(), proxy_sample(row));
-            }
-            ProxyKind::Backend if backends.contains(&row.pxname) => {
-                sample
-                    .backends
-                    .insert(row.pxname.clone(), proxy_sample(row));
-            }
-            ProxyKind::Server if backends.contains(&row.pxname) => {
-                let phase = phases.get(&(row.pxname.clone(), row.svname.clone()));
-                sample
-                    .members
-                    .entry(row.pxname.clone())
-                    .or_default()
-                    .push(member_sample(row, phase));
-            }
-            _ => {}
-        }
-    }
-    sample
-}
-
-fn proxy_sample(row: &StatRow) -> ProxySample {
-    ProxySample {
-        status: row.status.clone().unwrap_or_default(),
-        scur: row.scur.unwrap_or(0),
-        smax: row.smax.unwrap_or(0),
-        req_rate: row.req_rate.unwrap_or(0),
-        rate: row.rate.unwrap_or(0),
-    }
-}
-
-fn member_sample(row: &StatRow, phase: Option<&Phase>) -> MemberSample {
-    let (host, port) = split_server_name(&row.svname);
-    MemberSample {
-        server: row.svname.clone(),
-        host,
-        port,
-        status: member_status(row, phase).to_owned(),
-        check_status: row.check_status.clone(),
-        check_duration_ms: row.check_duration_ms,
-        last_change_s: row.lastchg_secs,
-        scur: row.scur.unwrap_or(0),
-        rate: row.rate.unwrap_or(0),
-    }
-}
-
-/// UP, DOWN, DRAIN or MAINT.
-pub fn member_status(row: &StatRow, phase: Option<&Phase>) -> &'static str {
-    match phase {
-        Some(Phase::Joining) => return "DOWN",
-        Some(Phase::Leaving { .. }) => return "DRAIN",
-        _ => {}
-    }
-    match row.status_kind() {
-        Some(StatStatus::Up | StatStatus::NoCheck) => "UP",
-        Some(StatStatus::Drain | StatStatus::NoLb) => "DRAIN",
-        Some(StatStatus::Maint) => "MAINT",
-        _ => "DOWN",
-    }
-}
-
 /// `<key>_<host>:<port>` -> (host, port); `(name, 0)` for a name that is not one of ours.
-fn split_server_name(server: &str) -> (String, u16) {
+pub fn split_server_name(server: &str) -> (String, u16) {
     ServerName::parse(server).map_or_else(|| (server.to_owned(), 0), |name| (name.host, name.port))
 }
 

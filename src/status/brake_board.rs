@@ -2,11 +2,15 @@
 //! membership manager after every round that changed it) and the operators' removal
 //! confirmations (queued here, carried out by the manager on its next round).
 
-use super::expiry_brake::NothingHeld;
-use crate::ui::DegradedSample;
+use super::sample::DegradedSample;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
+
+/// `confirm` on a backend with nothing held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("backend {0} holds no expired members")]
+pub struct NothingHeld(pub String);
 
 /// A cheap handle; clones share it.
 #[derive(Clone, Default)]
