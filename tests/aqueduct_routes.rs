@@ -16,6 +16,8 @@ use thalassa::aqueduct::{routes, state_file};
 use thalassa::cli::DEFAULT_MAX_MEMBERS;
 use thalassa::config::Config;
 use thalassa::haproxy::ReloadError;
+use thalassa::membership::control_plane::ControlPlane;
+use thalassa::membership::members::DynamicMembers;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -42,7 +44,13 @@ impl Api {
             state_file: state_file::path_in(dir.path()),
             render: dir.settings.clone(),
         };
-        let controller = Controller::start(target.clone(), options, config);
+        // The product's wiring: the controller keeps membership's member book.
+        let controller = Controller::start_with_members(
+            target.clone(),
+            options,
+            config,
+            Box::new(DynamicMembers::default()),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = routes::router_with_options(controller.clone(), None, DEFAULT_MAX_MEMBERS);
@@ -241,7 +249,10 @@ async fn set_members_renders_servers_without_a_reload() {
     let key = RegistrationKey::parse("mysql-backend", "1.0.0", "127.0.0.11", "3306").unwrap();
     let registration = Registration::new(key, 1_700_000_000_000, Default::default());
     api.controller
-        .set_members("mysql-backend", vec![registration.clone()])
+        .set_members_of(vec![(
+            "mysql-backend".to_owned(),
+            vec![registration.clone()],
+        )])
         .await;
     let (_, members) = api.get("/backends/mysql-backend/members").await;
     assert_eq!(members, json!([registration]));
@@ -281,7 +292,7 @@ async fn reload_members_reloads_what_set_members_rendered() {
     let key = RegistrationKey::parse("mysql-backend", "1.0.0", "127.0.0.11", "3306").unwrap();
     let registration = Registration::new(key, 1_700_000_000_000, Default::default());
     api.controller
-        .set_members("mysql-backend", vec![registration])
+        .set_members_of(vec![("mysql-backend".to_owned(), vec![registration])])
         .await;
     assert_eq!(api.target.reload_count(), 1);
     // The `--membership reload` baseline: the member reaches HAProxy by a reload...

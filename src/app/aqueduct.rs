@@ -4,15 +4,17 @@
 
 use crate::BoxError;
 use crate::aqueduct::controller::{ApplyEvent, Change, Controller, ControllerOptions};
-use crate::aqueduct::{members, routes, state_file};
+use crate::aqueduct::{routes, state_file};
 use crate::cli::{AqueductArgs, AqueductCommon};
 use crate::haproxy::ConfigTarget;
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use crate::haproxy::supervisor::{Supervisor, SupervisorSettings};
+use crate::membership::control_plane::ControlPlane;
 use crate::membership::expiry_brake::BrakeSettings;
 use crate::membership::manager::{
     self, ManagerParts, ManagerSettings, MembershipMetrics, MembershipMode,
 };
+use crate::membership::members;
 use crate::registry::feed::FeedItem;
 use crate::status::{Activity, StatusBoard};
 use crate::ui::Hub;
@@ -154,13 +156,14 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         .await?,
     );
 
-    let controller = Controller::start(
+    let controller = Controller::start_with_members(
         supervisor.clone() as Arc<dyn ConfigTarget>,
         ControllerOptions {
             state_file: state_path,
             render: render_settings,
         },
         config,
+        Box::new(members::DynamicMembers::default()),
     );
     if !inherited.is_empty() {
         controller.set_members_of(inherited).await;
@@ -191,7 +194,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     }
     let background_tasks = vec![
         manager::spawn(ManagerParts {
-            controller: controller.clone(),
+            controller: Arc::new(controller.clone()),
             runtime: supervisor.runtime(),
             feed,
             restarts: supervisor.restarts(),

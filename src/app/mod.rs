@@ -4,5 +4,6 @@
 //! the UI), and shuts them down in order. `main` -> `app` -> the layers (see `src/lib.rs`).
 
 pub mod aqueduct;
+pub mod control_plane;
 pub mod registry;
 pub mod up;

@@ -10,7 +10,7 @@ mod membership;
 
 use super::apply_metrics::ApplyMetrics;
 use super::bind_check;
-use super::members::{DynamicMembers, HeldServer, OthersJoining};
+use super::member_book::{MemberBook, NoMembers};
 use super::rows;
 use super::state_file;
 use super::validate::VersionSwitch;
@@ -198,7 +198,8 @@ struct Shared {
 /// What HAProxy runs now.
 struct Live {
     config: Arc<Config>,
-    members: DynamicMembers,
+    /// The members of dynamic backends (see [`MemberBook`]).
+    members: Box<dyn MemberBook>,
     /// The config text in effect; empty until the first successful reload.
     text: String,
     /// Members changed since `text` was rendered (membership is applied at runtime, so the
@@ -213,11 +214,22 @@ struct Pending {
 
 impl Controller {
     /// Starts the worker task (call inside a Tokio runtime) with the config loaded from the
-    /// state file. HAProxy is not touched until [`Controller::apply_startup`] or a change.
+    /// state file, without dynamic members (an API on its own). HAProxy is not touched until
+    /// [`Controller::apply_startup`] or a change.
     pub fn start(
         target: Arc<dyn ConfigTarget>,
         options: ControllerOptions,
         config: Config,
+    ) -> Self {
+        Self::start_with_members(target, options, config, Box::new(NoMembers))
+    }
+
+    /// [`Controller::start`] with the member book membership keeps the dynamic members in.
+    pub fn start_with_members(
+        target: Arc<dyn ConfigTarget>,
+        options: ControllerOptions,
+        config: Config,
+        members: Box<dyn MemberBook>,
     ) -> Self {
         let config = Arc::new(config);
         let (config_tx, _) = watch::channel(config.clone());
@@ -226,7 +238,7 @@ impl Controller {
             options,
             live: RwLock::new(Live {
                 config,
-                members: DynamicMembers::default(),
+                members,
                 text: String::new(),
                 text_stale: false,
             }),
@@ -359,9 +371,9 @@ impl Controller {
     /// A consistent copy of the config and members, taken in a moment: rows with thousands
     /// of members are built after the lock is released, so the membership manager and the
     /// fast lane never wait for a UI or API read.
-    fn config_and_members(&self) -> (Arc<Config>, DynamicMembers) {
+    fn config_and_members(&self) -> (Arc<Config>, Box<dyn MemberBook>) {
         let live = self.shared.read_live();
-        (live.config.clone(), live.members.clone())
+        (live.config.clone(), live.members.snapshot())
     }
 
     /// `GET /haproxy/config`: the text HAProxy runs; empty before the first reload.
@@ -463,7 +475,7 @@ impl Shared {
         let live_text = self.current_text();
         let (base, members) = {
             let live = self.read_live();
-            (live.config.clone(), live.members.clone())
+            (live.config.clone(), live.members.snapshot())
         };
         let mut candidate = (*base).clone();
         let mut candidate_text = live_text.clone();
@@ -492,7 +504,7 @@ impl Shared {
             }
             let text = render(
                 &next,
-                &render_members_replacing(&members, &next, &base),
+                &render_members_replacing(members.as_ref(), &next, &base),
                 &self.options.render,
             );
             if text != candidate_text
@@ -575,7 +587,7 @@ impl Shared {
         let candidate = Arc::new(candidate);
         {
             let mut live = self.write_live();
-            let gone: Vec<String> = members_of_deleted_backends(&live.members, &candidate);
+            let gone: Vec<String> = members_of_deleted_backends(live.members.as_ref(), &candidate);
             for key in gone {
                 live.members.remove_backend(&key);
             }
@@ -628,7 +640,7 @@ impl Shared {
 /// server in service before any check, so a static member a reload brings in (or the first
 /// start) is rendered `disabled`; the membership manager then adds it at runtime, health-gated.
 fn render_members_replacing(
-    members: &DynamicMembers,
+    members: &dyn MemberBook,
     config: &Config,
     base: &Config,
 ) -> RenderMembers {
@@ -654,10 +666,10 @@ fn render_members_replacing(
     render
 }
 
-fn members_of_deleted_backends(members: &DynamicMembers, config: &Config) -> Vec<String> {
+fn members_of_deleted_backends(members: &dyn MemberBook, config: &Config) -> Vec<String> {
     members
         .backend_keys()
-        .filter(|key| !config.backends.contains_key(*key))
-        .map(str::to_owned)
+        .into_iter()
+        .filter(|key| !config.backends.contains_key(key))
         .collect()
 }

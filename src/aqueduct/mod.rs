@@ -1,6 +1,6 @@
 //! The aqueduct: HAProxy frontends and backends over REST, applied to a supervised HAProxy.
 //!
-//! Flow of a change: `routes` (HTTP) -> `validate` (JSON body -> `model`) -> `controller`
+//! Flow of a change: `routes` (HTTP) -> `validate` (JSON body -> `config`) -> `controller`
 //! (queue; per batch: apply, `haproxy::render`, `ConfigTarget::check`, one
 //! `ConfigTarget::reload`, `state_file::save`, swap) -> the answer to the request.
 //!
@@ -8,13 +8,13 @@
 //! - only the controller's worker changes the live config, and only after HAProxy runs it;
 //! - only `state_file` writes `<data-dir>/aqueduct.json`, and only after a successful reload;
 //! - the apply pipeline talks to HAProxy only through `Arc<dyn ConfigTarget>`;
-//! - an unchanged rendered text never reloads; membership changes (`set_members`) never reload;
+//! - an unchanged rendered text never reloads; membership changes (`update_members`) never reload;
 //! - nothing a client sends reaches haproxy.cfg with a control character (natives included).
 
 pub mod apply_metrics;
 pub mod bind_check;
 pub mod controller;
-pub mod members;
+pub mod member_book;
 pub mod routes;
 pub mod rows;
 pub mod state_file;

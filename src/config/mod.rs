@@ -165,6 +165,47 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A dynamic backend of `name@version` with every other setting at its default, as a
+    /// PUT of `{"type":"dynamic","name":..,"version":..}` makes it.
+    pub fn dynamic(key: &str, name: &str, version: &str) -> Backend {
+        Backend {
+            key: key.to_owned(),
+            kind: BackendType::Dynamic,
+            name: Some(name.to_owned()),
+            version: Some(version.to_owned()),
+            balance: Balance::default(),
+            host: None,
+            mode: Mode::Http,
+            static_members: Vec::new(),
+            natives: Vec::new(),
+            health: None,
+        }
+    }
+
+    /// A static backend with these members and every other setting at its default.
+    pub fn with_static_members(key: &str, members: &[(IpAddr, u16)]) -> Backend {
+        let static_members = members
+            .iter()
+            .map(|&(host, port)| {
+                let mut as_sent = Map::new();
+                as_sent.insert("host".to_owned(), Value::from(host.to_string()));
+                as_sent.insert("port".to_owned(), Value::from(port));
+                StaticMember {
+                    host,
+                    port,
+                    as_sent,
+                }
+            })
+            .collect();
+        Backend {
+            kind: BackendType::Static,
+            name: None,
+            version: None,
+            static_members,
+            ..Backend::dynamic(key, "", "")
+        }
+    }
+
     /// Check interval of every server, in milliseconds.
     pub fn check_interval_ms(&self) -> u32 {
         self.health

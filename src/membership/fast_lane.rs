@@ -17,10 +17,10 @@
 //! What it leaves to the manager: backends whose algorithm needs stable server ids (joins),
 //! services at the `--max-members` cap (joins), registrations the brake holds, and expiries
 //! (the brake decides whether those leave at all).
+use super::control_plane::ControlPlane;
+use super::members::OthersJoining;
 use super::metrics::MembershipMetrics;
 use super::plan::{DesiredMember, ServerRef};
-use crate::aqueduct::controller::Controller;
-use crate::aqueduct::members::OthersJoining;
 use crate::haproxy::runtime::{CommandFailure, RuntimeClient, ServerCommand, ServerOptions};
 use crate::haproxy::stat::AdminState;
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
@@ -38,7 +38,7 @@ pub struct FastLane {
     pub runtime: RuntimeClient,
     /// Shared with the manager.
     pub drains: LaneDrains,
-    pub controller: Controller,
+    pub controller: Arc<dyn ControlPlane>,
     pub metrics: Arc<MembershipMetrics>,
     /// `--max-members`: a service at the cap is left to the manager, which picks who stays.
     pub max_members: usize,

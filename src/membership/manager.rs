@@ -11,6 +11,7 @@
 //! lacks count as expired), and each dynamic backend's list is the registry's plus the members
 //! the brake holds. Operators confirm removals through the [`crate::status::BrakeBoard`].
 
+use super::control_plane::ControlPlane;
 use super::desired;
 use super::expiry_brake::{BrakeEvent, BrakeSettings, ExpiryBrake};
 use super::fast_lane::{FastLane, LaneDrains};
@@ -19,7 +20,6 @@ use super::plan::{Phase, Tracker};
 use super::refusals::Refusals;
 use super::resolver::Resolver;
 use super::stats_poller::{StatsPoller, StatsRequest};
-use crate::aqueduct::controller::Controller;
 use crate::config::Config;
 use crate::haproxy::runtime::RuntimeClient;
 use crate::registry::feed::FeedItem;
@@ -77,7 +77,7 @@ pub enum MembershipMode {
 
 /// Everything the manager needs; see [`spawn`].
 pub struct ManagerParts {
-    pub controller: Controller,
+    pub controller: Arc<dyn ControlPlane>,
     pub runtime: RuntimeClient,
     pub feed: mpsc::Receiver<FeedItem>,
     pub restarts: watch::Receiver<u64>,
@@ -178,7 +178,7 @@ struct Manager {
     /// Feed items applied so far (the lane counts the items it forwards the same way): a lane
     /// mark whose deletion is among them is settled.
     feed_applied: u64,
-    controller: Controller,
+    controller: Arc<dyn ControlPlane>,
     config_rx: watch::Receiver<Arc<Config>>,
     runtime: RuntimeClient,
     feed: Option<mpsc::Receiver<FeedItem>>,
@@ -209,7 +209,7 @@ struct Manager {
     /// When backends with members joining or leaving are observed again.
     next_transition_round: Instant,
     synced_once: bool,
-    /// What was last handed to `Controller::set_members`, by backend key.
+    /// What was last handed to `ControlPlane::set_members_of`, by backend key.
     members_set: BTreeMap<String, Vec<Registration>>,
     /// The joining and serving servers last told to the controller (`None`: not yet).
     published_phases: Option<(BTreeSet<String>, BTreeSet<String>)>,

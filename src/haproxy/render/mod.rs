@@ -290,16 +290,8 @@ mod tests {
         };
         let mut config = Config::default();
         let backend = crate::config::Backend {
-            key: "be".to_owned(),
-            kind: crate::config::BackendType::Dynamic,
-            name: Some("svc".to_owned()),
-            version: Some("2".to_owned()),
             balance: crate::config::balance::Balance::parse("source").unwrap(),
-            host: None,
-            mode: Mode::Http,
-            static_members: Vec::new(),
-            natives: Vec::new(),
-            health: None,
+            ..crate::config::Backend::dynamic("be", "svc", "2")
         };
         config.backends.insert("be".to_owned(), backend);
         let mut members = RenderMembers::new();

@@ -6,6 +6,7 @@ pub use inherited::inherited_from;
 
 use crate::config::{BackendType, Config};
 use crate::haproxy::render::{RenderMember, RenderMembers, server_name};
+use crate::haproxy::stat::{AdminState, ServerStateRow};
 use crate::registry::model::Registration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -158,6 +159,47 @@ impl DynamicMembers {
     /// about which leavers are still in service, too. True when what a reload renders changed
     /// (a member's id, a leaver in service or not: the rendered config is stale then).
     pub fn observe(&mut self, backend_key: &str, servers: &[HeldServer]) -> bool {
+        self.observe_backend(backend_key, servers)
+    }
+
+    /// [`DynamicMembers::observe`] for the dynamic backends of `config` among `backends`, from
+    /// `show servers state` rows (a backend HAProxy holds no server of is observed empty).
+    /// True when what a reload renders changed.
+    pub fn observe_rows(
+        &mut self,
+        config: &Config,
+        backends: &BTreeSet<String>,
+        rows: &[ServerStateRow],
+    ) -> bool {
+        let mut by_backend: BTreeMap<&str, Vec<HeldServer>> = BTreeMap::new();
+        for row in rows {
+            if let (Some(host), Some(port)) = (row.addr, row.port) {
+                by_backend
+                    .entry(row.backend.as_str())
+                    .or_default()
+                    .push(HeldServer {
+                        host,
+                        port,
+                        id: row.server_id,
+                        in_service: row.admin_state() != AdminState::Maint,
+                    });
+            }
+        }
+        let mut changed = false;
+        for key in backends {
+            let dynamic = config
+                .backends
+                .get(key)
+                .is_some_and(|b| b.kind == BackendType::Dynamic);
+            if dynamic {
+                let servers = by_backend.get(key.as_str()).map_or(&[][..], Vec::as_slice);
+                changed |= self.observe_backend(key, servers);
+            }
+        }
+        changed
+    }
+
+    fn observe_backend(&mut self, backend_key: &str, servers: &[HeldServer]) -> bool {
         let mut changed = false;
         let mut member_addresses = BTreeSet::new();
         if let Some(members) = self.by_backend.get_mut(backend_key) {
@@ -563,9 +605,10 @@ mod tests {
 
     fn one_dynamic_backend() -> Config {
         let mut config = Config::default();
-        let body = serde_json::from_str(r#"{"type":"dynamic","name":"svc","version":"1"}"#);
-        let backend = crate::aqueduct::validate::backend("be", &body.unwrap()).unwrap();
-        config.backends.insert("be".to_owned(), backend);
+        config.backends.insert(
+            "be".to_owned(),
+            crate::config::Backend::dynamic("be", "svc", "1"),
+        );
         config
     }
 

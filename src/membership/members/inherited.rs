@@ -56,16 +56,12 @@ mod tests {
     /// `(backend, hosts:ports)` inherited from a `show servers state` text.
     fn check_inherited(state: &str, expected: &[(&str, &[&str])]) {
         let mut config = Config::default();
-        for (key, body) in [
-            ("app", r#"{"type":"dynamic","name":"svc","version":"1"}"#),
-            (
-                "fixed",
-                r#"{"type":"static","members":[{"host":"10.0.0.9","port":80}]}"#,
-            ),
+        let fixed = [("10.0.0.9".parse().unwrap(), 80)];
+        for backend in [
+            crate::config::Backend::dynamic("app", "svc", "1"),
+            crate::config::Backend::with_static_members("fixed", &fixed),
         ] {
-            let body = serde_json::from_str(body).unwrap();
-            let backend = crate::aqueduct::validate::backend(key, &body).unwrap();
-            config.backends.insert(key.to_owned(), backend);
+            config.backends.insert(backend.key.clone(), backend);
         }
         let rows = crate::haproxy::stat::parse_servers_state(state).unwrap();
         let inherited: Vec<(String, Vec<String>)> = inherited_from(&config, &rows)
