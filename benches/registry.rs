@@ -9,6 +9,11 @@
 //! The client is a minimal hand-written HTTP/1.1 client on a single-threaded runtime, so that
 //! as much of the machine as possible goes to the server being measured.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

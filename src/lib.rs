@@ -34,8 +34,9 @@
 //!
 //! Entry points to read first: [`registry`] (its module doc has a map), [`aqueduct::controller`]
 //! (the apply pipeline), [`membership::plan`] (the member state machine),
-//! [`membership::manager`] (the loop that applies it), [`haproxy::supervisor`], and
-//! [`app`] (how everything is wired; `thalassa up` is [`app::up`]).
+//! [`membership::manager`] (the loop that applies it), [`membership::members`] (member
+//! identity: server ids, takeover inheritance), [`haproxy::supervisor`], and [`app`] (how
+//! everything is wired; `thalassa up` is [`app::up`]).
 //!
 //! ## Invariants
 //!
@@ -56,7 +57,8 @@
 //!   the new worker after it.
 //! - **Only `haproxy::runtime::RuntimeClient` writes to the admin socket; only the supervisor
 //!   talks to the master CLI; only `aqueduct::controller` changes the live config and only
-//!   `aqueduct::state_file` writes `aqueduct.json`.**
+//!   `aqueduct::state_file` writes `aqueduct.json`.** Opening a Unix socket and starting a
+//!   program are `disallowed-methods` in `clippy.toml`; the few places allowed to say why.
 //! - **Nothing from the network reaches haproxy.cfg or a socket command with a newline or a
 //!   control character** (natives are verbatim single lines; names use HAProxy's charset).
 //! - **A registry outage never removes members**: followers wait and resume (or resync from a
@@ -64,6 +66,29 @@
 //! - **A killed aqueduct costs no request**: its HAProxy keeps serving, and the restarted
 //!   aqueduct takes it over (listening sockets, members and server states) instead of
 //!   replacing it; exactly one HAProxy per data dir remains.
+//!
+//! ## Layers
+//!
+//! Modules import only downward: a module may `use crate::` modules of a lower layer, never
+//! of its own layer or a higher one (`tests/layering.rs` reads every `crate::` path in `src/`
+//! and this table, and fails on an import against it). `main` -> `app` -> the rest.
+//!
+//! | layer | modules | what they are |
+//! |---|---|---|
+//! | 7 | `app` | the wiring: starts and connects every subsystem, the only module that knows them all |
+//! | 6 | `cli` | the flags, and their conversion to each subsystem's options |
+//! | 5 | `aqueduct`, `membership`, `ui` | REST + apply pipeline; live membership; the web UI |
+//! | 4 | `status` | samples, activities and boards that membership writes and the API and UI read |
+//! | 3 | `haproxy`, `registry` | HAProxy (render, runtime API, stats, supervisor); the registry |
+//! | 2 | `config` | the frontend/backend model and balance rules |
+//! | 1 | `auth`, `http_server`, `json_body` | HTTP plumbing shared by the two APIs |
+//! | 0 | `api_error`, `atomic_file`, `background`, `metrics`, `openapi`, `shutdown_signal` | leaves |
+//!
+//! Where two layers must cooperate without importing each other, the lower one states what it
+//! needs as a trait and `app` implements it: membership drives the controller through
+//! [`membership::control_plane::ControlPlane`], the controller keeps membership's members as an
+//! [`aqueduct::member_book::MemberBook`], membership reports to the UI through
+//! [`status::StatusSink`].
 //!
 //! ## Scale-out
 //!

@@ -1,6 +1,10 @@
 //! A rendered config really routes traffic: HAProxy is started on it (plain foreground mode;
 //! reloads belong to the supervisor's tests) in front of two in-process origins.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(clippy::unwrap_used)] // Test code: a panic here is a test failure.
 
 mod aqueduct_support;

@@ -2,6 +2,10 @@
 //! read token, `thalassa register --token`, and an aqueduct following a guarded registry with
 //! `--registry-token`. Refusals are 401/403 JSON with `WWW-Authenticate` and change nothing.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(clippy::unwrap_used)] // Test code: a panic here is a test failure.
 
 mod support;

@@ -6,6 +6,11 @@
 //!
 //! Needs podman, runc, debootstrap and podman-compose (`.ci/run` installs them); under `CI` a
 //! missing one fails the test. Prints its timings (image build, `up` to healthy).
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(clippy::unwrap_used)] // a panic here is a test failure
 
 mod support;

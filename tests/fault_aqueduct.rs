@@ -2,6 +2,11 @@
 //! left running (it is not killed with its parent) and keeps serving; the restarted aqueduct
 //! takes over from it without a gap, restores the members, and exactly one HAProxy remains.
 //! Both as separate processes (registry + aqueduct) and as one `thalassa up` process.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 mod support;

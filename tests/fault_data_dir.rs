@@ -4,6 +4,11 @@
 //! nothing of it is applied (GET shows the old state, HAProxy keeps the running config), and
 //! traffic is unaffected. The registry keeps accepting registrations in memory (heartbeats
 //! must not fail because a snapshot cannot be written) and logs the failed snapshot.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 mod support;

@@ -2,6 +2,11 @@
 //! lifecycle, typed refusals, deletion blocked by a request in flight, batches, injection,
 //! and following the worker across reloads and idle timeouts.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
+
 mod haproxy_support;
 mod support;
 

@@ -1,6 +1,11 @@
 //! The supervisor against a real HAProxy: start, verified reloads, rejected and failed
 //! reloads rolling back, restarts after kill -9, server state across reloads, clean stop.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
+
 mod haproxy_support;
 mod support;
 

@@ -3,6 +3,10 @@
 //! `/openapi.json`, valid and invalid, and fails on any 5xx. Afterwards the process must still
 //! be up, without a panic in its log, and HAProxy must still serve its config.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(clippy::unwrap_used)] // a panic is a test failure
 
 mod support;

@@ -9,6 +9,10 @@
 //!   and the README's commands write to are ignored, and `.ci/run` compares `git status` before
 //!   and after the tests.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(clippy::unwrap_used)] // a panic is a test failure
 
 mod support;

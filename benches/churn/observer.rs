@@ -18,6 +18,11 @@
 //! takes 5-30 ms on a loaded machine, and a probe waiting behind it would add that to the
 //! measured latency.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
+
 use super::members::{MemberTable, Micros, member_id, member_ip, now_us};
 use super::origins::Origins;
 use super::stack::backend_key;

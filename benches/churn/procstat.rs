@@ -3,6 +3,11 @@
 //! A worker that exits is reaped by the master, so its CPU time moves into the master's
 //! `cutime`/`cstime`; summing both keeps HAProxy's total correct across reloads.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
+
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 

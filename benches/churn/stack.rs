@@ -2,6 +2,11 @@
 //! master-worker HAProxy) in a temp dir on loopback ports, with one dynamic backend and one
 //! frontend per service. Stopped by PID (SIGTERM, then SIGKILL) when dropped.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
+
 use super::settings::Membership;
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -35,6 +35,10 @@ pub async fn send(socket: &Path, command: &str) -> Result<String, MasterCliError
     send_with_timeout(socket, command, EXCHANGE_TIMEOUT).await
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the supervisor's master CLI client opens the master socket"
+)]
 async fn send_with_timeout(
     socket: &Path,
     command: &str,

@@ -1,6 +1,10 @@
 //! Shared harness of the aqueduct tests: finding HAProxy (failing under CI when it is missing),
 //! running `haproxy -c`, snapshot files, and the check-only `ConfigTarget`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 #![allow(clippy::unwrap_used)] // Test code: a panic here is a test failure.
 

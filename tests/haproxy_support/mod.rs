@@ -1,6 +1,11 @@
 //! Harness for tests against a real HAProxy: finding the binary (fail under CI, skip
 //! locally), loopback ports from the OS, a tiny origin HTTP server, config text, and waits
 //! with deadlines.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use axum::Router;

@@ -2,6 +2,10 @@
 //! temp data dir and an OS-chosen port, kills it (by PID) on drop, and offers `eventually` waits
 //! with deadlines and a small SSE reader.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 

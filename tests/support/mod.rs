@@ -1,5 +1,10 @@
 //! Shared harness for the integration tests: temp dirs, free ports, child processes killed on
 //! drop, `eventually` waits with a deadline, and a tiny loopback HTTP origin server.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(clippy::unwrap_used)] // a panic in the harness is a test failure
 

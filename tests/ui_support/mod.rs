@@ -1,5 +1,10 @@
 //! Harness for the UI tests: serve a router on loopback, a fake registry, an SSE reader, and a
 //! real headless Chromium driven over WebDriver (chromedriver killed on drop).
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(clippy::unwrap_used)] // a panic in the harness is a test failure
 

@@ -37,6 +37,10 @@ impl EventStream {
 impl RuntimeClient {
     /// Starts streaming the events written to `ring` from now on. Waits for a reload in
     /// progress, so the stream starts on the current worker.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the runtime client opens the admin socket"
+    )]
     pub async fn stream_events(&self, ring: &str) -> Result<EventStream, RuntimeError> {
         let ring = validate_name("ring name", ring)?;
         let _open = self.group.gate.read().await;

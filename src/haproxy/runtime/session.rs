@@ -29,6 +29,10 @@ pub(super) struct ExchangeError {
 
 impl Session {
     /// Connects and switches to prompt mode.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the runtime client opens the admin socket"
+    )]
     pub(super) async fn open(path: &Path) -> io::Result<Session> {
         let stream = UnixStream::connect(path).await?;
         let mut session = Session {

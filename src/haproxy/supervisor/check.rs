@@ -16,6 +16,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the supervisor runs `haproxy -c`"
+)]
 pub(super) async fn check_config(
     settings: &SupervisorSettings,
     config_text: &str,

@@ -19,6 +19,7 @@ pub(super) fn master_socket_arg(settings: &SupervisorSettings) -> String {
 
 /// Starts `haproxy -W -S <run_dir>/master.sock,mode,600 -f <run_dir>/haproxy.cfg`, with
 /// `-x <admin socket>` when it is to take the listening sockets of a running HAProxy.
+#[allow(clippy::disallowed_methods, reason = "the supervisor starts HAProxy")]
 pub(super) fn spawn_master(
     settings: &SupervisorSettings,
     logs: &Arc<LogRing>,
