@@ -12,18 +12,17 @@
 //! the brake holds. Operators confirm removals through the [`crate::status::BrakeBoard`].
 
 use super::control_plane::ControlPlane;
-use super::desired;
 use super::expiry_brake::{BrakeEvent, BrakeSettings, ExpiryBrake};
 use super::fast_lane::{FastLane, LaneDrains};
 use super::health_events::{HealthListener, HealthNews};
+use super::member_sync::MemberSync;
 use super::plan::{Phase, Tracker};
 use super::refusals::Refusals;
-use super::resolver::Resolver;
+use super::resolver::{Lookup, Resolver};
 use super::stats_poller::{StatsPoller, StatsRequest};
 use crate::config::Config;
 use crate::haproxy::runtime::RuntimeClient;
 use crate::registry::feed::FeedItem;
-use crate::registry::model::Registration;
 use crate::status::{Activity, BrakeBoard, DegradedSample, StatusBoard, StatusSink};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,7 +92,10 @@ pub struct ManagerParts {
 }
 
 pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
-    let brake = ExpiryBrake::new(parts.settings.brake.clone());
+    let sync = MemberSync::new(
+        ExpiryBrake::new(parts.settings.brake.clone()),
+        parts.settings.max_members,
+    );
     let brake_board = parts.board.brake().clone();
     // One connection for the manager and its stats poll, opened on the background runtime.
     let background_runtime = parts.runtime.separate();
@@ -145,22 +147,14 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         sink: parts.sink,
         metrics: parts.metrics,
         settings: parts.settings,
-        registrations: BTreeMap::new(),
-        index: desired::ServiceIndex::default(),
-        dirty_services: BTreeSet::new(),
-        all_dirty: true,
-        last_config: None,
+        sync,
         dirty_backends: BTreeSet::new(),
         lane_handled_backends: BTreeSet::new(),
         next_full_round: Instant::now(),
         next_transition_round: Instant::now(),
-        synced_once: false,
-        members_set: BTreeMap::new(),
         published_phases: None,
         tracker: Tracker::default(),
-        brake,
         brake_board,
-        expired: BTreeSet::new(),
         next_stats: Instant::now(),
         reload_due: None,
         refusals: Refusals::default(),
@@ -168,6 +162,38 @@ pub fn spawn(parts: ManagerParts) -> tokio::task::JoinHandle<()> {
         status_board,
     };
     parts.background.spawn(manager.run())
+}
+
+/// Everything the manager's loop reacts to.
+#[derive(Debug)]
+enum Event {
+    /// A registry change (or a snapshot).
+    Feed(FeedItem),
+    /// The registry feed ended: members stay as they are.
+    FeedEnded,
+    /// The frontends and backends changed.
+    ConfigChanged,
+    /// The control plane stopped: the manager exits.
+    Stopped,
+    /// HAProxy was restarted (this many times so far): every member is applied again.
+    Restarted(u64),
+    /// HAProxy reloaded: every backend is observed again.
+    Reloaded,
+    /// An operator confirmed the removal of held members.
+    ConfirmationQueued,
+    /// A joining server passed a check (or events were missed).
+    Health(HealthNews),
+    HealthEnded,
+    /// A DNS name's lookup finished.
+    Resolved(Lookup),
+    /// Nothing happened for a while: a round is due.
+    Tick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
 }
 
 struct Manager {
@@ -188,16 +214,8 @@ struct Manager {
     sink: Option<Arc<dyn StatusSink>>,
     metrics: Arc<MembershipMetrics>,
     settings: ManagerSettings,
-    /// The registry as last seen, by registration id.
-    registrations: BTreeMap<String, Registration>,
-    /// The same registrations by `name@version`.
-    index: desired::ServiceIndex,
-    /// Services whose registrations changed since the last round.
-    dirty_services: BTreeSet<(String, String)>,
-    /// Every service counts as changed (after a snapshot, or before the first round).
-    all_dirty: bool,
-    /// The config the last round worked from (a new one re-examines every backend).
-    last_config: Option<Arc<Config>>,
+    /// The registry side: registrations, the brake, what was handed to the controller.
+    sync: MemberSync,
     /// Backends whose desired members changed and must be observed and planned this round.
     dirty_backends: BTreeSet<String>,
     /// Backends whose desired members changed in ways the fast lane has carried out (new
@@ -208,17 +226,11 @@ struct Manager {
     next_full_round: Instant,
     /// When backends with members joining or leaving are observed again.
     next_transition_round: Instant,
-    synced_once: bool,
-    /// What was last handed to `ControlPlane::set_members_of`, by backend key.
-    members_set: BTreeMap<String, Vec<Registration>>,
     /// The joining and serving servers last told to the controller (`None`: not yet).
     published_phases: Option<(BTreeSet<String>, BTreeSet<String>)>,
     tracker: Tracker,
-    brake: ExpiryBrake,
     /// The degraded backends as the API sees them, and operators' confirmations.
     brake_board: BrakeBoard,
-    /// Registration ids that expired (or vanished in a resync) since the last round.
-    expired: BTreeSet<String>,
     next_stats: Instant,
     /// `MembershipMode::Reload`: when the pending member change is to be reloaded.
     reload_due: Option<Instant>,
@@ -247,48 +259,10 @@ impl Manager {
             } else {
                 SLOW_ROUND
             };
-            let mut fed = false;
-            tokio::select! {
-                item = recv_feed(&mut self.feed) => match item {
-                    Some(item) => {
-                        self.apply_feed(item);
-                        fed = true;
-                    }
-                    None => {
-                        tracing::warn!("the registry feed ended; members stay as they are");
-                        self.feed = None;
-                    }
-                },
-                changed = self.config_rx.changed() => {
-                    if changed.is_err() {
-                        tracing::info!("the aqueduct stopped; membership manager exits");
-                        return;
-                    }
-                }
-                _ = self.restarts.changed() => {
-                    let generation = *self.restarts.borrow_and_update();
-                    tracing::warn!(generation, "haproxy restarted; reconciling every member");
-                    self.next_full_round = Instant::now();
-                    self.record("haproxy-restarted", "haproxy", json!({"generation": generation}));
-                }
-                _ = self.reloads.changed() => {
-                    self.reloads.borrow_and_update();
-                    self.next_full_round = Instant::now();
-                }
-                () = self.brake_board.confirmation_queued() => self.confirm_removals(),
-                // Planned at once: a passing check is the one wait a join cannot shorten.
-                news = recv_health(&mut self.health) => match news {
-                    Some(news) => self.on_health(news),
-                    None => self.health = None,
-                },
-                Some(lookup) = self.resolver.finished() => {
-                    // A member's name resolved (or stopped resolving): look at every backend
-                    // (names are rare, lookups every 30 s at most).
-                    if self.resolver.record(lookup, Instant::now()) {
-                        self.all_dirty = true;
-                    }
-                }
-                _ = tokio::time::sleep(wait) => {}
+            let event = self.next_event(wait).await;
+            let fed = matches!(event, Event::Feed(_));
+            if self.handle(event) == Flow::Stop {
+                return;
             }
             // Take everything else already queued: one round for a burst of changes.
             while let Some(item) = self.feed.as_mut().and_then(|f| f.try_recv().ok()) {
@@ -305,6 +279,64 @@ impl Manager {
             last_round = Instant::now();
             self.round(std::mem::take(&mut members_changed)).await;
         }
+    }
+
+    /// Waits for the next thing that happens, or `wait` without anything.
+    async fn next_event(&mut self, wait: Duration) -> Event {
+        tokio::select! {
+            item = recv_feed(&mut self.feed) => item.map_or(Event::FeedEnded, Event::Feed),
+            changed = self.config_rx.changed() => {
+                if changed.is_err() { Event::Stopped } else { Event::ConfigChanged }
+            }
+            _ = self.restarts.changed() => Event::Restarted(*self.restarts.borrow_and_update()),
+            _ = self.reloads.changed() => {
+                self.reloads.borrow_and_update();
+                Event::Reloaded
+            }
+            () = self.brake_board.confirmation_queued() => Event::ConfirmationQueued,
+            news = recv_health(&mut self.health) => news.map_or(Event::HealthEnded, Event::Health),
+            Some(lookup) = self.resolver.finished() => Event::Resolved(lookup),
+            _ = tokio::time::sleep(wait) => Event::Tick,
+        }
+    }
+
+    /// What an event changes before the round that follows it.
+    fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Feed(item) => self.apply_feed(item),
+            Event::FeedEnded => {
+                tracing::warn!("the registry feed ended; members stay as they are");
+                self.feed = None;
+            }
+            Event::Stopped => {
+                tracing::info!("the aqueduct stopped; membership manager exits");
+                return Flow::Stop;
+            }
+            // The round reads the new config (and examines every backend).
+            Event::ConfigChanged | Event::Tick => {}
+            Event::Restarted(generation) => {
+                tracing::warn!(generation, "haproxy restarted; reconciling every member");
+                self.next_full_round = Instant::now();
+                self.record(
+                    "haproxy-restarted",
+                    "haproxy",
+                    json!({"generation": generation}),
+                );
+            }
+            Event::Reloaded => self.next_full_round = Instant::now(),
+            Event::ConfirmationQueued => self.confirm_removals(),
+            // Planned at once: a passing check is the one wait a join cannot shorten.
+            Event::Health(news) => self.on_health(news),
+            Event::HealthEnded => self.health = None,
+            Event::Resolved(lookup) => {
+                // A member's name resolved (or stopped resolving): look at every backend
+                // (names are rare, lookups every 30 s at most).
+                if self.resolver.record(lookup, Instant::now()) {
+                    self.sync.mark_all_dirty();
+                }
+            }
+        }
+        Flow::Continue
     }
 
     /// Plans (or, for the reload baseline, reloads) after `sync_members`; `changed` says
@@ -348,13 +380,8 @@ impl Manager {
     fn confirm_removals(&mut self) {
         let mut events = Vec::new();
         for backend in self.brake_board.take_confirmations() {
-            match self.brake.confirm(&backend) {
-                Ok(event) => {
-                    if let Some(service) = self.brake.service_of(&backend) {
-                        self.dirty_services.insert(service);
-                    }
-                    events.push(event);
-                }
+            match self.sync.confirm_removal(&backend) {
+                Ok(event) => events.push(event),
                 // They registered again in the meantime: nothing left to remove.
                 Err(err) => tracing::info!(backend = %backend, error = %err, "nothing to confirm"),
             }
@@ -413,7 +440,8 @@ impl Manager {
             }
         }
         let degraded: BTreeMap<String, DegradedSample> = self
-            .brake
+            .sync
+            .brake()
             .degraded()
             .into_iter()
             .map(|(key, mark)| {

@@ -7,6 +7,7 @@ pub mod expiry_brake;
 pub mod fast_lane;
 pub mod health_events;
 pub mod manager;
+pub mod member_sync;
 pub mod members;
 pub mod metrics;
 pub mod plan;
