@@ -12,7 +12,7 @@
 //! the brake holds. Operators confirm removals through the [`crate::status::BrakeBoard`].
 
 use super::control_plane::ControlPlane;
-use super::expiry_brake::{BrakeEvent, BrakeSettings, ExpiryBrake};
+use super::expiry_brake::{BrakeSettings, ExpiryBrake};
 use super::fast_lane::{FastLane, LaneDrains};
 use super::health_events::{HealthListener, HealthNews};
 use super::member_sync::MemberSync;
@@ -23,14 +23,15 @@ use super::stats_poller::{StatsPoller, StatsRequest};
 use crate::config::Config;
 use crate::haproxy::runtime::RuntimeClient;
 use crate::registry::feed::FeedItem;
-use crate::status::{Activity, BrakeBoard, DegradedSample, StatusBoard, StatusSink};
+use crate::status::{BrakeBoard, StatusBoard, StatusSink};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 mod reconcile;
+mod report;
 mod sync;
 
 pub use super::metrics::MembershipMetrics;
@@ -375,99 +376,6 @@ impl Manager {
         }
     }
 
-    /// Carries out the removals operators confirmed: the held members are dropped from their
-    /// backends and leave through the normal drain path on this round.
-    fn confirm_removals(&mut self) {
-        let mut events = Vec::new();
-        for backend in self.brake_board.take_confirmations() {
-            match self.sync.confirm_removal(&backend) {
-                Ok(event) => events.push(event),
-                // They registered again in the meantime: nothing left to remove.
-                Err(err) => tracing::info!(backend = %backend, error = %err, "nothing to confirm"),
-            }
-        }
-        if !events.is_empty() {
-            let config = self.controller.config();
-            self.publish_brake(&config, &events);
-        }
-    }
-
-    /// Reports brake events (logs, activity, metrics) and publishes the degraded backends to
-    /// the API's board and the metrics.
-    fn publish_brake(&self, config: &Config, events: &[BrakeEvent]) {
-        for event in events {
-            match event {
-                BrakeEvent::Engaged {
-                    backend,
-                    expired,
-                    members,
-                    held,
-                } => {
-                    tracing::warn!(backend = %backend, expired, members, held = ?held,
-                        "most members expired at once; holding them in service (backend degraded)");
-                    self.metrics.brake_engaged.inc(&[backend]);
-                    self.record(
-                        "degraded",
-                        &format!("backend/{backend}"),
-                        json!({"expired": expired, "members": members, "held": held}),
-                    );
-                }
-                BrakeEvent::Held { backend, member } => {
-                    tracing::warn!(backend = %backend, member = %member,
-                        "member expired while the backend is degraded; holding it");
-                    self.record(
-                        "held",
-                        &format!("backend/{backend}"),
-                        json!({"member": member}),
-                    );
-                }
-                BrakeEvent::Released { backend, member } => {
-                    tracing::info!(backend = %backend, member = %member, "held member registered again");
-                }
-                BrakeEvent::Cleared {
-                    backend,
-                    reason,
-                    dropped,
-                } => {
-                    tracing::info!(backend = %backend, reason = reason.as_str(), removed = ?dropped,
-                        "backend no longer degraded");
-                    self.record(
-                        "degraded-cleared",
-                        &format!("backend/{backend}"),
-                        json!({"reason": reason.as_str(), "removed": dropped}),
-                    );
-                }
-            }
-        }
-        let degraded: BTreeMap<String, DegradedSample> = self
-            .sync
-            .brake()
-            .degraded()
-            .into_iter()
-            .map(|(key, mark)| {
-                let sample = DegradedSample {
-                    since: mark.since_ms,
-                    reason: mark.reason,
-                    held: mark.held,
-                };
-                (key, sample)
-            })
-            .collect();
-        let held: BTreeMap<String, usize> = config
-            .backends
-            .values()
-            .filter(|b| b.kind == crate::config::BackendType::Dynamic)
-            .map(|b| {
-                (
-                    b.key.clone(),
-                    degraded.get(&b.key).map_or(0, |d| d.held.len()),
-                )
-            })
-            .collect();
-        self.metrics.set_held_by_backend(held);
-        self.brake_board.publish(degraded);
-    }
-
     /// The reload-per-change baseline: every member change re-renders and reloads HAProxy,
     /// after `debounce` without further changes (a trailing debounce, like the original's).
     async fn reload_round(&mut self, changed: bool, debounce: Duration) {
@@ -496,36 +404,6 @@ impl Manager {
         };
         if self.stats.try_send(request).is_err() {
             tracing::debug!("stats poller still busy; skipping a sample");
-        }
-    }
-
-    /// Warns (once per change of the count) when `--max-members` leaves registrations out.
-    fn note_left_out(&self, backend: &str, left_out: usize) {
-        let previous = self.metrics.set_left_out(backend, left_out as u64);
-        if previous == left_out as u64 {
-            return;
-        }
-        let max = self.settings.max_members;
-        if left_out > 0 {
-            tracing::warn!(
-                backend,
-                left_out,
-                max,
-                "backend is full (--max-members): registrations left out"
-            );
-        } else {
-            tracing::info!(backend, max, "backend is no longer over --max-members");
-        }
-        self.record(
-            "members-capped",
-            &format!("backend/{backend}"),
-            serde_json::json!({"max": max, "left_out": left_out}),
-        );
-    }
-
-    fn record(&self, verb: &str, object: &str, detail: serde_json::Value) {
-        if let Some(sink) = &self.sink {
-            sink.activity(Activity::now(verb, object, detail));
         }
     }
 }
