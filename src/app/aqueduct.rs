@@ -387,9 +387,10 @@ async fn forward_config(controller: Controller, hub: Hub) {
 }
 
 fn publish_config(controller: &Controller, hub: &Hub) {
+    let rows = controller.read_model();
     hub.config(json!({
-        "frontends": controller.frontend_rows(),
-        "backends": controller.backend_rows(),
+        "frontends": rows.frontends(),
+        "backends": rows.backends(),
     }));
 }
 

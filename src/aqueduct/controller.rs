@@ -11,7 +11,7 @@ mod membership;
 use super::apply_metrics::ApplyMetrics;
 use super::bind_check;
 use super::member_book::{MemberBook, NoMembers};
-use super::rows;
+use super::rows::ReadModel;
 use super::state_file;
 use super::validate::VersionSwitch;
 use crate::api_error::ApiError;
@@ -19,7 +19,6 @@ use crate::config::{Backend, BackendType, Config, Frontend};
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
 use crate::metrics::PromText;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -325,55 +324,12 @@ impl Controller {
         self.shared.events.subscribe()
     }
 
-    /// `GET /frontends`: rows sorted by id.
-    pub fn frontend_rows(&self) -> Vec<Value> {
+    /// The API's rows of the config and members as they are now (see [`ReadModel`]), taken in
+    /// a moment: rows with thousands of members are built after the lock is released, so the
+    /// membership manager and the fast lane never wait for a UI or API read.
+    pub fn read_model(&self) -> ReadModel {
         let live = self.shared.read_live();
-        let config = &live.config;
-        config
-            .frontends
-            .values()
-            .map(|f| rows::frontend_row(f, !config.missing_backends_of(f).is_empty()))
-            .collect()
-    }
-
-    pub fn frontend_row(&self, key: &str) -> Option<Value> {
-        let live = self.shared.read_live();
-        let config = &live.config;
-        let frontend = config.frontends.get(key)?;
-        Some(rows::frontend_row(
-            frontend,
-            !config.missing_backends_of(frontend).is_empty(),
-        ))
-    }
-
-    /// `GET /backends`: rows sorted by id.
-    pub fn backend_rows(&self) -> Vec<Value> {
-        let (config, members) = self.config_and_members();
-        config
-            .backends
-            .values()
-            .map(|b| rows::backend_row(b, &members.registrations(&b.key)))
-            .collect()
-    }
-
-    pub fn backend_row(&self, key: &str) -> Option<Value> {
-        let (config, members) = self.config_and_members();
-        let backend = config.backends.get(key)?;
-        Some(rows::backend_row(backend, &members.registrations(key)))
-    }
-
-    pub fn members_json(&self, key: &str) -> Option<Value> {
-        let (config, members) = self.config_and_members();
-        let backend = config.backends.get(key)?;
-        Some(rows::members_json(backend, &members.registrations(key)))
-    }
-
-    /// A consistent copy of the config and members, taken in a moment: rows with thousands
-    /// of members are built after the lock is released, so the membership manager and the
-    /// fast lane never wait for a UI or API read.
-    fn config_and_members(&self) -> (Arc<Config>, Box<dyn MemberBook>) {
-        let live = self.shared.read_live();
-        (live.config.clone(), live.members.snapshot())
+        ReadModel::new(live.config.clone(), live.members.snapshot())
     }
 
     /// `GET /haproxy/config`: the text HAProxy runs; empty before the first reload.

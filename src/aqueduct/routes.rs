@@ -98,7 +98,7 @@ fn backend_not_found(key: &str) -> ApiError {
 }
 
 async fn list_frontends(State(controller): State<Controller>) -> Response {
-    axum::Json(Value::Array(controller.frontend_rows())).into_response()
+    axum::Json(Value::Array(controller.read_model().frontends())).into_response()
 }
 
 async fn get_frontend(
@@ -107,7 +107,8 @@ async fn get_frontend(
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
     let row = controller
-        .frontend_row(&key)
+        .read_model()
+        .frontend(&key)
         .ok_or_else(|| frontend_not_found(&key))?;
     Ok(axum::Json(row).into_response())
 }
@@ -135,7 +136,7 @@ async fn list_backends(
     State(controller): State<Controller>,
     State(board): State<Option<StatusBoard>>,
 ) -> Response {
-    let mut rows = controller.backend_rows();
+    let mut rows = controller.read_model().backends();
     if let Some(board) = &board {
         for row in &mut rows {
             board.decorate_backend_row(row);
@@ -151,7 +152,8 @@ async fn get_backend(
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
     let mut row = controller
-        .backend_row(&key)
+        .read_model()
+        .backend(&key)
         .ok_or_else(|| backend_not_found(&key))?;
     if let Some(board) = &board {
         board.decorate_backend_row(&mut row);
@@ -166,7 +168,8 @@ async fn get_members(
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
     let mut members = controller
-        .members_json(&key)
+        .read_model()
+        .members(&key)
         .ok_or_else(|| backend_not_found(&key))?;
     if let Some(board) = &board {
         board.decorate_members(&key, &mut members);
@@ -191,7 +194,7 @@ async fn confirm_removal(
     path: KeyPath,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    if controller.backend_row(&key).is_none() {
+    if !controller.config().backends.contains_key(&key) {
         return Err(backend_not_found(&key));
     }
     let nothing_held = || {

@@ -2,9 +2,61 @@
 //! key order. Only the API answers with these; the state file has a format of its own
 //! (`state_file`), so changing what GET returns never changes what is on disk.
 
-use crate::config::{Backend, BackendType, Frontend, Health, Rule};
+use super::member_book::MemberBook;
+use crate::config::{Backend, BackendType, Config, Frontend, Health, Rule};
 use crate::registry::model::Registration;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// The config and the members of dynamic backends at one moment, as the API lists them.
+pub struct ReadModel {
+    config: Arc<Config>,
+    members: Box<dyn MemberBook>,
+}
+
+impl ReadModel {
+    pub fn new(config: Arc<Config>, members: Box<dyn MemberBook>) -> ReadModel {
+        ReadModel { config, members }
+    }
+
+    /// `GET /frontends`: rows sorted by id.
+    pub fn frontends(&self) -> Vec<Value> {
+        self.config
+            .frontends
+            .values()
+            .map(|f| self.frontend_of(f))
+            .collect()
+    }
+
+    pub fn frontend(&self, key: &str) -> Option<Value> {
+        self.config.frontends.get(key).map(|f| self.frontend_of(f))
+    }
+
+    /// `GET /backends`: rows sorted by id.
+    pub fn backends(&self) -> Vec<Value> {
+        self.config
+            .backends
+            .values()
+            .map(|b| backend_row(b, &self.members.registrations(&b.key)))
+            .collect()
+    }
+
+    pub fn backend(&self, key: &str) -> Option<Value> {
+        let backend = self.config.backends.get(key)?;
+        Some(backend_row(backend, &self.members.registrations(key)))
+    }
+
+    /// `GET /backends/{key}/members`.
+    pub fn members(&self, key: &str) -> Option<Value> {
+        let backend = self.config.backends.get(key)?;
+        Some(members_json(backend, &self.members.registrations(key)))
+    }
+
+    fn frontend_of(&self, frontend: &Frontend) -> Value {
+        let waiting = !self.config.missing_backends_of(frontend).is_empty();
+        frontend_row(frontend, waiting)
+    }
+}
 
 /// A frontend's row: `id,_type,key,bind,backend,mode,keepalive,rules,natives`, plus
 /// `waitingForBackend: true` when one of its backends does not exist yet.
