@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -197,6 +197,43 @@ fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// A source of metrics: appends its families to the text.
+pub type MetricsSource = Arc<dyn Fn(&mut PromText) + Send + Sync>;
+
+/// The metrics one `/metrics` route answers with, from every subsystem that registered a
+/// source (the controller's apply pipeline, the supervisor, membership). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct MetricsRegistry {
+    sources: Arc<RwLock<Vec<MetricsSource>>>,
+}
+
+impl MetricsRegistry {
+    pub fn new() -> MetricsRegistry {
+        MetricsRegistry::default()
+    }
+
+    pub fn add(&self, source: MetricsSource) {
+        self.sources
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+    }
+
+    /// The Prometheus text of every source, in the order they were added.
+    pub fn text(&self) -> String {
+        let sources = self
+            .sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut text = PromText::new();
+        for source in sources {
+            source(&mut text);
+        }
+        text.finish()
+    }
 }
 
 /// The response for a `/metrics` route.

@@ -180,7 +180,7 @@ async fn twenty_structural_changes_under_keep_alive_load_fail_no_request() {
         reload_times[CHANGES / 2],
         reload_times[CHANGES - 1]
     );
-    let metrics = controller.metrics_text();
+    let metrics = controller.metrics().text();
     assert!(
         metrics.contains(&format!(
             "thalassa_haproxy_reloads_total{{outcome=\"ok\"}} {}",

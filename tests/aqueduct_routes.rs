@@ -769,7 +769,7 @@ async fn a_failed_reload_rolls_the_whole_batch_back() {
         json!({"bind":"127.77.0.1:18102","backend":"be"}),
     )
     .await;
-    let metrics = api.controller.metrics_text();
+    let metrics = api.controller.metrics().text();
     assert!(
         metrics.contains("thalassa_haproxy_reloads_total{outcome=\"failed\"} 1"),
         "{metrics}"

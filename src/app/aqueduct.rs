@@ -15,6 +15,7 @@ use crate::membership::manager::{
     self, ManagerParts, ManagerSettings, MembershipMetrics, MembershipMode,
 };
 use crate::membership::members;
+use crate::metrics::MetricsRegistry;
 use crate::registry::feed::FeedItem;
 use crate::status::{Activity, StatusBoard};
 use crate::ui::Hub;
@@ -186,11 +187,14 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     let background = crate::background::Background::start()?;
     let board = StatusBoard::new();
     let membership_metrics = Arc::new(MembershipMetrics::default());
+    let metrics = MetricsRegistry::new();
     {
+        let pipeline = controller.clone();
+        metrics.add(Arc::new(move |text| pipeline.metrics().render(text)));
         let supervisor = supervisor.clone();
-        controller.add_metrics_source(Arc::new(move |text| supervisor.metrics().render(text)));
+        metrics.add(Arc::new(move |text| supervisor.metrics().render(text)));
         let membership_metrics = membership_metrics.clone();
-        controller.add_metrics_source(Arc::new(move |text| membership_metrics.render(text)));
+        metrics.add(Arc::new(move |text| membership_metrics.render(text)));
     }
     let background_tasks = vec![
         manager::spawn(ManagerParts {
@@ -225,12 +229,13 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     ];
 
     let registry_url_for_announce = registry_url.clone();
-    let app = routes::router_with_options(controller.clone(), Some(board), common.max_members)
-        .merge(crate::ui::router_with_registry_token(
-            hub.clone(),
-            registry_url,
-            registry_token.as_deref(),
-        ));
+    let app =
+        routes::router_with_metrics(controller.clone(), Some(board), common.max_members, metrics)
+            .merge(crate::ui::router_with_registry_token(
+                hub.clone(),
+                registry_url,
+                registry_token.as_deref(),
+            ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| format!("cannot listen on {listen}: {err}"))?;

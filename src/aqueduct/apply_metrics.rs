@@ -31,6 +31,13 @@ impl Default for ApplyMetrics {
 }
 
 impl ApplyMetrics {
+    /// The pipeline's metrics alone, as Prometheus text.
+    pub fn text(&self) -> String {
+        let mut text = PromText::new();
+        self.render(&mut text);
+        text.finish()
+    }
+
     pub fn render(&self, text: &mut PromText) {
         text.counter_vec(
             "thalassa_haproxy_reloads_total",

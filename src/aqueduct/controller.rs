@@ -18,7 +18,6 @@ use crate::api_error::ApiError;
 use crate::config::{Backend, BackendType, Config, Frontend};
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
-use crate::metrics::PromText;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -146,9 +145,6 @@ impl From<ApplyError> for ApiError {
     }
 }
 
-/// Extra metrics appended to `GET /metrics` (e.g. the supervisor's restart count).
-pub type MetricsSource = Arc<dyn Fn(&mut PromText) + Send + Sync>;
-
 /// What the pipeline did, for the activity log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApplyEvent {
@@ -188,7 +184,6 @@ struct Shared {
     /// Bumped whenever dynamic members change (membership never touches `config_tx`).
     members_tx: watch::Sender<u64>,
     events: tokio::sync::broadcast::Sender<ApplyEvent>,
-    metrics_sources: RwLock<Vec<MetricsSource>>,
     /// The text of the last successful reload. `Live::text` also follows member changes made
     /// at runtime, so only this tells `reload_members` whether HAProxy's config is stale.
     loaded_text: std::sync::Mutex<String>,
@@ -247,7 +242,6 @@ impl Controller {
             config_tx,
             members_tx: watch::channel(0).0,
             events: tokio::sync::broadcast::channel(256).0,
-            metrics_sources: RwLock::new(Vec::new()),
             loaded_text: std::sync::Mutex::new(String::new()),
         });
         let (queue, receiver) = mpsc::unbounded_channel();
@@ -344,30 +338,6 @@ impl Controller {
 
     pub fn metrics(&self) -> &ApplyMetrics {
         &self.shared.metrics
-    }
-
-    pub fn add_metrics_source(&self, source: MetricsSource) {
-        self.shared
-            .metrics_sources
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(source);
-    }
-
-    /// The Prometheus text of `GET /metrics`.
-    pub fn metrics_text(&self) -> String {
-        let mut text = PromText::new();
-        self.shared.metrics.render(&mut text);
-        let sources = self
-            .shared
-            .metrics_sources
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for source in sources {
-            source(&mut text);
-        }
-        text.finish()
     }
 }
 

@@ -8,6 +8,7 @@ use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::config::BackendType;
 use crate::json_body::{JsonBody, MAX_BODY_BYTES};
+use crate::metrics::MetricsRegistry;
 use crate::status::StatusBoard;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
@@ -16,6 +17,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Default of `--max-members`: the most members a static backend may list.
 pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
@@ -28,10 +30,25 @@ pub fn router_with_options(
     board: Option<StatusBoard>,
     max_members: usize,
 ) -> Router {
+    let metrics = MetricsRegistry::new();
+    let pipeline = controller.clone();
+    metrics.add(Arc::new(move |text| pipeline.metrics().render(text)));
+    router_with_metrics(controller, board, max_members, metrics)
+}
+
+/// [`router_with_options`] whose `GET /metrics` answers with every source of `metrics` (the
+/// application registers the controller's, the supervisor's and membership's).
+pub fn router_with_metrics(
+    controller: Controller,
+    board: Option<StatusBoard>,
+    max_members: usize,
+    metrics: MetricsRegistry,
+) -> Router {
     let state = ApiState {
         controller,
         board,
         max_members,
+        metrics,
     };
     Router::new()
         .route("/frontends", get(list_frontends))
@@ -53,7 +70,7 @@ pub fn router_with_options(
             axum::routing::post(confirm_removal),
         )
         .route("/haproxy/config", get(haproxy_config))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(get_metrics))
         .route("/openapi.json", get(crate::openapi::aqueduct))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -68,11 +85,18 @@ struct ApiState {
     board: Option<StatusBoard>,
     /// `--max-members`: most static members one backend may list.
     max_members: usize,
+    metrics: MetricsRegistry,
 }
 
 impl FromRef<ApiState> for Controller {
     fn from_ref(state: &ApiState) -> Controller {
         state.controller.clone()
+    }
+}
+
+impl FromRef<ApiState> for MetricsRegistry {
+    fn from_ref(state: &ApiState) -> MetricsRegistry {
+        state.metrics.clone()
     }
 }
 
@@ -263,8 +287,8 @@ async fn haproxy_config(State(controller): State<Controller>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(controller): State<Controller>) -> Response {
-    crate::metrics::response(controller.metrics_text())
+async fn get_metrics(State(metrics): State<MetricsRegistry>) -> Response {
+    crate::metrics::response(metrics.text())
 }
 
 async fn method_not_allowed() -> ApiError {
