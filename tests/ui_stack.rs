@@ -4,8 +4,8 @@
 //! answering and back when it stops; the version drop-down switches traffic; each of these
 //! leaves an activity entry; the page recovers after the aqueduct restarts.
 //!
-//! Written against the documented behaviour of the wired `thalassa up` (the lead's wiring of the
-//! hub into the control plane).
+//! Written against the documented behaviour of the wired `thalassa up` (`app::aqueduct` wires
+//! the hub into the control plane).
 #![allow(clippy::unwrap_used)]
 
 mod support;
