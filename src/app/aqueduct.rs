@@ -9,7 +9,6 @@ use crate::cli::{AqueductArgs, AqueductCommon};
 use crate::haproxy::ConfigTarget;
 use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use crate::haproxy::supervisor::{Supervisor, SupervisorSettings};
-use crate::membership::control_plane::ControlPlane;
 use crate::membership::expiry_brake::BrakeSettings;
 use crate::membership::manager::{
     self, ManagerParts, ManagerSettings, MembershipMetrics, MembershipMode,
@@ -136,15 +135,17 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         &config,
         &crate::haproxy::supervisor::leftover_servers(&supervisor_settings).await,
     );
-    let mut initial_members = members::DynamicMembers::default();
-    for (key, registrations) in &inherited {
-        initial_members.set(key, registrations.clone());
-    }
     if !inherited.is_empty() {
         tracing::info!(
             members = inherited.iter().map(|(_, r)| r.len()).sum::<usize>(),
             "taking over the members of the haproxy an earlier run left serving"
         );
+    }
+    // The controller keeps this book from the start: HAProxy starts with these members, and so
+    // does every config rendered after.
+    let mut initial_members = members::DynamicMembers::default();
+    for (key, registrations) in inherited {
+        initial_members.set(&key, registrations);
     }
     let supervisor = Arc::new(
         start_haproxy(
@@ -164,11 +165,8 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
             render: render_settings,
         },
         config,
-        Box::new(members::DynamicMembers::default()),
+        Box::new(initial_members),
     );
-    if !inherited.is_empty() {
-        controller.set_members_of(inherited).await;
-    }
     {
         // A dead HAProxy restarts with every current member, so it serves at once.
         let controller = controller.clone();

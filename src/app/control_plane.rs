@@ -74,16 +74,12 @@ impl ControlPlane for Controller {
     fn set_members_of(&self, changes: Vec<(String, Vec<Registration>)>) -> Pending<'_, ()> {
         Box::pin(self.update_members(move |book, _| {
             let Some(members) = dynamic(book) else {
-                return ((), BookChange::default());
+                return BookChange::default();
             };
             for (backend_key, registrations) in changes {
                 members.set(&backend_key, registrations);
             }
-            let change = BookChange {
-                text_stale: true,
-                members_changed: true,
-            };
-            ((), change)
+            BookChange::members()
         }))
     }
 
@@ -93,12 +89,9 @@ impl ControlPlane for Controller {
         rows: &'a [ServerStateRow],
     ) -> Pending<'a, ()> {
         Box::pin(self.update_members(move |book, config| {
-            let changed = dynamic(book).is_some_and(|m| m.observe_rows(config, backends, rows));
-            let change = BookChange {
-                text_stale: changed,
-                members_changed: false,
-            };
-            ((), change)
+            BookChange::rendering(
+                dynamic(book).is_some_and(|m| m.observe_rows(config, backends, rows)),
+            )
         }))
     }
 
@@ -110,11 +103,7 @@ impl ControlPlane for Controller {
                     changed |= members.out_of_service(backend_key, names);
                 }
             }
-            let change = BookChange {
-                text_stale: changed,
-                members_changed: false,
-            };
-            ((), change)
+            BookChange::rendering(changed)
         }))
     }
 
@@ -125,11 +114,7 @@ impl ControlPlane for Controller {
             }
             // Even when the sets look the same: a static member a reload rendered `disabled`
             // was never in them, and is now ready; the served text must say so.
-            let change = BookChange {
-                text_stale: true,
-                members_changed: false,
-            };
-            ((), change)
+            BookChange::rendering(true)
         }))
     }
 

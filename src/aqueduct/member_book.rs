@@ -67,3 +67,21 @@ pub struct BookChange {
     /// The members (as the API lists them) changed: views that show them are told.
     pub members_changed: bool,
 }
+
+impl BookChange {
+    /// Members changed: a new text, and views told.
+    pub fn members() -> BookChange {
+        BookChange {
+            text_stale: true,
+            members_changed: true,
+        }
+    }
+
+    /// Only what a render shows changed (ids, phases, leavers in service), if `changed`.
+    pub fn rendering(changed: bool) -> BookChange {
+        BookChange {
+            text_stale: changed,
+            members_changed: false,
+        }
+    }
+}

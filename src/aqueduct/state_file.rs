@@ -4,7 +4,7 @@
 //! changing what is on disk:
 //! - **version 2** (written): `{"version":2,"frontends":[...],"backends":[...]}`, each entry the
 //!   canonical body a PUT of it would send (no ids, no live members: the registry is their
-//!   source), typed by [`FrontendRecord`] and [`BackendRecord`];
+//!   source), typed by `FrontendRecord` and `BackendRecord` below;
 //! - **version 1** (read): the original Aqueduct's file, rows as its GET returned them
 //!   (`id`, `_type`, registrations as `members` of dynamic backends), which data dirs of
 //!   earlier releases and of the original hold.
@@ -16,7 +16,7 @@
 use super::validate;
 use crate::atomic_file::write_atomic;
 use crate::config::{Backend, Config, Frontend, Health};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -109,55 +109,55 @@ struct StateFile {
 }
 
 /// A frontend on disk (version 2): the fields of its PUT body.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FrontendRecord {
-    pub key: String,
-    pub bind: String,
-    pub backend: String,
-    pub mode: String,
-    pub keepalive: String,
-    pub rules: Vec<RuleRecord>,
-    pub natives: Vec<String>,
+#[derive(Serialize)]
+struct FrontendRecord {
+    key: String,
+    bind: String,
+    backend: String,
+    mode: String,
+    keepalive: String,
+    rules: Vec<RuleRecord>,
+    natives: Vec<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RuleRecord {
+#[derive(Serialize)]
+struct RuleRecord {
     #[serde(rename = "type")]
-    pub kind: String,
+    kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
-    pub operation: String,
-    pub value: String,
-    pub backend: String,
+    header: Option<String>,
+    operation: String,
+    value: String,
+    backend: String,
 }
 
 /// A backend on disk (version 2): the fields of its PUT body; static members as the client
 /// sent them, dynamic ones not at all.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BackendRecord {
-    pub key: String,
+#[derive(Serialize)]
+struct BackendRecord {
+    key: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    pub balance: String,
-    pub host: Option<String>,
-    pub mode: String,
-    pub members: Vec<Map<String, Value>>,
-    pub natives: Vec<String>,
+    version: Option<String>,
+    balance: String,
+    host: Option<String>,
+    mode: String,
+    members: Vec<Map<String, Value>>,
+    natives: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub health: Option<HealthRecord>,
+    health: Option<HealthRecord>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HealthRecord {
-    pub method: String,
-    pub uri: String,
-    pub http_version: String,
-    pub interval: u32,
+struct HealthRecord {
+    method: String,
+    uri: String,
+    http_version: String,
+    interval: u32,
 }
 
 impl From<&Frontend> for FrontendRecord {

@@ -152,16 +152,6 @@ impl DynamicMembers {
         }
     }
 
-    /// What HAProxy holds in `backend_key`: each of its servers, read from `show servers
-    /// state`. HAProxy is the truth about ids: a member whose server exists takes that server's
-    /// id (after a takeover, or a leftover of an earlier run), and the ids of servers that are
-    /// not members are held, those of servers HAProxy no longer has released. It is the truth
-    /// about which leavers are still in service, too. True when what a reload renders changed
-    /// (a member's id, a leaver in service or not: the rendered config is stale then).
-    pub fn observe(&mut self, backend_key: &str, servers: &[HeldServer]) -> bool {
-        self.observe_backend(backend_key, servers)
-    }
-
     /// [`DynamicMembers::observe`] for the dynamic backends of `config` among `backends`, from
     /// `show servers state` rows (a backend HAProxy holds no server of is observed empty).
     /// True when what a reload renders changed.
@@ -193,13 +183,19 @@ impl DynamicMembers {
                 .is_some_and(|b| b.kind == BackendType::Dynamic);
             if dynamic {
                 let servers = by_backend.get(key.as_str()).map_or(&[][..], Vec::as_slice);
-                changed |= self.observe_backend(key, servers);
+                changed |= self.observe(key, servers);
             }
         }
         changed
     }
 
-    fn observe_backend(&mut self, backend_key: &str, servers: &[HeldServer]) -> bool {
+    /// What HAProxy holds in `backend_key`: each of its servers, read from `show servers
+    /// state`. HAProxy is the truth about ids: a member whose server exists takes that server's
+    /// id (after a takeover, or a leftover of an earlier run), and the ids of servers that are
+    /// not members are held, those of servers HAProxy no longer has released. It is the truth
+    /// about which leavers are still in service, too. True when what a reload renders changed
+    /// (a member's id, a leaver in service or not: the rendered config is stale then).
+    pub fn observe(&mut self, backend_key: &str, servers: &[HeldServer]) -> bool {
         let mut changed = false;
         let mut member_addresses = BTreeSet::new();
         if let Some(members) = self.by_backend.get_mut(backend_key) {

@@ -15,15 +15,15 @@ impl Controller {
     /// finished before it returns, and none starts until it has. `change` says what it did:
     /// a stale text is rendered again when next read; changed members notify
     /// [`Controller::subscribe_members`]. Never reloads.
-    pub async fn update_members<R>(
+    pub async fn update_members(
         &self,
-        change: impl FnOnce(&mut dyn MemberBook, &Config) -> (R, BookChange),
-    ) -> R {
+        change: impl FnOnce(&mut dyn MemberBook, &Config) -> BookChange,
+    ) {
         let shared = &self.shared;
         let _guard = shared.apply_lock.lock().await;
         let mut live = shared.write_live();
         let config = live.config.clone();
-        let (result, what) = change(live.members.as_mut(), &config);
+        let what = change(live.members.as_mut(), &config);
         if what.text_stale {
             live.text_stale = true;
         }
@@ -31,7 +31,6 @@ impl Controller {
         if what.members_changed {
             shared.members_tx.send_modify(|generation| *generation += 1);
         }
-        result
     }
 
     /// Reads the member book with the config it renders with, in one moment (no apply lock:
