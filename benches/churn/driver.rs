@@ -54,6 +54,11 @@ impl Registrar {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(IN_FLIGHT)
+            // As `thalassa register` does: an idle connection is dropped before the registry
+            // closes it (`--header-read-timeout`), so a request never races that close. Without
+            // it a connection pooled during the start-up burst and reused 10 s later failed
+            // one churn_quick run ("1 registry errors", CI on 2026-12-07).
+            .pool_idle_timeout(thalassa::registry::register::POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|err| format!("http client: {err}"))?;
         Ok(Registrar {
@@ -133,13 +138,8 @@ impl Registrar {
             };
             let url = this.url(id, backend);
             this.lock().leaving(id, now_us());
-            let ok =
-                matches!(this.http.delete(&url).send().await, Ok(r) if r.status().is_success());
-            if !ok {
-                this.counters
-                    .registry_errors
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            let answer = this.http.delete(&url).send().await;
+            this.count_error(&url, "DELETE", &answer);
         }))
     }
 
@@ -163,16 +163,29 @@ impl Registrar {
     }
 
     async fn post(&self, url: &str, seconds: f64) -> bool {
-        let ok = matches!(
-            self.http.post(url).json(&json!({"secondsToExpire": seconds})).send().await,
-            Ok(r) if r.status().is_success()
-        );
-        if !ok {
-            self.counters
-                .registry_errors
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        ok
+        let body = json!({"secondsToExpire": seconds});
+        let answer = self.http.post(url).json(&body).send().await;
+        self.count_error(url, "POST", &answer)
+    }
+
+    /// True when the registry answered 2xx; otherwise counts the error and says what it was
+    /// (a smoke run that fails on registry errors then shows why).
+    fn count_error(
+        &self,
+        url: &str,
+        method: &str,
+        answer: &Result<reqwest::Response, reqwest::Error>,
+    ) -> bool {
+        let failure = match answer {
+            Ok(response) if response.status().is_success() => return true,
+            Ok(response) => format!("answered {}", response.status()),
+            Err(err) => format!("{err:?}"),
+        };
+        self.counters
+            .registry_errors
+            .fetch_add(1, Ordering::Relaxed);
+        eprintln!("churn driver: {method} {url}: {failure}");
+        false
     }
 }
 
