@@ -4,6 +4,7 @@
 use crate::auth::AuthPolicy;
 use crate::http_server::ServeLimits;
 use crate::registry::handle::RegistryConfig;
+use crate::registry::redis_store::StoreUrl;
 use crate::registry::register::RegisterOptions;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -48,10 +49,19 @@ pub struct RegistryArgs {
     /// existing ones still work.
     #[arg(long, env = "THALASSA_MAX_REGISTRATIONS", default_value_t = DEFAULT_MAX_REGISTRATIONS)]
     pub max_registrations: usize,
+    /// A shared store for a cluster of registry nodes: `redis://HOST:PORT[/DB]` or
+    /// `redis+sentinel://H1:P1,H2:P2/MASTER[/DB]` (Redis 7 or Valkey). Without it the
+    /// registry keeps its registrations itself (snapshot file in --data-dir).
+    #[arg(long, env = "THALASSA_STORE", value_parser = parse_store_url)]
+    pub store: Option<StoreUrl>,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
     pub http: HttpLimitsArgs,
+}
+
+fn parse_store_url(text: &str) -> Result<StoreUrl, String> {
+    StoreUrl::parse(text).map_err(|err| err.reason)
 }
 
 /// Timeouts of an HTTP listener (see `http_server`).

@@ -120,15 +120,21 @@ async fn over_http_waits_for_a_registry_that_is_not_up_yet() {
 async fn in_process_follower_sees_snapshot_then_changes() {
     let registry = thalassa::registry::Registry::open(RegistryConfig::default()).unwrap();
     let key = RegistrationKey::parse("svc", "1", "127.0.0.1", "80").unwrap();
-    registry.register(key.clone(), Map::new(), Duration::from_secs(60));
+    registry
+        .register(key.clone(), Map::new(), Duration::from_secs(60))
+        .await
+        .unwrap();
     let mut feed = follow::in_process(registry.clone());
     match next(&mut feed).await {
         FeedItem::Snapshot { registrations, .. } => assert_eq!(registrations.len(), 1),
         other => panic!("{other:?}"),
     }
     // A heartbeat is not an event; a deletion is.
-    registry.register(key.clone(), Map::new(), Duration::from_secs(60));
-    assert!(registry.deregister(&key.id()));
+    registry
+        .register(key.clone(), Map::new(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(registry.deregister(&key.id()).await.unwrap());
     match next(&mut feed).await {
         FeedItem::Event {
             event: RegistryEvent::Offline { id, .. },
@@ -187,12 +193,15 @@ async fn a_follower_that_lags_is_resynchronised_by_a_snapshot() {
             RegistrationKey::parse("lag", "1", "127.0.0.1", &(1 + n % 3000).to_string()).unwrap();
         let mut meta = Map::new();
         meta.insert("n".into(), n.into());
-        registry.register(key, meta, Duration::from_secs(60));
+        registry
+            .register(key, meta, Duration::from_secs(60))
+            .await
+            .unwrap();
         if n % 7 == 0 {
             let gone =
                 RegistrationKey::parse("lag", "1", "127.0.0.1", &(1 + (n * 13) % 3000).to_string())
                     .unwrap();
-            registry.deregister(&gone.id());
+            registry.deregister(&gone.id()).await.unwrap();
         }
     }
     let final_seq = match registry.subscribe(None).recv().await {
@@ -215,6 +224,8 @@ async fn a_follower_that_lags_is_resynchronised_by_a_snapshot() {
     assert!(snapshots >= 1, "the lag was not reported with a snapshot");
     let expected: BTreeMap<String, String> = registry
         .list(&thalassa::registry::ListFilter::all())
+        .await
+        .unwrap()
         .into_iter()
         .map(|r| {
             (

@@ -4,6 +4,7 @@
 
 use crate::BoxError;
 use crate::cli::RegistryArgs;
+use crate::registry::redis_store::RedisStore;
 use crate::registry::handle::Registry;
 use crate::registry::local_ip::first_non_loopback_ipv4;
 use crate::registry::model::RegistrationKey;
@@ -83,7 +84,16 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
     let local_addr = listener.local_addr()?;
-    let registry = Registry::open(args.registry_config())?;
+    let registry = match &args.store {
+        None => Registry::open(args.registry_config())?,
+        Some(url) => {
+            let config = args.registry_config();
+            let store = RedisStore::connect(url.clone(), config.retained_events)
+                .await
+                .map_err(|err| format!("--store {url}: {err}"))?;
+            Registry::with_store(store, config)
+        }
+    };
 
     let self_key = RegistrationKey::parse(
         "thalassa",
@@ -95,7 +105,12 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
     let self_id = self_key.id();
     // Registered before the first request is served, so no client ever sees the registry
     // without its own registration.
-    registry.register(self_key.clone(), self_meta(), SELF_LEASE);
+    if let Err(err) = registry
+        .register(self_key.clone(), self_meta(), SELF_LEASE)
+        .await
+    {
+        tracing::warn!(error = %err, "cannot announce the registry itself yet");
+    }
 
     let policy = args.auth.policy()?;
     crate::auth::warn_if_exposed("registry", local_addr, &policy);
@@ -164,7 +179,9 @@ async fn refresh_self(registry: Registry, key: RegistrationKey, stop: Cancellati
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(SELF_REFRESH_EVERY) => {}
         }
-        registry.register(key.clone(), self_meta(), SELF_LEASE);
+        if let Err(err) = registry.register(key.clone(), self_meta(), SELF_LEASE).await {
+            tracing::warn!(error = %err, "cannot renew the registry's own registration");
+        }
     }
 }
 

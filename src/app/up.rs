@@ -10,6 +10,8 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         data_dir: args.common.data_dir.join("registry"),
         default_secs_to_expire: args.default_secs_to_expire,
         max_registrations: args.max_registrations,
+        // `thalassa up` is the single-node stack: its registry keeps its own registrations.
+        store: None,
         auth: args.common.auth.clone(),
         http: args.common.http.clone(),
     })

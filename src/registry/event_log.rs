@@ -50,7 +50,13 @@ impl EventLog {
 
     /// Numbers, retains and broadcasts one event.
     pub fn push(&mut self, event: RegistryEvent) {
-        self.seq += 1;
+        self.push_at(self.seq + 1, event);
+    }
+
+    /// Appends `event` numbered `seq`, which must be above every number issued so far (the
+    /// caller checks).
+    pub fn push_at(&mut self, seq: u64, event: RegistryEvent) {
+        self.seq = seq;
         let item = FeedItem::Event {
             seq: self.seq,
             event,
@@ -65,6 +71,12 @@ impl EventLog {
         let _ = self.live.send(item);
     }
 
+    /// Sends `item` to live receivers without retaining it (a snapshot after a reset: a
+    /// resuming follower gets one from the store instead).
+    pub fn announce(&self, item: FeedItem) {
+        let _ = self.live.send(item);
+    }
+
     /// A live receiver; create it under the same lock as the backlog so nothing falls between.
     pub fn receiver(&self) -> broadcast::Receiver<FeedItem> {
         self.live.subscribe()
@@ -76,8 +88,17 @@ impl EventLog {
         if last_seen < self.floor || last_seen > self.seq {
             return None;
         }
-        let missed = (self.seq - last_seen) as usize;
-        let skip = self.retained.len().saturating_sub(missed);
+        // Numbers need not be consecutive (a shared store's stream ids are not): resume only
+        // right after the floor or after an item this log holds.
+        let skip = if last_seen == self.floor {
+            0
+        } else {
+            let at = self.retained.partition_point(|item| item.seq() < last_seen);
+            if self.retained.get(at).map(FeedItem::seq) != Some(last_seen) {
+                return None;
+            }
+            at + 1
+        };
         Some(self.retained.iter().skip(skip).cloned().collect())
     }
 }
@@ -123,6 +144,20 @@ mod tests {
         check(&fresh, 100, Some(vec![]));
         check(&fresh, 99, None);
         check(&fresh, 101, None);
+    }
+
+    #[test]
+    fn resume_with_gaps_in_the_numbering() {
+        let mut log = EventLog::new(100, 3);
+        for seq in [110, 120, 130, 140] {
+            log.push_at(seq, offline(seq as u32));
+        }
+        // Retains 120, 130, 140; the floor is 110.
+        check(&log, 110, Some(vec![120, 130, 140]));
+        check(&log, 130, Some(vec![140]));
+        check(&log, 140, Some(vec![]));
+        check(&log, 125, None);
+        check(&log, 100, None);
     }
 
     #[test]

@@ -1,74 +1,42 @@
-//! The expiry driver: sleeps until the store's earliest deadline and removes everything due, so
-//! a registration disappears within a few milliseconds of its deadline, however many expire at
-//! once. A new earlier deadline wakes it early; it also re-checks every second so a wall-clock
-//! jump cannot leave it sleeping on a stale deadline.
+//! The expiry driver and the stall hold.
 //!
-//! A registry that was itself stalled (SIGSTOP, a frozen VM, a suspended host) wakes up to
-//! find leases that ran out while it could not receive a single heartbeat: that is the
-//! registry's outage, not the services'. After a stall, registrations that fell due during it
-//! are held for one lease length (the longest such lease, capped) so heartbeating services can
-//! refresh them; whatever is not refreshed by then expires as usual. A restart from the
-//! snapshot is the same situation (nobody could heartbeat while no registry ran): leases that
-//! ran out while it was down are held the same way from the start.
+//! The driver asks the store for one expiry round, then sleeps until the round's
+//! `next_deadline` (at most a second, so a wall-clock jump or another node's change cannot
+//! leave it sleeping on a stale deadline); a new earlier deadline wakes it early. The store
+//! removes everything due, so a registration disappears within a few milliseconds of its
+//! deadline, however many expire at once.
+//!
+//! A registry that was itself stalled (SIGSTOP, a frozen VM, a suspended host, a store that
+//! stopped answering, a failover) wakes up to find leases that ran out while it could not
+//! receive a single heartbeat: that is the registry's outage, not the services'. Rounds run at
+//! least every second, so a gap of more than [`STALL_GAP_MS`] between two rounds is a stall.
+//! After one, registrations that fell due during it are held for one lease length (capped at
+//! [`MAX_HOLD_MS`]) so heartbeating services can refresh them; whatever is not refreshed by
+//! then expires as usual. A restart from the snapshot is the same situation (nobody could
+//! heartbeat while no registry ran). [`StallHold`] is that rule for the in-memory store; the
+//! Redis store applies the same rule inside its expiry function, on the store's clock and the
+//! round gap of the whole cluster (see `redis_store::functions`).
 
 use super::clock::now_ms;
 use super::handle::Registry;
-use super::store::Lease;
 use std::time::Duration;
 
 /// Longest single sleep, whatever the next deadline.
-const MAX_SLEEP: Duration = Duration::from_secs(1);
-/// A wake-up this much later than planned means the registry itself was not running.
-const STALL_MS: u64 = 3_000;
+pub const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// A gap this long between two expiry rounds means the registry (or its store) was not
+/// running: rounds are at most [`MAX_SLEEP`] apart, so this is three seconds late.
+pub const STALL_GAP_MS: u64 = 4_000;
 /// Longest hold after a stall, whatever the leases.
-const MAX_HOLD_MS: u64 = 300_000;
+pub const MAX_HOLD_MS: u64 = 300_000;
 
-pub(crate) async fn drive(registry: Registry, after_downtime: bool) {
+pub(crate) async fn drive(registry: Registry) {
     let closing = registry.closing();
-    let mut last_run = now_ms();
-    let mut planned_wake = last_run;
-    // After a stall: (when it began, until when registrations due since then are held).
-    let mut hold: Option<(u64, u64)> = None;
-    if after_downtime {
-        // Everything overdue in the snapshot ran out while no registry ran.
-        let until = hold_after_stall(&registry.leases(), 0, last_run);
-        if until > last_run {
-            tracing::warn!(
-                hold_ms = until - last_run,
-                "leases ran out while the registry was down; they get a grace to be refreshed"
-            );
-            hold = Some((0, until));
-        }
-    }
     loop {
-        let now = now_ms();
-        if now > planned_wake.saturating_add(STALL_MS) {
-            let held = hold_after_stall(&registry.leases(), last_run, now);
-            tracing::warn!(
-                stalled_ms = now - last_run,
-                hold_ms = held.saturating_sub(now),
-                "the registry was stalled; leases that ran out meanwhile get a grace to be refreshed"
-            );
-            hold = Some((last_run, held));
-        }
-        match hold {
-            Some((stall_began, until)) if now < until => {
-                registry.expire_due(stall_began);
-            }
-            _ => {
-                hold = None;
-                registry.expire_due(now);
-            }
-        }
-        let next = registry.next_deadline();
-        let sleep = match hold {
-            // Held deadlines are due already: wake for the end of the hold instead.
-            Some((_, until)) => Duration::from_millis(until.saturating_sub(now)).min(MAX_SLEEP),
-            None => sleep_until_next(next, now),
+        let sleep = match registry.expire_round().await {
+            Some(next) => sleep_until_next(next, now_ms()),
+            // The store did not answer: try again soon, nothing was removed.
+            None => Duration::from_millis(200),
         };
-        // Measured after the work: a long expiry round is not a stall.
-        last_run = now_ms();
-        planned_wake = last_run + sleep.as_millis() as u64;
         tokio::select! {
             _ = closing.cancelled() => return,
             _ = registry.expiry_wake().notified() => {}
@@ -77,20 +45,82 @@ pub(crate) async fn drive(registry: Registry, after_downtime: bool) {
     }
 }
 
-/// Until when (epoch ms) registrations that fell due during a stall from `began` to `now` are
-/// held: one lease length (`expiresAt - lastKnown`, the longest among them) from `now`, at
-/// most [`MAX_HOLD_MS`].
-fn hold_after_stall(leases: &[Lease], began: u64, now: u64) -> u64 {
-    let longest = leases
-        .iter()
-        .filter(|lease| lease.expires_at > began && lease.expires_at <= now)
-        .map(|lease| lease.expires_at.saturating_sub(lease.last_known))
-        .max()
-        .unwrap_or(0);
-    now + longest.min(MAX_HOLD_MS)
+/// The stall rule for one store: the time of the last round and the hold in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StallHold {
+    /// Epoch ms of the end of the last round; `None` before the first one.
+    last_round: Option<u64>,
+    /// `(stall began, held until)`.
+    hold: Option<(u64, u64)>,
 }
 
-/// How long to sleep before the deadline `next` (epoch ms) is due at `now` (epoch ms).
+/// What a round may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoff {
+    /// Remove registrations due at or before this (epoch ms).
+    pub due_by: u64,
+    /// A hold is in force until this (epoch ms).
+    pub held_until: Option<u64>,
+}
+
+impl StallHold {
+    /// After a restart from a snapshot: everything that ran out since the epoch ran out while
+    /// no registry ran.
+    pub fn after_downtime() -> Self {
+        StallHold {
+            last_round: Some(0),
+            hold: None,
+        }
+    }
+
+    /// Decides what the round starting at `now` may remove. `longest_lease(began, now)` is
+    /// the longest lease (`expiresAt - lastKnown`) among registrations due in `(began, now]`;
+    /// it is only asked after a stall.
+    pub fn begin_round(&mut self, now: u64, longest_lease: impl FnOnce(u64, u64) -> u64) -> Cutoff {
+        if let Some(last) = self.last_round
+            && now.saturating_sub(last) > STALL_GAP_MS
+        {
+            // A hold already in force keeps its (earlier) start.
+            let began = self.hold.map_or(last, |(began, _)| began.min(last));
+            let until = now + longest_lease(began, now).min(MAX_HOLD_MS);
+            if until > now {
+                if last == 0 {
+                    tracing::warn!(
+                        hold_ms = until - now,
+                        "leases ran out while the registry was down; they get a grace to be refreshed"
+                    );
+                } else {
+                    tracing::warn!(
+                        stalled_ms = now - last,
+                        hold_ms = until - now,
+                        "the registry was stalled; leases that ran out meanwhile get a grace to be refreshed"
+                    );
+                }
+                self.hold = Some((began, until));
+            }
+        }
+        match self.hold {
+            Some((began, until)) if now < until => Cutoff {
+                due_by: began,
+                held_until: Some(until),
+            },
+            _ => {
+                self.hold = None;
+                Cutoff {
+                    due_by: now,
+                    held_until: None,
+                }
+            }
+        }
+    }
+
+    /// Marks the end of a round (measured after the work: a long round is not a stall).
+    pub fn end_round(&mut self, now: u64) {
+        self.last_round = Some(now);
+    }
+}
+
+/// How long to sleep before `next` (epoch ms) at `now` (epoch ms).
 fn sleep_until_next(next: Option<u64>, now: u64) -> Duration {
     match next {
         // Due already (the store removed everything due, so only a racing upsert gets here).
@@ -121,29 +151,40 @@ mod tests {
         check(Some(100_000), 100, 1000);
     }
 
-    fn lease(last_known: u64, expires_at: u64) -> Lease {
-        Lease {
-            id: format!("/svc/1/10.0.0.1/{expires_at}"),
-            expires_at,
-            last_known,
+    #[test]
+    fn rounds_a_second_apart_never_hold() {
+        let mut hold = StallHold::default();
+        for now in (1_000..20_000).step_by(1_000) {
+            let cutoff = hold.begin_round(now, |_, _| panic!("no stall"));
+            assert_eq!(cutoff, Cutoff { due_by: now, held_until: None });
+            hold.end_round(now);
         }
     }
 
-    fn check_hold(leases: &[Lease], began: u64, now: u64, expected_until: u64) {
-        assert_eq!(hold_after_stall(leases, began, now), expected_until);
+    #[test]
+    fn a_stall_holds_for_the_longest_lease_then_releases() {
+        let mut hold = StallHold::default();
+        hold.end_round(1_000);
+        // Stalled from 1_000 to 61_000; the longest lease due meanwhile is 20 s.
+        let cutoff = hold.begin_round(61_000, |began, now| {
+            assert_eq!((began, now), (1_000, 61_000));
+            20_000
+        });
+        assert_eq!(cutoff, Cutoff { due_by: 1_000, held_until: Some(81_000) });
+        hold.end_round(61_000);
+        let cutoff = hold.begin_round(62_000, |_, _| panic!("no new stall"));
+        assert_eq!(cutoff.due_by, 1_000);
+        hold.end_round(62_000);
+        hold.end_round(80_500);
+        assert_eq!(hold.begin_round(81_000, |_, _| 0).held_until, None);
     }
 
     #[test]
-    fn holds_for_the_longest_lease_that_ran_out_during_the_stall() {
-        // Stalled from 1_000 to 61_000: 5 s and 20 s leases ran out meanwhile.
-        let leases = [
-            lease(0, 5_000),
-            lease(10_000, 30_000),
-            lease(0, 500),          // due before the stall: not held
-            lease(60_000, 660_000), // not due yet
-        ];
-        check_hold(&leases, 1_000, 61_000, 81_000);
-        check_hold(&[], 1_000, 61_000, 61_000);
-        check_hold(&[lease(0, 900_000)], 1_000, 950_000, 950_000 + MAX_HOLD_MS);
+    fn holds_are_capped_and_nothing_due_means_no_hold() {
+        let mut hold = StallHold::default();
+        hold.end_round(1_000);
+        assert_eq!(hold.begin_round(950_000, |_, _| 900_000).held_until, Some(950_000 + MAX_HOLD_MS));
+        let mut idle = StallHold::after_downtime();
+        assert_eq!(idle.begin_round(61_000, |_, _| 0), Cutoff { due_by: 61_000, held_until: None });
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub const FOLLOWER_BUFFER: usize = 1024;
 
 pub(crate) fn forward(
-    subscription: Subscription,
+    last_seen: Option<u64>,
     store: Arc<dyn RegistrationStore>,
     closing: CancellationToken,
     count: SubscriberCount,
@@ -24,17 +24,26 @@ pub(crate) fn forward(
         let _count = count;
         tokio::select! {
             _ = closing.cancelled() => {}
-            _ = run(subscription, store, tx) => {}
+            _ = run(last_seen, store, tx) => {}
         }
     });
     rx
 }
 
 async fn run(
-    subscription: Subscription,
+    last_seen: Option<u64>,
     store: Arc<dyn RegistrationStore>,
     tx: mpsc::Sender<FeedItem>,
 ) {
+    // The in-memory store answers at once; a shared one first catches its local copy up.
+    let subscription = match store.subscribe(last_seen).await {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            // Ending the stream makes the follower reconnect (possibly to another node).
+            tracing::warn!(error = %err, "cannot start a registry follower");
+            return;
+        }
+    };
     let Subscription {
         backlog,
         mut covered_seq,
@@ -52,7 +61,8 @@ async fn run(
             received = live.recv() => received,
         };
         let item = match received {
-            Ok(item) if item.seq() <= covered_seq => continue,
+            // A snapshot always passes: after a store failover it may restart numbering.
+            Ok(item) if item.seq() <= covered_seq && !item.is_snapshot() => continue,
             Ok(item) => item,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(

@@ -59,6 +59,10 @@ pub enum FeedItem {
 }
 
 impl FeedItem {
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self, FeedItem::Snapshot { .. })
+    }
+
     pub fn seq(&self) -> u64 {
         match self {
             FeedItem::Snapshot { seq, .. } | FeedItem::Event { seq, .. } => *seq,

@@ -10,8 +10,10 @@ use super::meter::{Meter, TICK_INTERVAL};
 use super::model::{Registration, RegistrationKey};
 use super::record::RegistrationRecord;
 use super::snapshot::{self, Loaded};
-use super::status::{MemoryUsage, Stats, Status, ThalassaStats, resident_bytes};
-use super::store::{Lease, ListFilter, RegistrationStore, StoreExport, UpsertOutcome};
+use super::status::{MemoryUsage, Stats, Status, StoreStatus, ThalassaStats, resident_bytes};
+use super::store::{
+    Freshness, Lease, ListFilter, RegistrationStore, StoreError, StoreExport, UpsertOutcome,
+};
 use super::telemetry::Counters;
 use super::{event_log, fanout, ttl};
 use crate::api_error::ApiError;
@@ -102,21 +104,16 @@ impl Registry {
             })?;
             restore(&store, snapshot::load(dir, now), now);
         }
-        Ok(Self::start(Arc::new(store), config, true))
+        Ok(Self::start(Arc::new(store), config))
     }
 
-    /// A registry over any store (e.g. a shared one); nothing is loaded from disk.
+    /// A registry over any store (e.g. a shared one); nothing is loaded from disk, and a
+    /// shared store writes no snapshot file (it keeps its own durability).
     pub fn with_store(store: Arc<dyn RegistrationStore>, config: RegistryConfig) -> Registry {
-        Self::start(store, config, false)
+        Self::start(store, config)
     }
 
-    /// `after_downtime`: the store holds what an earlier run left, so leases that ran out
-    /// while no registry ran get a grace (see [`expiry`]).
-    fn start(
-        store: Arc<dyn RegistrationStore>,
-        config: RegistryConfig,
-        after_downtime: bool,
-    ) -> Registry {
+    fn start(store: Arc<dyn RegistrationStore>, config: RegistryConfig) -> Registry {
         let registry = Registry {
             inner: Arc::new(Inner {
                 store,
@@ -133,10 +130,10 @@ impl Registry {
             }),
         };
         let mut tasks = vec![
-            tokio::spawn(expiry::drive(registry.clone(), after_downtime)),
+            tokio::spawn(expiry::drive(registry.clone())),
             tokio::spawn(tick_meter(registry.clone())),
         ];
-        if registry.inner.config.data_dir.is_some() {
+        if registry.writes_snapshots() {
             tasks.push(tokio::spawn(write_snapshots(registry.clone())));
         }
         registry.lock_tasks().extend(tasks);
@@ -153,7 +150,11 @@ impl Registry {
 
     /// Applies a `POST /registrations/...` body: it must be a JSON object (or empty) and becomes
     /// the meta; its `secondsToExpire` sets the lease. Invalid input changes nothing.
-    pub fn post(&self, key: RegistrationKey, body: Value) -> Result<UpsertOutcome, ApiError> {
+    pub async fn post(
+        &self,
+        key: RegistrationKey,
+        body: Value,
+    ) -> Result<UpsertOutcome, ApiError> {
         let meta = match body {
             Value::Object(meta) => meta,
             Value::Null => Map::new(),
@@ -166,7 +167,7 @@ impl Registry {
         };
         let lease = ttl::lease_duration(&meta, self.inner.config.default_ttl)?;
         self.check_capacity(&key)?;
-        Ok(self.register(key, meta, lease))
+        self.register(key, meta, lease).await.map_err(store_unavailable)
     }
 
     /// Refuses a new registration when the registry is full. Concurrent POSTs may overshoot
@@ -187,32 +188,40 @@ impl Registry {
     }
 
     /// Creates or refreshes a registration for `lease` from now. `meta` replaces the old one.
-    pub fn register(
+    pub async fn register(
         &self,
         key: RegistrationKey,
         meta: Map<String, Value>,
         lease: Duration,
-    ) -> UpsertOutcome {
-        let now = now_ms();
-        let expires_at = now.saturating_add(lease.as_millis().min(u64::MAX as u128) as u64);
-        let upserted = self.inner.store.upsert(key, meta, now, expires_at);
+    ) -> Result<UpsertOutcome, StoreError> {
+        let upserted = self
+            .inner
+            .store
+            .upsert(key, meta, lease)
+            .await
+            .inspect_err(|_| self.inner.counters.store_errors.inc())?;
         if upserted.earliest_deadline_changed {
             self.inner.expiry_wake.notify_one();
         }
         self.inner.counters.count_post(upserted.outcome);
         self.inner.meter.mark();
         self.inner.dirty.store(true, Ordering::Relaxed);
-        upserted.outcome
+        Ok(upserted.outcome)
     }
 
     /// Deletes a registration; returns whether it existed.
-    pub fn deregister(&self, id: &str) -> bool {
-        let existed = self.inner.store.remove(id);
+    pub async fn deregister(&self, id: &str) -> Result<bool, StoreError> {
+        let existed = self
+            .inner
+            .store
+            .remove(id)
+            .await
+            .inspect_err(|_| self.inner.counters.store_errors.inc())?;
         self.inner.counters.count_delete(existed);
         if existed {
             self.inner.dirty.store(true, Ordering::Relaxed);
         }
-        existed
+        Ok(existed)
     }
 
     /// Counts a refused POST (for `thalassa_registry_posts_total{outcome="rejected"}`).
@@ -221,24 +230,32 @@ impl Registry {
     }
 
     /// Registrations matching `filter`, sorted by id.
-    pub fn list(&self, filter: &ListFilter) -> Vec<Registration> {
-        self.inner
-            .store
-            .list(filter)
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Registration>, StoreError> {
+        Ok(self
+            .list_records(filter)
+            .await?
             .iter()
             .map(RegistrationRecord::to_registration)
-            .collect()
+            .collect())
     }
 
     /// Like [`Registry::list`], as compact records (the HTTP listing writes JSON from these
     /// without building full values).
-    pub fn list_records(&self, filter: &ListFilter) -> Vec<RegistrationRecord> {
-        self.inner.store.list(filter)
+    pub async fn list_records(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<RegistrationRecord>, StoreError> {
+        self.inner.store.list(filter).await
     }
 
     /// Every registration's absolute expiry and `lastKnown` (epoch ms), sorted by id.
-    pub fn leases(&self) -> Vec<Lease> {
-        self.inner.store.leases()
+    pub async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.inner.store.leases().await
+    }
+
+    /// How current this node's view of the store is.
+    pub fn freshness(&self) -> Freshness {
+        self.inner.store.freshness()
     }
 
     pub fn len(&self) -> usize {
@@ -254,9 +271,8 @@ impl Registry {
     /// far behind gets a fresh `Snapshot` instead of silently missing events. The channel
     /// closes when the registry shuts down.
     pub fn subscribe(&self, last_seen: Option<u64>) -> mpsc::Receiver<FeedItem> {
-        let subscription = self.inner.store.subscribe(last_seen);
         fanout::forward(
-            subscription,
+            last_seen,
             self.inner.store.clone(),
             self.inner.shutdown.clone(),
             SubscriberCount(self.clone()),
@@ -280,14 +296,21 @@ impl Registry {
                     registrations_per_second: self.inner.meter.read(now),
                 },
             },
+            store: self.inner.store.shared_kind().map(|kind| StoreStatus {
+                kind,
+                stale_ms: self.inner.store.freshness().stale_ms,
+            }),
         }
     }
 
     /// The `GET /metrics` document.
     pub fn metrics_text(&self) -> String {
-        self.inner
+        let mut text = self
+            .inner
             .counters
-            .render(self.len(), self.inner.subscribers.load(Ordering::Relaxed))
+            .render(self.len(), self.inner.subscribers.load(Ordering::Relaxed));
+        text.push_str(&self.inner.store.metrics_text());
+        text
     }
 
     /// A token cancelled when the registry closes; long-lived responses end with it.
@@ -309,26 +332,37 @@ impl Registry {
         for task in tasks {
             let _ = task.await;
         }
-        if self.inner.config.data_dir.is_some() {
+        self.inner.store.close();
+        if self.writes_snapshots() {
             self.write_snapshot(true).await;
         }
     }
 
-    /// Removes every due registration now; returns how many.
-    pub(crate) fn expire_due(&self, now_ms: u64) -> usize {
-        let expired = self.inner.store.expire_due(now_ms);
-        if !expired.is_empty() {
-            self.inner.counters.count_expired(expired.len());
+    /// A snapshot file is written for a local store with a data directory; a shared store
+    /// keeps its own durability.
+    fn writes_snapshots(&self) -> bool {
+        self.inner.config.data_dir.is_some() && self.inner.store.shared_kind().is_none()
+    }
+
+    /// Runs one expiry round; returns when the next one is due at the latest (`Some(None)`:
+    /// nothing pending), or `None` when the store did not answer.
+    pub(crate) async fn expire_round(&self) -> Option<Option<u64>> {
+        let round = match self.inner.store.expire_round().await {
+            Ok(round) => round,
+            Err(err) => {
+                self.inner.counters.store_errors.inc();
+                tracing::debug!(error = %err, "expiry round failed");
+                return None;
+            }
+        };
+        if !round.expired.is_empty() {
+            self.inner.counters.count_expired(round.expired.len());
             self.inner.dirty.store(true, Ordering::Relaxed);
-            for id in &expired {
+            for id in &round.expired {
                 tracing::debug!(id = %id, "registration expired");
             }
         }
-        expired.len()
-    }
-
-    pub(crate) fn next_deadline(&self) -> Option<u64> {
-        self.inner.store.next_deadline()
+        Some(round.next_deadline)
     }
 
     pub(crate) fn expiry_wake(&self) -> &Notify {
@@ -361,6 +395,11 @@ impl Registry {
             }
         }
     }
+}
+
+/// A store that cannot take a write: 503, and the client retries (nothing is queued).
+fn store_unavailable(err: StoreError) -> ApiError {
+    ApiError::unavailable(err.to_string())
 }
 
 /// Keeps `thalassa_registry_subscribers` right for as long as a follower exists.

@@ -10,12 +10,16 @@ use super::event_log::{EventLog, RETAINED_EVENTS};
 use super::feed::{FeedItem, OfflineReason, RegistryEvent};
 use super::model::{Registration, RegistrationKey, default_hostname};
 use super::record::{RegistrationRecord, meta_string};
+use super::clock::now_ms;
+use super::expiry::StallHold;
 use super::store::{
-    Lease, ListFilter, RegistrationStore, StoreExport, Subscription, UpsertOutcome, Upserted,
+    ExpiryRound, Lease, ListFilter, RegistrationStore, StoreExport, StoreFuture, Subscription,
+    UpsertOutcome, Upserted,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 #[derive(Debug)]
 struct State {
@@ -65,6 +69,8 @@ fn snapshot_item(seq: u64, records: Vec<RegistrationRecord>) -> FeedItem {
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// The stall rule of this store's expiry rounds.
+    stall: Mutex<StallHold>,
 }
 
 impl Default for MemoryStore {
@@ -83,6 +89,7 @@ impl MemoryStore {
                 deadlines: BTreeSet::new(),
                 log: EventLog::new(start_seq, retained_events),
             }),
+            stall: Mutex::new(StallHold::default()),
         }
     }
 
@@ -103,8 +110,10 @@ impl MemoryStore {
     }
 }
 
-impl RegistrationStore for MemoryStore {
-    fn upsert(
+/// The synchronous operations, with explicit times (tests and the trait implementation below
+/// use them).
+impl MemoryStore {
+    pub fn upsert(
         &self,
         key: RegistrationKey,
         mut meta: Map<String, Value>,
@@ -163,7 +172,7 @@ impl RegistrationStore for MemoryStore {
         }
     }
 
-    fn remove(&self, id: &str) -> bool {
+    pub fn remove(&self, id: &str) -> bool {
         let mut state = self.lock();
         let Some((shared_id, record)) = state.records.remove_entry(id) else {
             return false;
@@ -176,12 +185,12 @@ impl RegistrationStore for MemoryStore {
         true
     }
 
-    fn list(&self, filter: &ListFilter) -> Vec<RegistrationRecord> {
+    pub fn list(&self, filter: &ListFilter) -> Vec<RegistrationRecord> {
         let records = self.lock().collect(filter);
         sorted(records)
     }
 
-    fn leases(&self) -> Vec<Lease> {
+    pub fn leases(&self) -> Vec<Lease> {
         let records = self.lock().collect(&ListFilter::all());
         sorted(records)
             .iter()
@@ -193,19 +202,19 @@ impl RegistrationStore for MemoryStore {
             .collect()
     }
 
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.lock().records.len()
     }
 
-    fn contains(&self, id: &str) -> bool {
+    pub fn contains(&self, id: &str) -> bool {
         self.lock().records.contains_key(id)
     }
 
-    fn next_deadline(&self) -> Option<u64> {
+    pub fn next_deadline(&self) -> Option<u64> {
         self.lock().earliest()
     }
 
-    fn expire_due(&self, now_ms: u64) -> Vec<String> {
+    pub fn expire_due(&self, now_ms: u64) -> Vec<String> {
         let mut state = self.lock();
         let mut expired = Vec::new();
         while let Some((deadline, _)) = state.deadlines.first() {
@@ -225,7 +234,7 @@ impl RegistrationStore for MemoryStore {
         expired
     }
 
-    fn subscribe(&self, last_seen: Option<u64>) -> Subscription {
+    pub fn subscribe(&self, last_seen: Option<u64>) -> Subscription {
         let state = self.lock();
         let live = state.log.receiver();
         let seq = state.log.seq();
@@ -245,12 +254,12 @@ impl RegistrationStore for MemoryStore {
         }
     }
 
-    fn snapshot(&self) -> FeedItem {
+    pub fn snapshot(&self) -> FeedItem {
         let (seq, records) = self.snapshot_parts();
         snapshot_item(seq, records)
     }
 
-    fn export(&self) -> StoreExport {
+    pub fn export(&self) -> StoreExport {
         let (seq, records) = self.snapshot_parts();
         StoreExport {
             seq,
@@ -258,7 +267,7 @@ impl RegistrationStore for MemoryStore {
         }
     }
 
-    fn import(&self, export: StoreExport, start_seq: u64) {
+    pub fn import(&self, export: StoreExport, start_seq: u64) {
         let mut state = self.lock();
         state.records.clear();
         state.deadlines.clear();
@@ -266,6 +275,163 @@ impl RegistrationStore for MemoryStore {
             state.insert(record);
         }
         state.log.restart_at(start_seq);
+        drop(state);
+        // Whatever ran out since the snapshot ran out while no registry ran.
+        *self.lock_stall() = StallHold::after_downtime();
+    }
+
+    fn lock_stall(&self) -> MutexGuard<'_, StallHold> {
+        self.stall.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The longest lease (`expiresAt - lastKnown`) among registrations due in `(began, now]`.
+    fn longest_lease_due(&self, began: u64, now: u64) -> u64 {
+        self.lock()
+            .records
+            .values()
+            .filter(|r| r.expires_at > began && r.expires_at <= now)
+            .map(|r| r.expires_at.saturating_sub(r.last_known))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// One expiry round at `now` under the stall rule.
+    pub fn expire_round_at(&self, now: u64) -> ExpiryRound {
+        let mut stall = self.lock_stall();
+        let cutoff = stall.begin_round(now, |began, now| self.longest_lease_due(began, now));
+        let expired = self.expire_due(cutoff.due_by);
+        stall.end_round(now_ms().max(now));
+        ExpiryRound {
+            expired,
+            // Held deadlines are due already: come back at the end of the hold instead.
+            next_deadline: cutoff.held_until.or_else(|| self.next_deadline()),
+            holding: cutoff.held_until.is_some(),
+        }
+    }
+
+    /// Applies an event that another node's store issued with sequence number `seq` (the
+    /// local copy of a shared store). Returns false when `seq` is not above the last one
+    /// applied: the copy then needs a [`MemoryStore::reset`].
+    pub fn apply_remote(&self, seq: u64, event: RegistryEvent, expires_at: u64) -> bool {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if seq <= state.log.seq() {
+            return false;
+        }
+        match &event {
+            RegistryEvent::Online(registration) => {
+                let key = registration.key();
+                let text = meta_string(&registration.meta);
+                if let Some(old) = state.records.remove(registration.id.as_str()) {
+                    state
+                        .deadlines
+                        .remove(&(old.expires_at, old.shared_id().clone()));
+                }
+                state.insert(RegistrationRecord::with_meta_json(
+                    &key,
+                    Arc::from(text),
+                    registration.last_known,
+                    expires_at,
+                ));
+            }
+            RegistryEvent::Offline { id, .. } => {
+                if let Some((shared_id, record)) = state.records.remove_entry(id.as_str()) {
+                    state.deadlines.remove(&(record.expires_at, shared_id));
+                }
+            }
+        }
+        state.log.push_at(seq, event);
+        true
+    }
+
+    /// Replaces the contents with a snapshot taken at `seq` and tells every live follower
+    /// (one `Snapshot` item): the local copy of a shared store after a gap or a failover.
+    pub fn reset(&self, export: StoreExport) {
+        let mut state = self.lock();
+        state.records.clear();
+        state.deadlines.clear();
+        for record in export.records {
+            state.insert(record);
+        }
+        state.log.restart_at(export.seq);
+        let item = snapshot_item(export.seq, state.collect(&ListFilter::all()));
+        state.log.announce(item);
+    }
+
+    /// Sequence number of the last event applied.
+    pub fn seq(&self) -> u64 {
+        self.lock().log.seq()
+    }
+
+    /// Refreshes a record's deadline (and `lastKnown`) in the local copy without an event.
+    pub fn touch(&self, id: &str, last_known: u64, expires_at: u64) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if let Some(record) = state.records.get_mut(id) {
+            let shared_id = record.shared_id().clone();
+            state
+                .deadlines
+                .remove(&(record.expires_at, shared_id.clone()));
+            state.deadlines.insert((expires_at, shared_id));
+            record.last_known = last_known;
+            record.expires_at = expires_at;
+        }
+    }
+}
+
+impl RegistrationStore for MemoryStore {
+    fn upsert(
+        &self,
+        key: RegistrationKey,
+        meta: Map<String, Value>,
+        lease: Duration,
+    ) -> StoreFuture<'_, Upserted> {
+        let now = now_ms();
+        let expires_at = now.saturating_add(lease.as_millis().min(u64::MAX as u128) as u64);
+        let upserted = MemoryStore::upsert(self, key, meta, now, expires_at);
+        Box::pin(std::future::ready(Ok(upserted)))
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(MemoryStore::remove(self, id))))
+    }
+
+    fn list<'a>(&'a self, filter: &'a ListFilter) -> StoreFuture<'a, Vec<RegistrationRecord>> {
+        Box::pin(std::future::ready(Ok(MemoryStore::list(self, filter))))
+    }
+
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>> {
+        Box::pin(std::future::ready(Ok(MemoryStore::leases(self))))
+    }
+
+    fn len(&self) -> usize {
+        MemoryStore::len(self)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        MemoryStore::contains(self, id)
+    }
+
+    fn expire_round(&self) -> StoreFuture<'_, ExpiryRound> {
+        Box::pin(std::future::ready(Ok(self.expire_round_at(now_ms()))))
+    }
+
+    fn subscribe(&self, last_seen: Option<u64>) -> StoreFuture<'_, Subscription> {
+        Box::pin(std::future::ready(Ok(MemoryStore::subscribe(
+            self, last_seen,
+        ))))
+    }
+
+    fn snapshot(&self) -> FeedItem {
+        MemoryStore::snapshot(self)
+    }
+
+    fn export(&self) -> StoreExport {
+        MemoryStore::export(self)
+    }
+
+    fn import(&self, export: StoreExport, start_seq: u64) {
+        MemoryStore::import(self, export, start_seq)
     }
 }
 

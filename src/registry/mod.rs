@@ -33,6 +33,7 @@ pub mod memory_store;
 pub mod meter;
 pub mod model;
 pub mod record;
+pub mod redis_store;
 pub mod register;
 pub mod routes;
 pub mod snapshot;

@@ -78,11 +78,16 @@ async fn post_registration(
     params: Result<RawPathParams, RawPathParamsRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let applied = registration_key(params).and_then(|key| {
+    let parsed = registration_key(params).and_then(|key| {
         let body = body.map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
-        registry.post(key, parse_json_body(&body)?)
+        Ok((key, parse_json_body(&body)?))
     });
+    let applied = match parsed {
+        Ok((key, body)) => registry.post(key, body).await,
+        Err(err) => Err(err),
+    };
     match applied {
+        Err(err) if err.status == StatusCode::SERVICE_UNAVAILABLE => retry_later(err),
         Ok(_) => ok_200_static(),
         Err(err) => {
             registry.record_rejected_post();
@@ -97,12 +102,41 @@ async fn delete_registration(
 ) -> Result<Response, ApiError> {
     let key = registration_key(params)?;
     // Like the original, deleting an unknown registration is not an error.
-    registry.deregister(&key.id());
-    Ok(ok_200())
+    match registry.deregister(&key.id()).await {
+        Ok(_) => Ok(ok_200()),
+        Err(err) => Ok(retry_later(ApiError::unavailable(err.to_string()))),
+    }
 }
 
+/// How long a client should wait before retrying a write the store could not take.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// 503 with `Retry-After`: the store could not take the write and nothing was queued.
+fn retry_later(err: ApiError) -> Response {
+    let mut response = err.into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
+    response
+}
+
+/// Marks a response served from this node's local copy while the store is out of reach.
+fn mark_stale(registry: &Registry, mut response: Response) -> Response {
+    if let Some(stale_ms) = registry.freshness().stale_ms
+        && let Ok(value) = header::HeaderValue::from_str(&stale_ms.to_string())
+    {
+        response.headers_mut().insert(STALE_HEADER, value);
+    }
+    response
+}
+
+/// Milliseconds since this node last heard from its store, on responses served from the
+/// local copy.
+pub const STALE_HEADER: &str = "x-thalassa-stale-ms";
+
 async fn list_all(State(registry): State<Registry>) -> Response {
-    listing(&registry, &ListFilter::all())
+    listing(&registry, &ListFilter::all()).await
 }
 
 async fn list_name(
@@ -110,7 +144,7 @@ async fn list_name(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(path_error)?;
-    Ok(listing(&registry, &ListFilter::name(name)))
+    Ok(listing(&registry, &ListFilter::name(name)).await)
 }
 
 async fn list_name_version(
@@ -118,7 +152,7 @@ async fn list_name_version(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path((name, version)) = path.map_err(path_error)?;
-    Ok(listing(&registry, &ListFilter::name_version(name, version)))
+    Ok(listing(&registry, &ListFilter::name_version(name, version)).await)
 }
 
 /// A path segment that is not valid UTF-8 once percent-decoded.
@@ -127,17 +161,40 @@ fn path_error(err: PathRejection) -> ApiError {
 }
 
 /// A JSON array of the original's Registration objects (`[]` when nothing matches).
-fn listing(registry: &Registry, filter: &ListFilter) -> Response {
-    let body = json_array(&registry.list_records(filter));
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+async fn listing(registry: &Registry, filter: &ListFilter) -> Response {
+    match registry.list_records(filter).await {
+        Ok(records) => mark_stale(
+            registry,
+            ([(header::CONTENT_TYPE, "application/json")], json_array(&records)).into_response(),
+        ),
+        Err(err) => ApiError::unavailable(err.to_string()).into_response(),
+    }
 }
 
 async fn leases(State(registry): State<Registry>) -> Response {
-    Json(registry.leases()).into_response()
+    match registry.leases().await {
+        Ok(leases) => mark_stale(&registry, Json(leases).into_response()),
+        Err(err) => ApiError::unavailable(err.to_string()).into_response(),
+    }
 }
 
+/// Out of touch with the store this long, the node answers `/status` with 503 so a load
+/// balancer in front of the registry nodes drains it.
+const STATUS_UNAVAILABLE_AFTER_MS: u64 = 1_000;
+
 async fn status(State(registry): State<Registry>) -> Response {
-    Json(registry.status()).into_response()
+    let status = registry.status();
+    let out_of_touch = status
+        .store
+        .as_ref()
+        .and_then(|store| store.stale_ms)
+        .is_some_and(|ms| ms > STATUS_UNAVAILABLE_AFTER_MS);
+    let code = if out_of_touch {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    mark_stale(&registry, (code, Json(status)).into_response())
 }
 
 async fn metrics(State(registry): State<Registry>) -> Response {

@@ -13,6 +13,19 @@ pub struct Status {
     #[serde(rename = "memoryUsage")]
     pub memory_usage: MemoryUsage,
     pub stats: Stats,
+    /// The shared store, when the registry runs on one (absent for the embedded store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreStatus {
+    /// `redis` or `redis+sentinel`.
+    pub kind: &'static str,
+    /// Milliseconds since this node last heard from the store; absent while in touch. Reads
+    /// are then served from the node's local copy.
+    #[serde(rename = "staleMs", skip_serializing_if = "Option::is_none")]
+    pub stale_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -28,6 +28,9 @@ use super::model::RegistrationKey;
 use super::record::RegistrationRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// What an upsert did. Only `Created` and `MetaChanged` produce an `online` event.
@@ -123,54 +126,95 @@ pub struct Subscription {
     pub live: broadcast::Receiver<FeedItem>,
 }
 
+/// Why a store could not do what was asked. The API answers 503 with `Retry-After` for both:
+/// nothing was queued to be replayed later, the client must retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No answer in time, or no connection to the store's primary.
+    #[error("the registration store is unreachable: {0}")]
+    Unreachable(String),
+    /// The store answered but could not confirm the change durably (e.g. no replica
+    /// acknowledged a delete in time); the change may or may not have been applied.
+    #[error("the registration store did not confirm the change: {0}")]
+    Unconfirmed(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A store operation in flight. Boxed so the trait stays object-safe (`Arc<dyn ...>`); the
+/// in-memory store's futures are ready at once.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// What one expiry round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpiryRound {
+    /// Ids removed in this round (each with its `offline` event, reason `expired`).
+    pub expired: Vec<String>,
+    /// When to run the next round at the latest (epoch ms, the store's clock): the earliest
+    /// deadline left, or the end of a hold. `None`: nothing is pending.
+    pub next_deadline: Option<u64>,
+    /// A hold is in force (leases that ran out during a stall are kept a while).
+    pub holding: bool,
+}
+
+/// How current a node's view of the store is, for `/status` and the `X-Thalassa-Stale`
+/// header. The in-memory store is always current.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freshness {
+    /// Milliseconds since this node last heard from the store; `None` while it is in touch.
+    pub stale_ms: Option<u64>,
+}
+
 /// Storage of live registrations, their deadlines and the event log. Implementations are
-/// internally synchronised; every method is a short, non-blocking critical section (the
-/// heartbeat path calls `upsert` tens of thousands of times per second).
+/// internally synchronised. Writes are futures because a shared store is a network round trip
+/// away (the heartbeat path calls `upsert` tens of thousands of times per second); `len`,
+/// `contains`, `snapshot` and `export` read the node's local view and never wait.
 pub trait RegistrationStore: Send + Sync + 'static {
-    /// Creates or refreshes a registration. `meta` replaces the old meta entirely (its
-    /// `hostname` default is applied here). Meta counts as changed when its JSON text differs.
-    /// `now_ms` becomes `lastKnown`; `expires_at` is the absolute deadline (epoch ms).
+    /// Creates or refreshes a registration for `lease` from now (the store's clock gives
+    /// `lastKnown` and the deadline). `meta` replaces the old meta entirely (its `hostname`
+    /// default is applied here). Meta counts as changed when its JSON text differs.
     fn upsert(
         &self,
         key: RegistrationKey,
         meta: Map<String, Value>,
-        now_ms: u64,
-        expires_at: u64,
-    ) -> Upserted;
+        lease: Duration,
+    ) -> StoreFuture<'_, Upserted>;
 
     /// Deletes a registration (an `offline` event with reason `deleted`). Returns whether it
     /// existed.
-    fn remove(&self, id: &str) -> bool;
+    fn remove<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
 
-    /// Registrations matching `filter`, sorted by id.
-    fn list(&self, filter: &ListFilter) -> Vec<RegistrationRecord>;
+    /// Registrations matching `filter`, sorted by id, with their current deadlines. A shared
+    /// store that cannot be reached answers from the node's local copy (see
+    /// [`RegistrationStore::freshness`]).
+    fn list<'a>(&'a self, filter: &'a ListFilter) -> StoreFuture<'a, Vec<RegistrationRecord>>;
 
-    /// Every lease, sorted by id.
-    fn leases(&self) -> Vec<Lease>;
+    /// Every lease, sorted by id (from the local copy when the store is unreachable).
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>>;
 
-    /// Number of live registrations.
+    /// Number of live registrations (local view).
     fn len(&self) -> usize;
 
-    /// Whether the registration `id` exists.
+    /// Whether the registration `id` exists (local view).
     fn contains(&self, id: &str) -> bool;
 
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The earliest deadline (epoch ms), if any registration exists.
-    fn next_deadline(&self) -> Option<u64>;
-
-    /// Removes every registration whose deadline is at or before `now_ms` (an `offline` event
-    /// with reason `expired` each) and returns their ids. No cap: all due ones go at once.
-    fn expire_due(&self, now_ms: u64) -> Vec<String>;
+    /// Removes every registration that is due (an `offline` event with reason `expired`
+    /// each), exactly once however many nodes run rounds, and says when to come back. The
+    /// store applies the stall hold (see [`super::expiry`]): leases that ran out while nobody
+    /// could reap or heartbeat are kept for one lease length.
+    fn expire_round(&self) -> StoreFuture<'_, ExpiryRound>;
 
     /// Starts following the event log; see [`Subscription`]. `last_seen` is the sequence number
     /// of the last item the follower processed; if the retained log still covers it, only the
-    /// missed events are replayed, otherwise a snapshot is sent.
-    fn subscribe(&self, last_seen: Option<u64>) -> Subscription;
+    /// missed events are replayed, otherwise a snapshot is sent. A shared store first catches
+    /// the node's copy up with the store, so a follower moving between nodes misses nothing.
+    fn subscribe(&self, last_seen: Option<u64>) -> StoreFuture<'_, Subscription>;
 
-    /// A complete, current `FeedItem::Snapshot`, for a follower that lagged.
+    /// A complete, current `FeedItem::Snapshot` of the local view, for a follower that lagged.
     fn snapshot(&self) -> FeedItem;
 
     /// Everything, for the snapshot file.
@@ -179,4 +223,23 @@ pub trait RegistrationStore: Send + Sync + 'static {
     /// Replaces the contents with a loaded export. `start_seq` is where event numbering
     /// continues (followers can resume from exactly `start_seq`, not earlier).
     fn import(&self, export: StoreExport, start_seq: u64);
+
+    /// How current the local view is.
+    fn freshness(&self) -> Freshness {
+        Freshness::default()
+    }
+
+    /// The kind of shared store (`redis`, `redis+sentinel`), or `None` for a node-local one.
+    /// A shared store keeps its own durability: the node writes no snapshot file.
+    fn shared_kind(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The store's own metrics in Prometheus text format (round trips, errors, staleness).
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
+
+    /// Stops the store's background work (connections, the local copy's follower).
+    fn close(&self) {}
 }

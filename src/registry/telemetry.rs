@@ -21,6 +21,8 @@ pub struct Counters {
     /// New registrations refused because `--max-registrations` was reached (also counted as
     /// rejected POSTs).
     pub refused_at_capacity: Counter,
+    /// Store operations that failed (unreachable, timed out, unconfirmed): each answered 503.
+    pub store_errors: Counter,
 }
 
 impl Counters {
@@ -92,6 +94,11 @@ impl Counters {
             "thalassa_registry_refused_at_capacity_total",
             "New registrations refused because --max-registrations was reached.",
             &self.refused_at_capacity,
+        );
+        text.counter(
+            "thalassa_registry_store_unavailable_total",
+            "Writes and expiry rounds the store could not take (a write is answered 503).",
+            &self.store_errors,
         );
         text.counter(
             "thalassa_registry_expired_total",
