@@ -4,10 +4,10 @@
 
 use crate::BoxError;
 use crate::cli::RegistryArgs;
-use crate::registry::redis_store::RedisStore;
 use crate::registry::handle::Registry;
 use crate::registry::local_ip::first_non_loopback_ipv4;
 use crate::registry::model::RegistrationKey;
+use crate::registry::redis_store::RedisStore;
 use crate::shutdown_signal::stop_requested;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
@@ -179,7 +179,10 @@ async fn refresh_self(registry: Registry, key: RegistrationKey, stop: Cancellati
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(SELF_REFRESH_EVERY) => {}
         }
-        if let Err(err) = registry.register(key.clone(), self_meta(), SELF_LEASE).await {
+        if let Err(err) = registry
+            .register(key.clone(), self_meta(), SELF_LEASE)
+            .await
+        {
             tracing::warn!(error = %err, "cannot renew the registry's own registration");
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 pub const RETAINED_EVENTS: usize = 4096;
 
 /// How many live events a slow follower may fall behind before it gets a fresh snapshot.
-pub const LIVE_BUFFER: usize = 4096;
+pub const LIVE_BUFFER: usize = 16_384;
 
 #[derive(Debug)]
 pub struct EventLog {

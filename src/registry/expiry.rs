@@ -156,7 +156,13 @@ mod tests {
         let mut hold = StallHold::default();
         for now in (1_000..20_000).step_by(1_000) {
             let cutoff = hold.begin_round(now, |_, _| panic!("no stall"));
-            assert_eq!(cutoff, Cutoff { due_by: now, held_until: None });
+            assert_eq!(
+                cutoff,
+                Cutoff {
+                    due_by: now,
+                    held_until: None
+                }
+            );
             hold.end_round(now);
         }
     }
@@ -170,7 +176,13 @@ mod tests {
             assert_eq!((began, now), (1_000, 61_000));
             20_000
         });
-        assert_eq!(cutoff, Cutoff { due_by: 1_000, held_until: Some(81_000) });
+        assert_eq!(
+            cutoff,
+            Cutoff {
+                due_by: 1_000,
+                held_until: Some(81_000)
+            }
+        );
         hold.end_round(61_000);
         let cutoff = hold.begin_round(62_000, |_, _| panic!("no new stall"));
         assert_eq!(cutoff.due_by, 1_000);
@@ -183,8 +195,17 @@ mod tests {
     fn holds_are_capped_and_nothing_due_means_no_hold() {
         let mut hold = StallHold::default();
         hold.end_round(1_000);
-        assert_eq!(hold.begin_round(950_000, |_, _| 900_000).held_until, Some(950_000 + MAX_HOLD_MS));
+        assert_eq!(
+            hold.begin_round(950_000, |_, _| 900_000).held_until,
+            Some(950_000 + MAX_HOLD_MS)
+        );
         let mut idle = StallHold::after_downtime();
-        assert_eq!(idle.begin_round(61_000, |_, _| 0), Cutoff { due_by: 61_000, held_until: None });
+        assert_eq!(
+            idle.begin_round(61_000, |_, _| 0),
+            Cutoff {
+                due_by: 61_000,
+                held_until: None
+            }
+        );
     }
 }

@@ -150,11 +150,7 @@ impl Registry {
 
     /// Applies a `POST /registrations/...` body: it must be a JSON object (or empty) and becomes
     /// the meta; its `secondsToExpire` sets the lease. Invalid input changes nothing.
-    pub async fn post(
-        &self,
-        key: RegistrationKey,
-        body: Value,
-    ) -> Result<UpsertOutcome, ApiError> {
+    pub async fn post(&self, key: RegistrationKey, body: Value) -> Result<UpsertOutcome, ApiError> {
         let meta = match body {
             Value::Object(meta) => meta,
             Value::Null => Map::new(),
@@ -167,7 +163,9 @@ impl Registry {
         };
         let lease = ttl::lease_duration(&meta, self.inner.config.default_ttl)?;
         self.check_capacity(&key)?;
-        self.register(key, meta, lease).await.map_err(store_unavailable)
+        self.register(key, meta, lease)
+            .await
+            .map_err(store_unavailable)
     }
 
     /// Refuses a new registration when the registry is full. Concurrent POSTs may overshoot

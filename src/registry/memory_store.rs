@@ -6,12 +6,12 @@
 //! a refresh is one O(log n) remove + insert, and it is the same shape a shared store would use
 //! (a Redis sorted set scored by deadline), so the trait stays honest.
 
+use super::clock::now_ms;
 use super::event_log::{EventLog, RETAINED_EVENTS};
+use super::expiry::StallHold;
 use super::feed::{FeedItem, OfflineReason, RegistryEvent};
 use super::model::{Registration, RegistrationKey, default_hostname};
 use super::record::{RegistrationRecord, meta_string};
-use super::clock::now_ms;
-use super::expiry::StallHold;
 use super::store::{
     ExpiryRound, Lease, ListFilter, RegistrationStore, StoreExport, StoreFuture, Subscription,
     UpsertOutcome, Upserted,

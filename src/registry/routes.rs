@@ -165,7 +165,11 @@ async fn listing(registry: &Registry, filter: &ListFilter) -> Response {
     match registry.list_records(filter).await {
         Ok(records) => mark_stale(
             registry,
-            ([(header::CONTENT_TYPE, "application/json")], json_array(&records)).into_response(),
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                json_array(&records),
+            )
+                .into_response(),
         ),
         Err(err) => ApiError::unavailable(err.to_string()).into_response(),
     }

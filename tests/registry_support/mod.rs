@@ -53,6 +53,10 @@ impl Process {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

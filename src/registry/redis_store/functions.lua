@@ -31,10 +31,10 @@ local function lease_of(value)
   return tonumber(string.sub(value, 1, bar - 1)) or 0
 end
 
--- ARGV: id, lease ms, meta json, stream max length.
+-- ARGV: id, lease ms, meta json.
 -- Returns {outcome, lastKnown, deadline, event id or ''}.
 local function upsert(keys, args)
-  local id, lease, meta, maxlen = args[1], tonumber(args[2]), args[3], args[4]
+  local id, lease, meta = args[1], tonumber(args[2]), args[3]
   local now = now_ms()
   local deadline = now + lease
   local old = redis.call('HGET', keys[1], id)
@@ -48,21 +48,19 @@ local function upsert(keys, args)
   redis.call('ZADD', keys[2], deadline, id)
   local event = ''
   if outcome ~= 'refreshed' then
-    event = redis.call('XADD', keys[3], 'MAXLEN', '~', maxlen, '*',
-      'k', 'on', 'id', id, 'lk', int(now), 'dl', int(deadline), 'm', meta)
+    event = redis.call('XADD', keys[3], '*', 'k', 'on', 'id', id, 'lk', int(now), 'dl', int(deadline), 'm', meta)
   end
   return {outcome, int(now), int(deadline), event}
 end
 
--- ARGV: id, stream max length. Returns the event id, or '' when the id did not exist.
+-- ARGV: id. Returns the event id, or '' when the id did not exist.
 local function remove(keys, args)
-  local id, maxlen = args[1], args[2]
+  local id = args[1]
   if redis.call('HDEL', keys[1], id) == 0 then
     return ''
   end
   redis.call('ZREM', keys[2], id)
-  return redis.call('XADD', keys[3], 'MAXLEN', '~', maxlen, '*',
-    'k', 'off', 'id', id, 'r', 'deleted')
+  return redis.call('XADD', keys[3], '*', 'k', 'off', 'id', id, 'r', 'deleted')
 end
 
 -- The longest lease among registrations due in (began, now].
@@ -84,7 +82,7 @@ local function longest_lease_due(keys, began, now)
 end
 
 -- One expiry round, by whichever node calls first (each due id goes exactly once).
--- ARGV: stream max length, most ids per round, stall gap ms, longest hold ms.
+-- ARGV: stream length kept, most ids per round, stall gap ms, longest hold ms.
 -- Returns {now, next deadline or '', holding 0/1, {expired ids}}.
 local function reap(keys, args)
   local maxlen, limit = args[1], tonumber(args[2])
@@ -112,11 +110,20 @@ local function reap(keys, args)
     redis.call('HDEL', keys[4], 'hold_from', 'hold_until')
   end
   local due = redis.call('ZRANGEBYSCORE', keys[2], '-inf', int(cutoff), 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', keys[2], id)
-    redis.call('HDEL', keys[1], id)
-    redis.call('XADD', keys[3], 'MAXLEN', '~', maxlen, '*', 'k', 'off', 'id', id, 'r', 'expired')
+  -- Removals in bulk (one variadic command per 1000 ids), then one entry per id: this is the
+  -- cost of a mass expiry, keep it lean.
+  for i = 1, #due, 1000 do
+    local chunk = {}
+    for j = i, math.min(i + 999, #due) do chunk[#chunk + 1] = due[j] end
+    redis.call('ZREM', keys[2], unpack(chunk))
+    redis.call('HDEL', keys[1], unpack(chunk))
   end
+  for _, id in ipairs(due) do
+    redis.call('XADD', keys[3], '*', 'k', 'off', 'id', id, 'r', 'expired')
+  end
+  -- The stream is trimmed here, not on every write: at least once a second, and never below
+  -- what a burst needs (a node's copy that finds its position trimmed away reloads).
+  redis.call('XTRIM', keys[3], 'MAXLEN', '~', maxlen)
   local next_deadline = ''
   if #due >= limit then
     next_deadline = int(now)

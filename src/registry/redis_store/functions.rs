@@ -22,7 +22,9 @@ pub async fn load(connection: &mut MultiplexedConnection) -> Result<(), StoreErr
         .query_async::<String>(connection)
         .await
         .map(|_| ())
-        .map_err(|err| StoreError::Unreachable(format!("cannot load the registry's Redis functions: {err}")))
+        .map_err(|err| {
+            StoreError::Unreachable(format!("cannot load the registry's Redis functions: {err}"))
+        })
 }
 
 /// `FCALL <function> 4 <keys...>` with the arguments still to add.

@@ -93,7 +93,10 @@ impl Link {
             if self.lock().is_some() {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
                 return Err(StoreError::Unreachable(format!(
                     "no primary reachable at {} within {} s",
                     self.url,
@@ -145,7 +148,10 @@ impl Link {
             self.drop_connection(generation);
         }
         if err.is_timeout() {
-            StoreError::Unreachable(format!("the store did not answer within {} ms", RESPONSE_TIMEOUT.as_millis()))
+            StoreError::Unreachable(format!(
+                "the store did not answer within {} ms",
+                RESPONSE_TIMEOUT.as_millis()
+            ))
         } else {
             StoreError::Unreachable(err.to_string())
         }
@@ -163,10 +169,17 @@ impl Link {
 
     /// A separate connection to the current primary for a blocking command, with its own
     /// response deadline.
-    pub async fn dedicated(&self, response_timeout: Duration) -> Result<MultiplexedConnection, StoreError> {
+    pub async fn dedicated(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, StoreError> {
         let address = match &*self.lock() {
             Some(current) => current.address.clone(),
-            None => return Err(StoreError::Unreachable("no connection to the store's primary".into())),
+            None => {
+                return Err(StoreError::Unreachable(
+                    "no connection to the store's primary".into(),
+                ));
+            }
         };
         open(&address, self.url.db(), response_timeout)
             .await
@@ -245,7 +258,9 @@ impl Link {
             .await
             .map_err(|err| StoreError::Unreachable(format!("{address}: ROLE: {err}")))?;
         if !is_primary(&role) {
-            return Err(StoreError::Unreachable(format!("{address} is not a primary")));
+            return Err(StoreError::Unreachable(format!(
+                "{address} is not a primary"
+            )));
         }
         super::functions::load(&mut connection).await?;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;

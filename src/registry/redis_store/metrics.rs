@@ -2,7 +2,9 @@
 
 use crate::metrics::{CounterVec, Histogram, PromText};
 
-const ROUND_TRIP_BOUNDS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5];
+const ROUND_TRIP_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+];
 
 #[derive(Debug)]
 pub struct StoreMetrics {

@@ -108,9 +108,26 @@ pub async fn follow(
                 }
             };
             link.replied();
+            let before = at.clone();
             let entries = reply
-                .map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect::<Vec<_>>())
+                .map(|reply| {
+                    reply
+                        .keys
+                        .into_iter()
+                        .flat_map(|key| key.ids)
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default();
+            // The stream is trimmed from its head: if the entry the read started from is
+            // still there, nothing between it and what was read was trimmed away.
+            if !entries.is_empty()
+                && before != "0-0"
+                && !still_has(&mut connection, &before).await.unwrap_or(false)
+            {
+                tracing::warn!(at = %before, "the store's stream was trimmed past this node's copy: reloading");
+                position = None;
+                break;
+            }
             let mut in_order = true;
             for entry in &entries {
                 let Some(seq) = seq_of_stream_id(&entry.id) else {
@@ -185,7 +202,9 @@ async fn snapshot(
         .unwrap_or_else(|| "0-0".to_owned());
     let mut records = Vec::with_capacity(deadlines.len());
     for (id, deadline) in deadlines {
-        let Some(value) = metas.get(&id) else { continue };
+        let Some(value) = metas.get(&id) else {
+            continue;
+        };
         match record_of(&id, value, deadline as u64) {
             Some(record) => records.push(record),
             None => tracing::warn!(%id, "skipped an unreadable registration in the store"),

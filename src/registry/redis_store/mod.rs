@@ -49,10 +49,12 @@ pub use url::StoreUrl;
 
 /// Most registrations one expiry round removes (more rounds follow at once): keeps each
 /// Function call short, so heartbeats are not held up behind a mass expiry.
-const REAP_LIMIT: usize = 1000;
+const REAP_LIMIT: usize = 5000;
 /// How long a read waits for the local copy to catch up with the stream before it is served
 /// as it is (and marked stale).
-const CATCH_UP_LIMIT: Duration = Duration::from_millis(300);
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
+/// Fewest stream entries kept, whatever `--retained-events` says.
+const MIN_STREAM_LENGTH: usize = 100_000;
 /// How long a delete waits for a replica to confirm it (Sentinel only).
 const DELETE_CONFIRM_MS: u64 = 500;
 /// How long the first connection may take at startup.
@@ -63,8 +65,9 @@ pub struct RedisStore {
     mirror: Arc<MemoryStore>,
     /// Sequence number of the last stream entry the mirror applied.
     applied: watch::Receiver<u64>,
-    /// Stream entries kept (approximately) for followers that resume.
-    retained_events: usize,
+    /// Stream entries the store keeps (approximately): far more than one burst, so every
+    /// node's copy reads a mass expiry whole.
+    stream_length: usize,
     /// Deletes wait for a replica (with Sentinel, where a failover is expected).
     confirm_deletes: bool,
     /// The connection deletes and their `WAIT` share (WAIT counts this client's writes).
@@ -77,7 +80,10 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to the store (waiting up to ten seconds for a primary), loads the local copy
     /// and starts following. Must be called inside a Tokio runtime.
-    pub async fn connect(url: StoreUrl, retained_events: usize) -> Result<Arc<RedisStore>, StoreError> {
+    pub async fn connect(
+        url: StoreUrl,
+        retained_events: usize,
+    ) -> Result<Arc<RedisStore>, StoreError> {
         let link = Link::new(url.clone());
         let closing = CancellationToken::new();
         tokio::spawn(link.clone().keep(closing.clone()));
@@ -97,7 +103,7 @@ impl RedisStore {
             link,
             mirror,
             applied,
-            retained_events: retained_events.max(1000),
+            stream_length: retained_events.max(MIN_STREAM_LENGTH),
             confirm_deletes: matches!(url, StoreUrl::Sentinel { .. }),
             delete_connection: tokio::sync::Mutex::new(None),
             next_round_ms: AtomicU64::new(0),
@@ -108,7 +114,9 @@ impl RedisStore {
         let loaded = tokio::time::timeout(STARTUP_LIMIT, applied.changed()).await;
         if !matches!(loaded, Ok(Ok(()))) {
             store.closing.cancel();
-            return Err(StoreError::Unreachable("cannot load the store's registrations".into()));
+            return Err(StoreError::Unreachable(
+                "cannot load the store's registrations".into(),
+            ));
         }
         tracing::info!(store = %url, registrations = store.mirror.len(), "registry on a shared store");
         Ok(store)
@@ -138,15 +146,16 @@ impl RedisStore {
             return;
         };
         let started = Instant::now();
-        let last: redis::RedisResult<Vec<(String, std::collections::HashMap<String, redis::Value>)>> =
-            redis::cmd("XREVRANGE")
-                .arg(functions::EVENTS)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut connection)
-                .await;
+        let last: redis::RedisResult<
+            Vec<(String, std::collections::HashMap<String, redis::Value>)>,
+        > = redis::cmd("XREVRANGE")
+            .arg(functions::EVENTS)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut connection)
+            .await;
         self.timed("catch_up", started, &last);
         let target = match last {
             Ok(entries) => entries
@@ -200,13 +209,13 @@ impl RedisStore {
     async fn upsert_full(&self, id: &str, meta_json: &str, lease_ms: u64) -> StoreResult<Upserted> {
         let (mut connection, generation) = self.link.connection()?;
         let started = Instant::now();
-        let reply: redis::RedisResult<(String, u64, u64, String)> = functions::fcall("thalassa_upsert")
-            .arg(id)
-            .arg(lease_ms)
-            .arg(meta_json)
-            .arg(self.retained_events)
-            .query_async(&mut connection)
-            .await;
+        let reply: redis::RedisResult<(String, u64, u64, String)> =
+            functions::fcall("thalassa_upsert")
+                .arg(id)
+                .arg(lease_ms)
+                .arg(meta_json)
+                .query_async(&mut connection)
+                .await;
         self.timed("upsert", started, &reply);
         let (outcome, last_known, deadline, _event) =
             reply.map_err(|err| self.link.failed(generation, err))?;
@@ -219,7 +228,8 @@ impl RedisStore {
             self.mirror.touch(id, last_known, deadline);
         }
         // The event reaches the local copy through the stream, in order with everyone else's.
-        let local_deadline = deadline.saturating_sub(self.link.store_now_ms().saturating_sub(now_ms()));
+        let local_deadline =
+            deadline.saturating_sub(self.link.store_now_ms().saturating_sub(now_ms()));
         Ok(Upserted {
             outcome,
             earliest_deadline_changed: local_deadline < self.next_round_ms.load(Ordering::Relaxed),
@@ -229,7 +239,10 @@ impl RedisStore {
     async fn remove_confirmed(&self, id: &str) -> StoreResult<bool> {
         let mut slot = self.delete_connection.lock().await;
         let generation = self.link.generation();
-        if slot.as_ref().is_none_or(|(_, made_for)| *made_for != generation) {
+        if slot
+            .as_ref()
+            .is_none_or(|(_, made_for)| *made_for != generation)
+        {
             let wait_limit = Duration::from_millis(DELETE_CONFIRM_MS) + link::RESPONSE_TIMEOUT;
             *slot = Some((self.link.dedicated(wait_limit).await?, generation));
         }
@@ -239,7 +252,6 @@ impl RedisStore {
         let started = Instant::now();
         let reply: redis::RedisResult<String> = functions::fcall("thalassa_remove")
             .arg(id)
-            .arg(self.retained_events)
             .query_async(connection)
             .await;
         self.timed("remove", started, &reply);
@@ -389,7 +401,7 @@ impl RegistrationStore for RedisStore {
             let started = Instant::now();
             let reply: redis::RedisResult<(u64, String, u8, Vec<String>)> =
                 functions::fcall("thalassa_reap")
-                    .arg(self.retained_events)
+                    .arg(self.stream_length)
                     .arg(REAP_LIMIT)
                     .arg(super::expiry::STALL_GAP_MS)
                     .arg(super::expiry::MAX_HOLD_MS)

@@ -52,7 +52,9 @@ impl StoreUrl {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
-                return Err(fail("the master name must be letters, digits, '-', '_' or '.'"));
+                return Err(fail(
+                    "the master name must be letters, digits, '-', '_' or '.'",
+                ));
             }
             return Ok(StoreUrl::Sentinel {
                 sentinels,
@@ -99,7 +101,8 @@ impl fmt::Display for StoreUrl {
                 master,
                 db,
             } => {
-                let hosts: Vec<String> = sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                let hosts: Vec<String> =
+                    sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
                 write!(f, "redis+sentinel://{}/{master}/{db}", hosts.join(","))
             }
         }
@@ -175,7 +178,11 @@ mod tests {
         assert_eq!(
             url,
             StoreUrl::Sentinel {
-                sentinels: vec![("a".into(), 26379), ("b".into(), 26380), ("c".into(), 26379)],
+                sentinels: vec![
+                    ("a".into(), 26379),
+                    ("b".into(), 26380),
+                    ("c".into(), 26379)
+                ],
                 master: "mymaster".into(),
                 db: 1
             }
