@@ -16,6 +16,8 @@ use crate::membership::manager::{
 use crate::membership::members;
 use crate::metrics::MetricsRegistry;
 use crate::registry::feed::FeedItem;
+use crate::registry::follow::FollowerStatus;
+use crate::registry::nodes::RegistryNodes;
 use crate::status::{Activity, StatusBoard};
 use crate::ui::Hub;
 use serde_json::json;
@@ -29,6 +31,8 @@ pub struct AqueductStart {
     pub listen: SocketAddr,
     pub common: AqueductCommon,
     pub feed: mpsc::Receiver<FeedItem>,
+    /// Which registry node the feed follows, when it follows one over HTTP (for `/metrics`).
+    pub feed_status: Option<FollowerStatus>,
     pub registry_url: String,
     /// Bearer token for the registry (the UI's registry page, the self-announcement).
     pub registry_token: Option<String>,
@@ -82,14 +86,14 @@ impl RunningAqueduct {
 }
 
 pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
-    let feed = crate::registry::follow::over_http_with_token(
-        args.registry.clone(),
-        args.registry_token.clone(),
-    );
+    let nodes =
+        RegistryNodes::parse(&args.registry).map_err(|err| format!("invalid --registry: {err}"))?;
+    let feed = crate::registry::follow::over_http(nodes, args.registry_token.clone());
     let running = start(AqueductStart {
         listen: args.listen,
         common: args.common,
-        feed,
+        feed: feed.items,
+        feed_status: Some(feed.status),
         registry_url: args.registry,
         registry_token: args.registry_token,
     })
@@ -104,6 +108,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         listen,
         common,
         feed,
+        feed_status,
         registry_url,
         registry_token,
     } = start;
@@ -193,6 +198,9 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         metrics.add(Arc::new(move |text| supervisor.metrics().render(text)));
         let membership_metrics = membership_metrics.clone();
         metrics.add(Arc::new(move |text| membership_metrics.render(text)));
+        if let Some(feed_status) = feed_status {
+            metrics.add(Arc::new(move |text| feed_status.render(text)));
+        }
     }
     let background_tasks = vec![
         manager::spawn(ManagerParts {

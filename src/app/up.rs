@@ -30,6 +30,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         listen: args.listen,
         common: args.common,
         feed,
+        feed_status: None,
         registry_url,
         registry_token,
     })
