@@ -4,6 +4,7 @@
 use crate::auth::AuthPolicy;
 use crate::http_server::ServeLimits;
 use crate::registry::handle::RegistryConfig;
+use crate::registry::nodes::RegistryNodes;
 use crate::registry::register::RegisterOptions;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -151,13 +152,16 @@ pub struct RegisterArgs {
     /// Registrations as `NAME@VERSION:PORT`, comma separated.
     #[arg(env = "THALASSA_REGISTER", value_delimiter = ',', required = true)]
     pub services: Vec<String>,
-    /// Base URL of the registry.
+    /// Base URL of the registry, or of several nodes of one registry cluster separated by
+    /// commas: each heartbeat goes to the node in use, and at once to the next one when it
+    /// fails (no answer, a timeout, a 5xx).
     #[arg(
         long,
         env = "THALASSA_REGISTRY",
-        default_value = "http://127.0.0.1:9000"
+        default_value = "http://127.0.0.1:9000",
+        value_parser = RegistryNodes::parse
     )]
-    pub registry: String,
+    pub registry: RegistryNodes,
     /// Address to register (default: this machine's first non-loopback IPv4).
     #[arg(long, env = "THALASSA_HOST")]
     pub host: Option<String>,

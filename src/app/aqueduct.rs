@@ -308,8 +308,9 @@ fn announce_self(
     let mut meta = serde_json::Map::new();
     meta.insert("secondsToExpire".into(), json!(60));
     meta.insert("pid".into(), json!(std::process::id()));
+    let registry = RegistryNodes::parse(registry_url).ok()?;
     match crate::registry::register::spawn_heartbeat(
-        registry_url,
+        &registry,
         registry_token,
         &key,
         meta,
