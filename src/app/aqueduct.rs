@@ -26,14 +26,15 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What `start` needs beyond the CLI flags: where registry events come from (over HTTP, or
-/// in-process under `thalassa up`) and the registry's URL for the UI's registry page.
+/// in-process under `thalassa up`) and the registry's nodes for the UI's registry page and the
+/// aqueduct's own registration.
 pub struct AqueductStart {
     pub listen: SocketAddr,
     pub common: AqueductCommon,
     pub feed: mpsc::Receiver<FeedItem>,
     /// Which registry node the feed follows, when it follows one over HTTP (for `/metrics`).
     pub feed_status: Option<FollowerStatus>,
-    pub registry_url: String,
+    pub registry: RegistryNodes,
     /// Bearer token for the registry (the UI's registry page, the self-announcement).
     pub registry_token: Option<String>,
 }
@@ -86,15 +87,14 @@ impl RunningAqueduct {
 }
 
 pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
-    let nodes =
-        RegistryNodes::parse(&args.registry).map_err(|err| format!("invalid --registry: {err}"))?;
-    let feed = crate::registry::follow::over_http(nodes, args.registry_token.clone());
+    let feed =
+        crate::registry::follow::over_http(args.registry.clone(), args.registry_token.clone());
     let running = start(AqueductStart {
         listen: args.listen,
         common: args.common,
         feed: feed.items,
         feed_status: Some(feed.status),
-        registry_url: args.registry,
+        registry: args.registry,
         registry_token: args.registry_token,
     })
     .await?;
@@ -109,7 +109,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         common,
         feed,
         feed_status,
-        registry_url,
+        registry,
         registry_token,
     } = start;
     // Checked before anything starts, so a bad token file fails fast.
@@ -234,12 +234,11 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         tokio::spawn(forward_apply_events(controller.clone(), hub.clone())),
     ];
 
-    let registry_url_for_announce = registry_url.clone();
     let app =
         routes::router_with_metrics(controller.clone(), Some(board), common.max_members, metrics)
             .merge(crate::ui::router_with_registry_token(
                 hub.clone(),
-                registry_url,
+                registry.clone(),
                 registry_token.as_deref(),
             ));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -259,7 +258,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     ));
     let announce = tokio_util::sync::CancellationToken::new();
     let announce_task = announce_self(
-        &registry_url_for_announce,
+        &registry,
         registry_token.as_deref(),
         local_addr,
         announce.clone(),
@@ -287,7 +286,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
 /// Registers this aqueduct as `thalassa-aqueduct@<version>` at its API address (heartbeat every
 /// 20 s, 60 s lease), as the original did, so operators can find every aqueduct in the registry.
 fn announce_self(
-    registry_url: &str,
+    registry: &RegistryNodes,
     registry_token: Option<&str>,
     local_addr: SocketAddr,
     stop: tokio_util::sync::CancellationToken,
@@ -308,9 +307,8 @@ fn announce_self(
     let mut meta = serde_json::Map::new();
     meta.insert("secondsToExpire".into(), json!(60));
     meta.insert("pid".into(), json!(std::process::id()));
-    let registry = RegistryNodes::parse(registry_url).ok()?;
     match crate::registry::register::spawn_heartbeat(
-        &registry,
+        registry,
         registry_token,
         &key,
         meta,

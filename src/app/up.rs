@@ -3,6 +3,7 @@
 
 use crate::BoxError;
 use crate::cli::{RegistryArgs, UpArgs};
+use crate::registry::nodes::RegistryNodes;
 
 pub async fn run(args: UpArgs) -> Result<(), BoxError> {
     let registry = crate::app::registry::start(&RegistryArgs {
@@ -14,7 +15,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         http: args.common.http.clone(),
     })
     .await?;
-    let registry_url = format!("http://{}", registry.local_addr());
+    let registry_nodes = RegistryNodes::at(registry.local_addr());
     let feed = crate::registry::follow::in_process(registry.registry().clone());
     // The same tokens guard both APIs; the aqueduct's own calls to the registry (the UI's
     // registry page, its self-announcement) use the admin token, else the read token.
@@ -31,7 +32,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         common: args.common,
         feed,
         feed_status: None,
-        registry_url,
+        registry: registry_nodes,
         registry_token,
     })
     .await;
