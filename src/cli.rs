@@ -4,6 +4,7 @@
 use crate::auth::AuthPolicy;
 use crate::http_server::ServeLimits;
 use crate::registry::handle::RegistryConfig;
+use crate::registry::nodes::RegistryNodes;
 use crate::registry::redis_store::StoreUrl;
 use crate::registry::register::RegisterOptions;
 use clap::{Args, Parser, Subcommand};
@@ -161,13 +162,16 @@ pub struct RegisterArgs {
     /// Registrations as `NAME@VERSION:PORT`, comma separated.
     #[arg(env = "THALASSA_REGISTER", value_delimiter = ',', required = true)]
     pub services: Vec<String>,
-    /// Base URL of the registry.
+    /// Base URL of the registry, or of several nodes of one registry cluster separated by
+    /// commas: each heartbeat goes to the node in use, and at once to the next one when it
+    /// fails (no answer, a timeout, a 5xx).
     #[arg(
         long,
         env = "THALASSA_REGISTRY",
-        default_value = "http://127.0.0.1:9000"
+        default_value = "http://127.0.0.1:9000",
+        value_parser = RegistryNodes::parse
     )]
-    pub registry: String,
+    pub registry: RegistryNodes,
     /// Address to register (default: this machine's first non-loopback IPv4).
     #[arg(long, env = "THALASSA_HOST")]
     pub host: Option<String>,
@@ -188,13 +192,16 @@ pub struct AqueductArgs {
     /// Address of the aqueduct API and UI.
     #[arg(long, env = "THALASSA_LISTEN", default_value = "127.0.0.1:10000")]
     pub listen: SocketAddr,
-    /// Base URL of the registry to follow.
+    /// Base URL of the registry to follow, or of several nodes of one registry cluster
+    /// separated by commas: the aqueduct follows one node and, when its feed ends, fails or
+    /// stays silent, resumes on the next.
     #[arg(
         long,
         env = "THALASSA_REGISTRY",
-        default_value = "http://127.0.0.1:9000"
+        default_value = "http://127.0.0.1:9000",
+        value_parser = RegistryNodes::parse
     )]
-    pub registry: String,
+    pub registry: RegistryNodes,
     /// Bearer token sent to the registry: its read token is enough to follow it, its admin
     /// token also lets this aqueduct announce itself there.
     #[arg(long, env = "THALASSA_REGISTRY_TOKEN", hide_env_values = true)]
@@ -349,5 +356,54 @@ mod tests {
     fn cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// The `--registry` of `thalassa aqueduct` and `thalassa register` as parsed, or the error.
+    fn registry_flag(args: &[&str]) -> Vec<Result<String, String>> {
+        ["aqueduct", "register"]
+            .iter()
+            .map(|command| {
+                let mut argv = vec!["thalassa", command];
+                if *command == "register" {
+                    argv.push("web@1:80");
+                }
+                argv.extend_from_slice(args);
+                match Cli::try_parse_from(argv) {
+                    Ok(Cli {
+                        command: Command::Aqueduct(args),
+                    }) => Ok(args.registry.to_string()),
+                    Ok(Cli {
+                        command: Command::Register(args),
+                    }) => Ok(args.registry.to_string()),
+                    Ok(other) => panic!("{other:?}"),
+                    Err(err) => Err(err.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registry_takes_one_url_or_a_list() {
+        let same = |expected: &str| vec![Ok(expected.to_owned()), Ok(expected.to_owned())];
+        assert_eq!(registry_flag(&[]), same("http://127.0.0.1:9000"));
+        assert_eq!(
+            registry_flag(&["--registry", "http://10.0.0.1:9000/"]),
+            same("http://10.0.0.1:9000")
+        );
+        assert_eq!(
+            registry_flag(&["--registry", "http://a:9000, http://b:9000"]),
+            same("http://a:9000,http://b:9000")
+        );
+        for bad in [
+            "http://a:9000,",
+            "http://a:9000,,http://b:9000",
+            "a:9000",
+            "ftp://a",
+        ] {
+            for result in registry_flag(&["--registry", bad]) {
+                let err = result.expect_err(bad);
+                assert!(err.contains("--registry"), "{bad}: {err}");
+            }
+        }
     }
 }

@@ -238,3 +238,103 @@ async fn a_registry_hung_for_a_minute_removes_no_member() {
     .await;
     assert!(log.contains("the registry was stalled"), "{log}");
 }
+
+/// Registers `origin` as a member of `app@1` on the registry node at `node`, long lease.
+async fn register_on(node: &str, origin: &Origin) {
+    let url = format!("{node}/registrations/app/1/127.0.0.1/{}", origin.port());
+    let response = client()
+        .post(url)
+        .body(r#"{"secondsToExpire":600}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn aqueduct_metrics(api: &str) -> String {
+    match client().get(format!("{api}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Aqueducts follow a cluster (`--registry A,B`): two registry nodes hold the same
+/// registrations (as a shared store would give them); a kill -9 of the node the aqueduct
+/// follows costs no request and no member, `/metrics` names the other node, and the aqueduct
+/// follows that node's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aqueduct_follows_the_next_registry_node_when_one_dies() {
+    if !require_haproxy() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("node-a"), dir.path().join("node-b"));
+    for node_dir in [&dir_a, &dir_b] {
+        std::fs::create_dir_all(node_dir).unwrap();
+    }
+    let (port_a, port_b) = (free_port(), free_port());
+    let (api_port, proxy_port) = (free_port(), free_port());
+    let node_a = format!("http://127.0.0.1:{port_a}");
+    let node_b = format!("http://127.0.0.1:{port_b}");
+    let api = format!("http://127.0.0.1:{api_port}");
+    let mut registry_a = start_registry(&dir_a, port_a).await;
+    let _registry_b = start_registry(&dir_b, port_b).await;
+    let _aqueduct = start_aqueduct(
+        dir.path(),
+        "aqueduct",
+        api_port,
+        &format!("{node_a},{node_b}"),
+    )
+    .await;
+    configure_web_app(&api, proxy_port).await;
+    let origins = vec![Origin::start("web").await, Origin::start("web").await];
+    for origin in &origins {
+        for node in [&node_a, &node_b] {
+            register_on(node, origin).await;
+        }
+    }
+    eventually(Duration::from_secs(15), "both members UP", || async {
+        (app_members_up(&api).await == 2).then_some(())
+    })
+    .await;
+    // The node followed, and that its stream is open.
+    let follows = |text: &str, node: &str| {
+        text.lines()
+            .any(|line| line == format!("thalassa_feed_node{{url=\"{node}\"}} 1"))
+            && text.lines().any(|line| line == "thalassa_feed_connected 1")
+    };
+    let text = aqueduct_metrics(&api).await;
+    assert!(follows(&text, &node_a), "{text}");
+
+    let load = Load::start(proxy_port, 2);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    signal(registry_a.pid(), "KILL");
+    let _ = registry_a.child.wait();
+    eventually(
+        Duration::from_secs(15),
+        "the aqueduct following the second node",
+        || async {
+            let text = aqueduct_metrics(&api).await;
+            (follows(&text, &node_b) && text.contains("thalassa_feed_failovers_total 1"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(app_members_up(&api).await, 2, "no member removed");
+    let third = Origin::start("web").await;
+    register_on(&node_b, &third).await;
+    eventually(Duration::from_secs(15), "the third member UP", || async {
+        (app_members_up(&api).await == 3).then_some(())
+    })
+    .await;
+    load.wait_ok(300).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("kill -9 of the registry node the aqueduct follows");
+    load.stop().await;
+    assert_eq!(
+        report.failed, 0,
+        "a registry node's death must cost no request"
+    );
+}

@@ -1,6 +1,7 @@
 //! How an aqueduct follows a registry: `follow::over_http` against the real binary (including a
-//! registry restart and a crash, which must produce no offline events), and `follow::in_process`
-//! against the library (including a follower so slow it must be resynchronised by snapshot).
+//! registry restart and a crash, which must produce no offline events, and a cluster of nodes
+//! one of which dies or hangs), and `follow::in_process` against the library (including a
+//! follower so slow it must be resynchronised by snapshot).
 
 mod registry_support;
 mod support;
@@ -11,16 +12,44 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use thalassa::registry::feed::{FeedItem, RegistryEvent};
 use thalassa::registry::model::RegistrationKey;
+use thalassa::registry::nodes::RegistryNodes;
 use thalassa::registry::{RegistryConfig, follow};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
+/// A lease no test outlives.
+const LEASE: &str = r#"{"secondsToExpire":60}"#;
 
 async fn next(feed: &mut mpsc::Receiver<FeedItem>) -> FeedItem {
     tokio::time::timeout(WAIT, feed.recv())
         .await
         .expect("a feed item in time")
         .expect("the feed is open")
+}
+
+/// The `--registry` list of these base URLs.
+fn nodes(urls: &[&str]) -> RegistryNodes {
+    urls.join(",").parse().expect("valid registry URLs")
+}
+
+/// The ids of a snapshot, excluding the registries' own registrations.
+fn snapshot_ids(item: &FeedItem) -> Vec<&str> {
+    match item {
+        FeedItem::Snapshot { registrations, .. } => registrations
+            .iter()
+            .filter(|r| r.name != "thalassa")
+            .map(|r| r.id.as_str())
+            .collect(),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+/// Waits until `status` is connected to `node`.
+async fn await_following(status: &follow::FollowerStatus, node: &str) {
+    registry_support::eventually(WAIT, &format!("the follower on {node}"), || async {
+        (status.connected() && status.node() == node).then_some(())
+    })
+    .await;
 }
 
 fn online_id(item: &FeedItem) -> &str {
@@ -36,7 +65,8 @@ fn online_id(item: &FeedItem) -> &str {
 #[tokio::test]
 async fn over_http_survives_restarts_without_offline_events() {
     let mut first = Registry::start(&[]).await;
-    let mut feed = follow::over_http(first.url.clone());
+    let follower = follow::over_http(nodes(&[&first.url]), None);
+    let (mut feed, status) = (follower.items, follower.status);
     let snapshot = next(&mut feed).await;
     assert!(
         matches!(snapshot, FeedItem::Snapshot { .. }),
@@ -94,6 +124,8 @@ async fn over_http_survives_restarts_without_offline_events() {
         } => assert_eq!(id, "/x/1/127.0.0.1/80"),
         other => panic!("expected the deletion, got {other:?}"),
     }
+    // One node: every reconnection was to it.
+    assert_eq!((status.node(), status.failovers()), (first.url.as_str(), 0));
     drop(temp);
 }
 
@@ -101,7 +133,7 @@ async fn over_http_survives_restarts_without_offline_events() {
 async fn over_http_waits_for_a_registry_that_is_not_up_yet() {
     let port = registry_support::free_port();
     let temp = tempfile::tempdir().unwrap();
-    let mut feed = follow::over_http(format!("http://127.0.0.1:{port}/"));
+    let mut feed = follow::over_http(nodes(&[&format!("http://127.0.0.1:{port}/")]), None).items;
     // Nothing arrives while there is no registry.
     assert!(
         tokio::time::timeout(Duration::from_millis(500), feed.recv())
@@ -114,6 +146,79 @@ async fn over_http_waits_for_a_registry_that_is_not_up_yet() {
         .post("/registrations/late/1/127.0.0.1/80", "{}")
         .await;
     assert_eq!(online_id(&next(&mut feed).await), "/late/1/127.0.0.1/80");
+}
+
+#[tokio::test]
+async fn over_http_fails_over_to_the_next_node_when_one_is_killed() {
+    // Two independent registries stand for two nodes of one cluster: each has its own state,
+    // so after a failover the follower must take the other node's snapshot (with a shared
+    // store the same request resumes by event id instead).
+    let mut a = Registry::start(&[]).await;
+    let mut b = Registry::start(&[]).await;
+    a.post("/registrations/on-a/1/127.0.0.1/80", LEASE).await;
+    b.post("/registrations/on-b/1/127.0.0.1/80", LEASE).await;
+    let follower = follow::over_http(nodes(&[&a.url, &b.url]), None);
+    let (mut feed, status) = (follower.items, follower.status);
+    assert_eq!(
+        snapshot_ids(&next(&mut feed).await),
+        ["/on-a/1/127.0.0.1/80"]
+    );
+    await_following(&status, &a.url).await;
+    a.post("/registrations/more-a/1/127.0.0.1/80", LEASE).await;
+    assert_eq!(online_id(&next(&mut feed).await), "/more-a/1/127.0.0.1/80");
+
+    // kill -9 of the node followed: no offline event, the next item is b's snapshot.
+    a.process.kill();
+    let snapshot = next(&mut feed).await;
+    assert_eq!(snapshot_ids(&snapshot), ["/on-b/1/127.0.0.1/80"]);
+    await_following(&status, &b.url).await;
+    assert_eq!(status.failovers(), 1);
+    b.post("/registrations/more-b/1/127.0.0.1/80", LEASE).await;
+    let event = next(&mut feed).await;
+    assert_eq!(online_id(&event), "/more-b/1/127.0.0.1/80");
+    assert!(event.seq() > snapshot.seq());
+
+    // Round-robin: when b dies too, the follower goes back to the first node, restarted
+    // (after a crash, so it cannot resume b's id either and sends its snapshot).
+    let a_again = Registry::start_in(&a.data_dir, a.port, &[]).await;
+    a_again
+        .post("/registrations/back-on-a/1/127.0.0.1/80", LEASE)
+        .await;
+    b.process.kill();
+    let ids = snapshot_ids(&next(&mut feed).await).join(" ");
+    assert!(ids.contains("/back-on-a/1/127.0.0.1/80"), "{ids}");
+    assert!(!ids.contains("-b/"), "{ids}");
+    await_following(&status, &a.url).await;
+    assert_eq!(status.failovers(), 2);
+}
+
+#[tokio::test]
+async fn over_http_fails_over_from_a_node_that_stays_silent() {
+    let a = Registry::start(&[]).await;
+    let b = Registry::start(&[]).await;
+    a.post("/registrations/on-a/1/127.0.0.1/80", LEASE).await;
+    b.post("/registrations/on-b/1/127.0.0.1/80", LEASE).await;
+    let follower = follow::over_http(nodes(&[&a.url, &b.url]), None);
+    let (mut feed, status) = (follower.items, follower.status);
+    assert_eq!(
+        snapshot_ids(&next(&mut feed).await),
+        ["/on-a/1/127.0.0.1/80"]
+    );
+    await_following(&status, &a.url).await;
+
+    // A hung node keeps its connection open and sends nothing, not even its keep-alive: after
+    // two missed keep-alives the follower moves on.
+    a.process.pause();
+    let started = std::time::Instant::now();
+    let item = tokio::time::timeout(follow::IDLE_TIMEOUT + WAIT, feed.recv())
+        .await
+        .expect("b's snapshot after the idle timeout")
+        .expect("the feed is open");
+    assert_eq!(snapshot_ids(&item), ["/on-b/1/127.0.0.1/80"]);
+    // Silence, not an error, ended the stream.
+    assert!(started.elapsed() >= follow::IDLE_TIMEOUT / 2);
+    await_following(&status, &b.url).await;
+    a.process.resume();
 }
 
 #[tokio::test]

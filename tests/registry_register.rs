@@ -1,5 +1,6 @@
 //! `thalassa register` against a real registry: keeps registrations alive, retries while the
-//! registry is down (logging the outage once), and deletes its registrations on SIGTERM/SIGINT.
+//! registry is down (logging the outage once), deletes its registrations on SIGTERM/SIGINT, and
+//! given several registry nodes moves to the next one at once when a node fails.
 
 mod registry_support;
 mod support;
@@ -133,6 +134,125 @@ async fn retries_while_the_registry_is_down_and_logs_the_outage_once() {
     .await;
     assert!(register.terminate().await.success());
     assert_eq!(registry.ids().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn keeps_the_registration_alive_on_a_live_node_when_the_first_is_dead() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let live = Registry::start(&[]).await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut register = start_register(
+        &format!("{dead},{}", live.url),
+        "svc@1:7000",
+        &["--every", "200ms", "--secs-to-expire", "2"],
+        temp.path().join("register.log"),
+    );
+    let id = "/svc/1/127.0.0.1/7000";
+    let first = eventually(WAIT, "the registration on the live node", || async {
+        last_known(&live, id).await
+    })
+    .await;
+    // Over more than two leases it is refreshed and never expires.
+    eventually(WAIT, "refreshes for more than two leases", || async {
+        (last_known(&live, id).await? >= first + 5_000).then_some(())
+    })
+    .await;
+    assert_eq!(live.metric("thalassa_registry_expired_total").await, 0.0);
+    let log = register.log();
+    assert!(
+        log.contains("registry node failed; trying the next one"),
+        "{log}"
+    );
+    // The dead node never cost a heartbeat.
+    assert!(!log.contains("heartbeat failed"), "{log}");
+    assert!(register.terminate().await.success());
+    assert_eq!(live.ids().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn moves_to_the_next_node_when_the_one_in_use_is_killed() {
+    let mut first = Registry::start(&[]).await;
+    let second = Registry::start(&[]).await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut register = start_register(
+        &format!("{},{}", first.url, second.url),
+        "svc@1:7000",
+        &["--every", "200ms", "--secs-to-expire", "30"],
+        temp.path().join("register.log"),
+    );
+    eventually(WAIT, "the registration on the first node", || async {
+        (first.ids().await == ["/svc/1/127.0.0.1/7000"]).then_some(())
+    })
+    .await;
+    // Heartbeats stay on the node that answers.
+    assert_eq!(second.ids().await, Vec::<String>::new());
+    first.process.kill();
+    // The next heartbeat lands on the second node, long before the lease could run out.
+    eventually(
+        Duration::from_secs(5),
+        "the registration on the second node",
+        || async { (second.ids().await == ["/svc/1/127.0.0.1/7000"]).then_some(()) },
+    )
+    .await;
+    assert!(register.terminate().await.success());
+    assert_eq!(second.ids().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn deregisters_on_the_next_node_when_the_one_in_use_is_gone() {
+    let mut first = Registry::start(&[]).await;
+    let second = Registry::start(&[]).await;
+    let temp = tempfile::tempdir().unwrap();
+    // One heartbeat, then none before the stop: the node in use is still the first one.
+    let mut register = start_register(
+        &format!("{},{}", first.url, second.url),
+        "svc@1:7000",
+        &["--every", "10m", "--secs-to-expire", "30"],
+        temp.path().join("register.log"),
+    );
+    eventually(WAIT, "the registration on the first node", || async {
+        (first.ids().await == ["/svc/1/127.0.0.1/7000"]).then_some(())
+    })
+    .await;
+    first.process.kill();
+    assert!(register.terminate().await.success());
+    // The DELETE went on to the second node, which answered (it never had the registration).
+    assert_eq!(
+        second
+            .metric("thalassa_registry_deletes_total{outcome=\"unknown\"}")
+            .await,
+        1.0
+    );
+    let log = register.log();
+    assert!(log.contains("deregistered"), "{log}");
+}
+
+#[tokio::test]
+async fn a_bad_registry_list_fails_fast_naming_the_flag() {
+    let temp = tempfile::tempdir().unwrap();
+    for (i, registry) in [
+        "http://127.0.0.1:9,",
+        "127.0.0.1:9",
+        "http://a:1,,http://b:1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for command in ["register", "aqueduct"] {
+            let mut args = vec![command, "--registry", registry];
+            if command == "register" {
+                args.push("web@1:80");
+            }
+            let mut process = Process::spawn(&args, temp.path().join(format!("{command}-{i}.log")));
+            let status = process.wait(WAIT).await;
+            assert!(!status.success(), "{command} --registry {registry}");
+            assert!(
+                process.log().contains("--registry"),
+                "{command} --registry {registry}: {}",
+                process.log()
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -93,7 +93,8 @@ impl Stack {
         let api = axum::Router::new()
             .route("/backends/{key}", axum::routing::post(switch_version))
             .with_state(state);
-        let app = api.merge(router(self.hub.clone(), self.registry_server.url("")));
+        let registry = self.registry_server.url("").parse().expect("registry URL");
+        let app = api.merge(router(self.hub.clone(), registry));
         let app = thalassa::auth::guard(app, self.policy.clone());
         self.app = Some(Served::start_on(app, port).await);
     }

@@ -21,7 +21,8 @@ fn no_redirects() -> reqwest::Client {
 async fn ui(registry_url: &str) -> (tempfile::TempDir, Hub, Served) {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::open(dir.path()).unwrap();
-    let served = Served::start(router(hub.clone(), registry_url.to_owned())).await;
+    let registry = registry_url.parse().expect("registry URLs");
+    let served = Served::start(router(hub.clone(), registry)).await;
     (dir, hub, served)
 }
 
@@ -108,7 +109,7 @@ async fn api_routes_and_fallback_keep_priority_after_a_merge() {
             axum::routing::post(|| async { "api switch" }),
         )
         .fallback(thalassa::api_error::route_not_found);
-    let app = api.merge(router(hub, "http://127.0.0.1:9".into()));
+    let app = api.merge(router(hub, "http://127.0.0.1:9".parse().unwrap()));
     let served = Served::start(app).await;
     let client = no_redirects();
 
@@ -224,6 +225,24 @@ async fn the_registry_view_merges_expiries_and_reports_outages() {
             .starts_with("registry unavailable: GET http://127.0.0.1:"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn the_registry_view_comes_from_the_next_node_when_one_is_down() {
+    let registry = FakeRegistry::default();
+    registry.register("web", "1.0.0", "127.0.0.1", 8080, 4_000_000_000_000);
+    let registry_server = Served::start(registry.router()).await;
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let (_dir, _hub, served) = ui(&format!("{dead},{}", registry_server.url(""))).await;
+    for _ in 0..2 {
+        let view: Value = reqwest::get(served.url("/ui/api/registry"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(view["registrations"][0]["id"], "/web/1.0.0/127.0.0.1/8080");
+    }
 }
 
 #[tokio::test]

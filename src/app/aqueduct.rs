@@ -16,6 +16,8 @@ use crate::membership::manager::{
 use crate::membership::members;
 use crate::metrics::MetricsRegistry;
 use crate::registry::feed::FeedItem;
+use crate::registry::follow::FollowerStatus;
+use crate::registry::nodes::RegistryNodes;
 use crate::status::{Activity, StatusBoard};
 use crate::ui::Hub;
 use serde_json::json;
@@ -24,12 +26,15 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What `start` needs beyond the CLI flags: where registry events come from (over HTTP, or
-/// in-process under `thalassa up`) and the registry's URL for the UI's registry page.
+/// in-process under `thalassa up`) and the registry's nodes for the UI's registry page and the
+/// aqueduct's own registration.
 pub struct AqueductStart {
     pub listen: SocketAddr,
     pub common: AqueductCommon,
     pub feed: mpsc::Receiver<FeedItem>,
-    pub registry_url: String,
+    /// Which registry node the feed follows, when it follows one over HTTP (for `/metrics`).
+    pub feed_status: Option<FollowerStatus>,
+    pub registry: RegistryNodes,
     /// Bearer token for the registry (the UI's registry page, the self-announcement).
     pub registry_token: Option<String>,
 }
@@ -82,15 +87,14 @@ impl RunningAqueduct {
 }
 
 pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
-    let feed = crate::registry::follow::over_http_with_token(
-        args.registry.clone(),
-        args.registry_token.clone(),
-    );
+    let feed =
+        crate::registry::follow::over_http(args.registry.clone(), args.registry_token.clone());
     let running = start(AqueductStart {
         listen: args.listen,
         common: args.common,
-        feed,
-        registry_url: args.registry,
+        feed: feed.items,
+        feed_status: Some(feed.status),
+        registry: args.registry,
         registry_token: args.registry_token,
     })
     .await?;
@@ -104,7 +108,8 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         listen,
         common,
         feed,
-        registry_url,
+        feed_status,
+        registry,
         registry_token,
     } = start;
     // Checked before anything starts, so a bad token file fails fast.
@@ -193,6 +198,9 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         metrics.add(Arc::new(move |text| supervisor.metrics().render(text)));
         let membership_metrics = membership_metrics.clone();
         metrics.add(Arc::new(move |text| membership_metrics.render(text)));
+        if let Some(feed_status) = feed_status {
+            metrics.add(Arc::new(move |text| feed_status.render(text)));
+        }
     }
     let background_tasks = vec![
         manager::spawn(ManagerParts {
@@ -226,12 +234,11 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         tokio::spawn(forward_apply_events(controller.clone(), hub.clone())),
     ];
 
-    let registry_url_for_announce = registry_url.clone();
     let app =
         routes::router_with_metrics(controller.clone(), Some(board), common.max_members, metrics)
             .merge(crate::ui::router_with_registry_token(
                 hub.clone(),
-                registry_url,
+                registry.clone(),
                 registry_token.as_deref(),
             ));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -251,7 +258,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     ));
     let announce = tokio_util::sync::CancellationToken::new();
     let announce_task = announce_self(
-        &registry_url_for_announce,
+        &registry,
         registry_token.as_deref(),
         local_addr,
         announce.clone(),
@@ -279,7 +286,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
 /// Registers this aqueduct as `thalassa-aqueduct@<version>` at its API address (heartbeat every
 /// 20 s, 60 s lease), as the original did, so operators can find every aqueduct in the registry.
 fn announce_self(
-    registry_url: &str,
+    registry: &RegistryNodes,
     registry_token: Option<&str>,
     local_addr: SocketAddr,
     stop: tokio_util::sync::CancellationToken,
@@ -301,7 +308,7 @@ fn announce_self(
     meta.insert("secondsToExpire".into(), json!(60));
     meta.insert("pid".into(), json!(std::process::id()));
     match crate::registry::register::spawn_heartbeat(
-        registry_url,
+        registry,
         registry_token,
         &key,
         meta,

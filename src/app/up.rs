@@ -3,6 +3,7 @@
 
 use crate::BoxError;
 use crate::cli::{RegistryArgs, UpArgs};
+use crate::registry::nodes::RegistryNodes;
 
 pub async fn run(args: UpArgs) -> Result<(), BoxError> {
     let registry = crate::app::registry::start(&RegistryArgs {
@@ -16,7 +17,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         http: args.common.http.clone(),
     })
     .await?;
-    let registry_url = format!("http://{}", registry.local_addr());
+    let registry_nodes = RegistryNodes::at(registry.local_addr());
     let feed = crate::registry::follow::in_process(registry.registry().clone());
     // The same tokens guard both APIs; the aqueduct's own calls to the registry (the UI's
     // registry page, its self-announcement) use the admin token, else the read token.
@@ -32,7 +33,8 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         listen: args.listen,
         common: args.common,
         feed,
-        registry_url,
+        feed_status: None,
+        registry: registry_nodes,
         registry_token,
     })
     .await;

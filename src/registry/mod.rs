@@ -10,7 +10,8 @@
 //!   [`expiry`], the [`meter`] ticker and the [`snapshot`] writer.
 //! - [`routes`] + [`events`]: the HTTP API and `GET /events`; [`server`]: `thalassa registry`.
 //! - [`feed`] + [`fanout`] + [`follow`] + [`sse_decoder`]: the change feed, in-process or over
-//!   HTTP; [`register`]: `thalassa register`.
+//!   HTTP; [`register`]: `thalassa register`; [`nodes`]: the registry nodes those clients fail
+//!   over between.
 //!
 //! Invariants:
 //! - Only the store mutates registrations, and every change and its event are one atomic step,
@@ -32,6 +33,7 @@ pub mod local_ip;
 pub mod memory_store;
 pub mod meter;
 pub mod model;
+pub mod nodes;
 pub mod record;
 pub mod redis_store;
 pub mod register;

@@ -1,13 +1,18 @@
 //! `thalassa register`: keeps registrations alive in a registry by POSTing each one every
 //! `--every`, retries with backoff while the registry is down (logging each outage once), and
 //! DELETEs them on SIGTERM/SIGINT (the original client forgot to, leaving them for 60 s).
+//! Given several nodes of one registry cluster, it stays on a node while it answers and moves
+//! to the next one at once when a request fails (no answer, a timeout, a 5xx), so a dead node
+//! costs no lease.
 
 use super::clock::now_ms;
 use super::local_ip::first_non_loopback_ipv4;
 use super::model::RegistrationKey;
+use super::nodes::{NodeCursor, RegistryNodes};
 use crate::BoxError;
 use crate::shutdown_signal::stop_requested;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -90,8 +95,8 @@ fn heartbeat_meta(secs_to_expire: u64) -> Map<String, Value> {
 pub struct RegisterOptions {
     /// Registrations as `NAME@VERSION:PORT`.
     pub services: Vec<String>,
-    /// Base URL of the registry.
-    pub registry: String,
+    /// The registry's nodes, in failover order.
+    pub registry: RegistryNodes,
     /// Address to register (default: this machine's first non-loopback IPv4).
     pub host: Option<String>,
     /// Expiry sent with every heartbeat, in seconds.
@@ -116,11 +121,11 @@ pub async fn run(args: RegisterOptions) -> Result<(), BoxError> {
     if keys.is_empty() {
         return Err("nothing to register: give NAME@VERSION:PORT".into());
     }
-    let base = reqwest::Url::parse(&args.registry)
-        .map_err(|err| format!("invalid --registry {:?}: {err}", args.registry))?;
-    let urls = keys
+    // Every registration of this process moves to the next node together.
+    let cursor = Arc::new(NodeCursor::new(args.registry.len()));
+    let targets = keys
         .iter()
-        .map(|key| registration_url(&base, key))
+        .map(|key| Target::new(&args.registry, key, cursor.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     // `--token` / THALASSA_TOKEN, else the registry's own admin token from the environment
     // (one secret for a whole compose stack).
@@ -138,31 +143,32 @@ pub async fn run(args: RegisterOptions) -> Result<(), BoxError> {
 
     let stop = CancellationToken::new();
     let mut heartbeats = Vec::new();
-    for (key, url) in keys.iter().zip(&urls) {
+    for target in &targets {
         heartbeats.push(tokio::spawn(keep_alive(
             client.clone(),
-            url.clone(),
-            key.id(),
+            target.clone(),
             body.clone(),
             every,
             stop.clone(),
         )));
     }
-    tracing::info!(registry = %base, host = %host, count = keys.len(), every = ?every, "keeping registrations alive");
+    tracing::info!(registry = %args.registry, host = %host, count = keys.len(), every = ?every, "keeping registrations alive");
     stop_requested().await;
     stop.cancel();
     for task in heartbeats {
         let _ = task.await;
     }
-    for (key, url) in keys.iter().zip(urls) {
-        match client.delete(url).send().await {
-            Ok(response) if response.status().is_success() => {
-                tracing::info!(id = %key.id(), "deregistered");
+    for target in &targets {
+        match target.delete(&client).await {
+            Ok((node, status)) if status.is_success() => {
+                tracing::info!(id = %target.id, node = %target.nodes.name(node), "deregistered");
             }
-            Ok(response) => {
-                tracing::warn!(id = %key.id(), status = %response.status(), "deregistration refused");
+            Ok((node, status)) => {
+                tracing::warn!(id = %target.id, node = %target.nodes.name(node), status = %status, "deregistration refused");
             }
-            Err(err) => tracing::warn!(id = %key.id(), error = %err, "cannot deregister"),
+            Err(failure) => {
+                tracing::warn!(id = %target.id, error = %failure.error, "cannot deregister")
+            }
         }
     }
     Ok(())
@@ -172,69 +178,182 @@ pub async fn run(args: RegisterOptions) -> Result<(), BoxError> {
 /// (the aqueduct announces itself this way as `thalassa-aqueduct@<version>`). `token` is the
 /// registry's admin token, if it has one.
 pub fn spawn_heartbeat(
-    registry: &str,
+    registry: &RegistryNodes,
     token: Option<&str>,
     key: &RegistrationKey,
     meta: Map<String, Value>,
     every: Duration,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BoxError> {
-    let base = reqwest::Url::parse(registry)
-        .map_err(|err| format!("invalid registry URL {registry:?}: {err}"))?;
-    let url = registration_url(&base, key)?;
+    let target = Target::new(registry, key, Arc::new(NodeCursor::new(registry.len())))?;
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .default_headers(crate::auth::client_headers(token)?)
         .build()?;
-    let id = key.id();
     Ok(tokio::spawn(async move {
         keep_alive(
             client.clone(),
-            url.clone(),
-            id.clone(),
+            target.clone(),
             Value::Object(meta),
             every,
             stop,
         )
         .await;
-        if let Err(err) = client.delete(url).send().await {
-            tracing::debug!(id = %id, error = %err, "cannot deregister");
+        if let Err(failure) = target.delete(&client).await {
+            tracing::debug!(id = %target.id, error = %failure.error, "cannot deregister");
         }
     }))
 }
 
-/// POSTs one registration every `every` until `stop`, retrying failures with backoff.
+/// One registration on every node of the registry: its URL on each, and the cursor (shared
+/// by the registrations of one process) on the node in use.
+#[derive(Clone)]
+struct Target {
+    id: String,
+    nodes: RegistryNodes,
+    /// The registration's URL on each node, in the nodes' order.
+    urls: Arc<[reqwest::Url]>,
+    cursor: Arc<NodeCursor>,
+}
+
+/// A request a node did not serve.
+#[derive(Debug)]
+struct NodeFailure {
+    error: String,
+    /// The node is down or overloaded (no answer, a timeout, a 5xx), so another node may
+    /// serve the request; a 4xx would be the same everywhere.
+    node_down: bool,
+    /// The node's `Retry-After`, in seconds.
+    retry_after: Option<Duration>,
+}
+
+impl Target {
+    fn new(
+        nodes: &RegistryNodes,
+        key: &RegistrationKey,
+        cursor: Arc<NodeCursor>,
+    ) -> Result<Target, String> {
+        let urls = (0..nodes.len())
+            .map(|node| registration_url(nodes.url(node), key))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Target {
+            id: key.id(),
+            nodes: nodes.clone(),
+            urls: urls.into(),
+            cursor,
+        })
+    }
+
+    /// POSTs the heartbeat to the node in use, and at once to the next ones while they fail
+    /// as down (each node at most once). Returns the node that took it. `quiet` (during an
+    /// outage of every node) logs the nodes' failures at debug level only.
+    async fn heartbeat(
+        &self,
+        client: &reqwest::Client,
+        body: &Value,
+        quiet: bool,
+    ) -> Result<usize, NodeFailure> {
+        let mut tries = 0;
+        loop {
+            let node = self.cursor.current();
+            let failure = match post(client, &self.urls[node % self.urls.len()], body).await {
+                Ok(()) => return Ok(node),
+                Err(failure) => failure,
+            };
+            if !failure.node_down {
+                return Err(failure);
+            }
+            // The next attempt, now or after the backoff, goes to the next node.
+            let next = self.cursor.advance_from(node);
+            tries += 1;
+            if tries >= self.urls.len() {
+                return Err(failure);
+            }
+            if quiet {
+                tracing::debug!(id = %self.id, node = %self.nodes.name(node), error = %failure.error, "registry node failed");
+            } else {
+                tracing::warn!(
+                    id = %self.id,
+                    node = %self.nodes.name(node),
+                    next = %self.nodes.name(next),
+                    error = %failure.error,
+                    "registry node failed; trying the next one"
+                );
+            }
+        }
+    }
+
+    /// DELETEs the registration from the node in use, else from the next ones, until one
+    /// answers with anything but a 5xx. Returns that node and its answer.
+    async fn delete(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<(usize, reqwest::StatusCode), NodeFailure> {
+        let mut tries = 0;
+        loop {
+            let node = self.cursor.current();
+            let failure = match client
+                .delete(self.urls[node % self.urls.len()].clone())
+                .send()
+                .await
+            {
+                Ok(response) if !response.status().is_server_error() => {
+                    return Ok((node, response.status()));
+                }
+                Ok(response) => node_failure(response).await,
+                Err(err) => NodeFailure {
+                    error: err.to_string(),
+                    node_down: true,
+                    retry_after: None,
+                },
+            };
+            self.cursor.advance_from(node);
+            tries += 1;
+            if tries >= self.urls.len() {
+                return Err(failure);
+            }
+            tracing::debug!(id = %self.id, node = %self.nodes.name(node), error = %failure.error, "registry node failed to deregister; trying the next one");
+        }
+    }
+}
+
+/// POSTs one registration every `every` until `stop`. A node that fails is replaced by the
+/// next one at once; when every node failed, retries with backoff (doubling up to `every`,
+/// at least a node's `Retry-After`).
 async fn keep_alive(
     client: reqwest::Client,
-    url: reqwest::Url,
-    id: String,
+    target: Target,
     body: Value,
     every: Duration,
     stop: CancellationToken,
 ) {
+    let id = &target.id;
     let mut failing = false;
-    let mut registered_once = false;
+    let mut registered_on: Option<usize> = None;
     let mut retry = FIRST_RETRY;
     loop {
-        let wait = match heartbeat(&client, &url, &body).await {
-            Ok(()) => {
+        let wait = match target.heartbeat(&client, &body, failing).await {
+            Ok(node) => {
+                let name = target.nodes.name(node);
                 if failing {
-                    tracing::info!(id = %id, "registry reachable again: registration refreshed");
-                } else if !registered_once {
-                    tracing::info!(id = %id, "registered");
+                    tracing::info!(id = %id, node = %name, "registry reachable again: registration refreshed");
+                } else if registered_on.is_none() {
+                    tracing::info!(id = %id, node = %name, "registered");
+                } else if registered_on != Some(node) {
+                    tracing::info!(id = %id, node = %name, "registration refreshed on another registry node");
                 }
                 failing = false;
-                registered_once = true;
+                registered_on = Some(node);
                 retry = FIRST_RETRY;
                 every
             }
-            Err(error) => {
+            Err(failure) => {
                 if !failing {
-                    tracing::warn!(id = %id, error = %error, "heartbeat failed; retrying with backoff");
+                    tracing::warn!(id = %id, error = %failure.error, "heartbeat failed; retrying with backoff");
                     failing = true;
                 }
-                let wait = retry;
+                let wait = retry.max(failure.retry_after.unwrap_or_default().min(every));
                 retry = (retry * 2).min(every);
                 wait
             }
@@ -246,23 +365,42 @@ async fn keep_alive(
     }
 }
 
-async fn heartbeat(
+async fn post(
     client: &reqwest::Client,
     url: &reqwest::Url,
     body: &Value,
-) -> Result<(), String> {
+) -> Result<(), NodeFailure> {
     let response = client
         .post(url.clone())
         .json(body)
         .send()
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| NodeFailure {
+            error: err.to_string(),
+            node_down: true,
+            retry_after: None,
+        })?;
     if response.status().is_success() {
         return Ok(());
     }
+    Err(node_failure(response).await)
+}
+
+/// What an answer other than a success says about the node.
+async fn node_failure(response: reqwest::Response) -> NodeFailure {
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let text = response.text().await.unwrap_or_default();
-    Err(format!("registry answered {status}: {text}"))
+    NodeFailure {
+        error: format!("registry answered {status}: {text}"),
+        node_down: status.is_server_error(),
+        retry_after,
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! Wiring, in short:
 //! ```ignore
 //! let hub = ui::Hub::open(&data_dir)?;                   // loads <data_dir>/activity.jsonl
-//! let app = api_router.merge(ui::router(hub.clone(), registry_url));
+//! let app = api_router.merge(ui::router(hub.clone(), registry_nodes));
 //! hub.config(json!({"frontends": [..], "backends": [..]})); // after every model change
 //! hub.stats(sample);                                      // every stats poll (1-2 s)
 //! hub.activity(Activity::now("member-up", "backend/web/web_127.0.0.1:8080", detail));
@@ -34,6 +34,7 @@ pub use activity::ActivityRecord;
 pub use hub::{ACTIVITY_CAPACITY, HISTORY_CAPACITY, Hub, SNAPSHOT_ACTIVITY};
 
 use crate::api_error::ApiError;
+use crate::registry::nodes::RegistryNodes;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -49,21 +50,21 @@ struct UiState {
     registry: RegistryClient,
 }
 
-/// The UI's routes. `registry_url` is the registry's base URL (e.g. `http://127.0.0.1:9000`),
-/// read by `/ui/api/registry`.
-pub fn router(hub: Hub, registry_url: String) -> axum::Router {
-    router_with_registry_token(hub, registry_url, None)
+/// The UI's routes. `registry_nodes` is the registry's base URL (e.g.
+/// `http://127.0.0.1:9000`), or those of the nodes of its cluster, read by `/ui/api/registry`.
+pub fn router(hub: Hub, registry_nodes: RegistryNodes) -> axum::Router {
+    router_with_registry_token(hub, registry_nodes, None)
 }
 
 /// [`router`] for a registry that wants a bearer token (its read or admin token).
 pub fn router_with_registry_token(
     hub: Hub,
-    registry_url: String,
+    registry_nodes: RegistryNodes,
     registry_token: Option<&str>,
 ) -> axum::Router {
     let state = UiState {
         hub,
-        registry: RegistryClient::new(registry_url, registry_token),
+        registry: RegistryClient::new(registry_nodes, registry_token),
     };
     axum::Router::new()
         .route("/", get(|| async { Redirect::to("/overview") }))

@@ -1,11 +1,14 @@
 //! `GET /ui/api/registry`: the registry as the Registry page and the version drop-downs need
-//! it. Fetches the registry's `GET /registrations` and `GET /leases`, merges each registration
-//! with its expiry, and counts instances per name and version.
+//! it. Fetches the registry's `GET /registrations` and `GET /leases` (from the first node of
+//! the cluster that answers), merges each registration with its expiry, and counts instances
+//! per name and version.
 
 use crate::api_error::ApiError;
+use crate::registry::nodes::{NodeCursor, RegistryNodes};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A registry fetch slower than this is an outage as far as the page is concerned.
@@ -37,17 +40,20 @@ pub(crate) struct RegistryView {
 
 #[derive(Clone)]
 pub(crate) struct RegistryClient {
-    base_url: String,
+    nodes: RegistryNodes,
+    /// The node that answered last: asked first next time.
+    cursor: Arc<NodeCursor>,
     http: reqwest::Client,
 }
 
 impl RegistryClient {
-    /// A client of the registry at `base_url`, sending `token` as a bearer token if given
-    /// (an invalid token is left out; the registry then answers 401, shown as an outage).
-    pub(crate) fn new(base_url: String, token: Option<&str>) -> RegistryClient {
+    /// A client of the registry `nodes`, sending `token` as a bearer token if given (an
+    /// invalid token is left out; the registry then answers 401, shown as an outage).
+    pub(crate) fn new(nodes: RegistryNodes, token: Option<&str>) -> RegistryClient {
         let headers = crate::auth::client_headers(token).unwrap_or_default();
         RegistryClient {
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            cursor: Arc::new(NodeCursor::new(nodes.len())),
+            nodes,
             http: reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)
                 .default_headers(headers)
@@ -56,20 +62,32 @@ impl RegistryClient {
         }
     }
 
-    /// Both lists, fetched concurrently. The registrations are required (an outage is a 502);
-    /// the leases only add countdowns, so their failure becomes a warning.
+    /// Both lists, fetched concurrently from one node: the node that answered last, else the
+    /// next ones in turn. The registrations are required (no node answering is a 502); the
+    /// leases only add countdowns, so their failure becomes a warning.
     pub(crate) async fn view(&self) -> Result<RegistryView, ApiError> {
-        let (registrations, leases) = tokio::join!(
-            self.get::<Vec<Map<String, Value>>>("/registrations"),
-            self.get::<Vec<Lease>>("/leases"),
-        );
-        let registrations = registrations.map_err(|err| {
-            tracing::warn!(registry = %self.base_url, error = %err, "registry unavailable");
-            ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                format!("registry unavailable: {err}"),
-            )
-        })?;
+        let mut tries = 0;
+        let (registrations, leases) = loop {
+            let node = self.cursor.current();
+            let (registrations, leases) = tokio::join!(
+                self.get::<Vec<Map<String, Value>>>(node, "/registrations"),
+                self.get::<Vec<Lease>>(node, "/leases"),
+            );
+            match registrations {
+                Ok(registrations) => break (registrations, leases),
+                Err(err) => {
+                    tracing::warn!(registry = %self.nodes.name(node), error = %err, "registry unavailable");
+                    self.cursor.advance_from(node);
+                    tries += 1;
+                    if tries >= self.nodes.len() {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::BAD_GATEWAY,
+                            format!("registry unavailable: {err}"),
+                        ));
+                    }
+                }
+            }
+        };
         let (leases, warning) = match leases {
             Ok(leases) => (leases, None),
             Err(err) => (Vec::new(), Some(format!("expiries unavailable: {err}"))),
@@ -82,8 +100,12 @@ impl RegistryClient {
         ))
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let url = format!("{}{path}", self.base_url);
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        node: usize,
+        path: &str,
+    ) -> Result<T, String> {
+        let url = self.nodes.endpoint(node, path);
         let response = self
             .http
             .get(&url)

@@ -73,6 +73,17 @@ impl Process {
         self.wait(Duration::from_secs(15)).await
     }
 
+    /// SIGSTOP: the process hangs (its sockets stay open, nothing answers) until
+    /// [`Process::resume`]; a drop still kills it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Process::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
     /// SIGKILL: a crash, no shutdown code runs.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
