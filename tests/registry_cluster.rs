@@ -5,6 +5,8 @@
 //! The randomized test is seeded and replayable: the seed comes from `THALASSA_CLUSTER_SEED`
 //! (else the clock) and is printed at the start and in every failure.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a test failure
+
 mod redis_support;
 mod registry_support;
 mod support;

@@ -206,6 +206,10 @@ impl MemoryStore {
         self.lock().records.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.lock().records.contains_key(id)
     }

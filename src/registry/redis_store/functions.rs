@@ -14,6 +14,9 @@ pub const EVENTS: &str = "{thalassa}:ev";
 pub const REAPER: &str = "{thalassa}:reaper";
 pub const KEYS: [&str; 4] = [META, DEADLINES, EVENTS, REAPER];
 
+/// Stream entries as `XRANGE`/`XREVRANGE` return them: id and fields.
+pub type StreamEntries = Vec<(String, std::collections::HashMap<String, redis::Value>)>;
+
 pub async fn load(connection: &mut MultiplexedConnection) -> Result<(), StoreError> {
     redis::cmd("FUNCTION")
         .arg("LOAD")

@@ -9,7 +9,7 @@
 //! trimmed past its position) it takes a new snapshot, and its followers get that snapshot
 //! as one `Snapshot` item: never a silent gap.
 
-use super::functions::{DEADLINES, EVENTS, META, seq_of_stream_id};
+use super::functions::{DEADLINES, EVENTS, META, StreamEntries, seq_of_stream_id};
 use super::link::{Link, RESPONSE_TIMEOUT};
 use crate::registry::feed::{OfflineReason, RegistryEvent};
 use crate::registry::memory_store::MemoryStore;
@@ -162,7 +162,7 @@ async fn still_has(connection: &mut MultiplexedConnection, id: &str) -> redis::R
         // is still empty or starts after it... which it cannot tell; take a snapshot.
         return Ok(false);
     }
-    let found: Vec<(String, HashMap<String, redis::Value>)> = redis::cmd("XRANGE")
+    let found: StreamEntries = redis::cmd("XRANGE")
         .arg(EVENTS)
         .arg(id)
         .arg(id)
@@ -175,27 +175,24 @@ async fn still_has(connection: &mut MultiplexedConnection, id: &str) -> redis::R
 async fn snapshot(
     connection: &mut MultiplexedConnection,
 ) -> Result<(StoreExport, String), redis::RedisError> {
-    let (metas, deadlines, last): (
-        HashMap<String, String>,
-        Vec<(String, f64)>,
-        Vec<(String, HashMap<String, redis::Value>)>,
-    ) = redis::pipe()
-        .atomic()
-        .cmd("HGETALL")
-        .arg(META)
-        .cmd("ZRANGE")
-        .arg(DEADLINES)
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .cmd("XREVRANGE")
-        .arg(EVENTS)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(connection)
-        .await?;
+    let (metas, deadlines, last): (HashMap<String, String>, Vec<(String, f64)>, StreamEntries) =
+        redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(META)
+            .cmd("ZRANGE")
+            .arg(DEADLINES)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .cmd("XREVRANGE")
+            .arg(EVENTS)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(connection)
+            .await?;
     let last_id = last
         .first()
         .map(|(id, _)| id.clone())
