@@ -315,6 +315,31 @@ impl EventStream {
             .unwrap_or_else(|| panic!("no event within {timeout:?}"))
     }
 
+    /// The next item, or `None` when none arrives within `timeout` or the stream ends or
+    /// breaks (the node died).
+    pub async fn try_next_or_end(&mut self, timeout: Duration) -> Option<FeedItem> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?
+                .ok()??;
+            self.raw.push_str(&String::from_utf8_lossy(&chunk));
+            for message in self.decoder.push(&chunk).ok()? {
+                let item = FeedItem::from_sse(
+                    message.id.as_deref().unwrap_or(""),
+                    &message.event,
+                    &message.data,
+                )
+                .expect("a known feed message");
+                self.pending.push_back(item);
+            }
+        }
+    }
+
     /// The next item, or `None` if none arrives within `timeout`.
     pub async fn try_next(&mut self, timeout: Duration) -> Option<FeedItem> {
         let deadline = tokio::time::Instant::now() + timeout;

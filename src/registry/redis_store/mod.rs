@@ -272,6 +272,12 @@ impl RedisStore {
                 .await;
             match replicas {
                 Ok(n) if n >= 1 => {}
+                // With no replica attached at all (after a failover, until the old primary
+                // returns as a replica) there is nothing a later failover could promote
+                // without this delete: accept, and say so.
+                Ok(_) if !has_replicas(connection).await => {
+                    tracing::warn!(%id, "no replica attached: the delete is on the primary only");
+                }
                 Ok(_) => {
                     return Err(StoreError::Unconfirmed(format!(
                         "no replica confirmed the delete within {DELETE_CONFIRM_MS} ms"
@@ -331,6 +337,17 @@ impl RedisStore {
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.closing.cancel();
+    }
+}
+
+/// Whether the primary has a replica attached (`ROLE` lists them); `true` when unsure.
+async fn has_replicas(connection: &mut MultiplexedConnection) -> bool {
+    let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(connection).await;
+    match role {
+        Ok(redis::Value::Array(parts)) => {
+            !matches!(parts.get(2), Some(redis::Value::Array(replicas)) if replicas.is_empty())
+        }
+        _ => true,
     }
 }
 
