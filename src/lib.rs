@@ -92,9 +92,23 @@
 //!
 //! ## Scale-out
 //!
-//! The registry's storage sits behind [`registry::store::RegistrationStore`] (upsert, remove,
-//! list, deadlines, event log); a Redis- or etcd-backed store shared by several registry nodes
-//! implements that trait. Several aqueducts can follow one registry: each keeps its own HAProxy.
+//! The registry's storage sits behind [`registry::store::RegistrationStore`] (async upsert,
+//! remove, list, expiry rounds, the event log). The embedded [`registry::memory_store`] is the
+//! default; [`registry::redis_store`] shares one state and one event stream between several
+//! registry nodes on Redis or Valkey (`--store`). Its promises, checked by
+//! `tests/registry_cluster*.rs` against real Redis and Sentinel processes:
+//!
+//! - **Every change and its event are one atomic step on the store** (a Redis Function), so
+//!   every node serves the same events with the same ids, and a follower resumes on any node.
+//! - **Each registration expires once**, within a few milliseconds of its deadline on the
+//!   store's clock, by whichever node reaps first; a stall of the whole cluster or of the store
+//!   holds the leases that ran out meanwhile instead of mass-expiring them.
+//! - **A node that cannot reach the store refuses writes (503) and invents nothing**: reads
+//!   and followers are served from its local copy, marked stale; no `offline` event is ever
+//!   issued by a node, only by the store.
+//!
+//! Several aqueducts can follow one registry (or a cluster, `--registry A,B`): each keeps its
+//! own HAProxy.
 
 pub mod api_error;
 pub mod app;

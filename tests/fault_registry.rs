@@ -5,6 +5,7 @@
 //! members), resumes its stream, and follows changes again afterwards.
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
+mod redis_support;
 mod support;
 
 use std::path::Path;
@@ -337,4 +338,88 @@ async fn an_aqueduct_follows_the_next_registry_node_when_one_dies() {
         report.failed, 0,
         "a registry node's death must cost no request"
     );
+}
+
+/// `thalassa registry --store <store>` on `127.0.0.1:<port>`: one node of a registry cluster.
+async fn start_cluster_node(dir: &Path, name: &str, port: u16, store: &str) -> Proc {
+    let data = dir.join(name);
+    let mut proc = spawn_thalassa(
+        dir,
+        name,
+        &[
+            "registry",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            store,
+        ],
+    );
+    support::wait_http(&format!("http://127.0.0.1:{port}/status"), &mut proc).await;
+    proc
+}
+
+/// A registry cluster on a real Redis: three nodes, the aqueduct follows two of them
+/// (`--registry A,B`), the members register on the third. `kill -9` of the node the aqueduct
+/// reads from costs no request and no member change: it resumes on B by event id, and a
+/// member registered on C afterwards still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aqueduct_following_two_of_three_cluster_nodes_survives_the_death_of_its_node() {
+    if !require_haproxy() || !redis_support::require_redis() {
+        return;
+    }
+    let redis = redis_support::RedisCluster::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let mut node_a = start_cluster_node(dir.path(), "node-a", ports[0], &redis.primary.url()).await;
+    let _node_b = start_cluster_node(dir.path(), "node-b", ports[1], &redis.primary.url()).await;
+    let _node_c = start_cluster_node(dir.path(), "node-c", ports[2], &redis.primary.url()).await;
+    let (api_port, proxy_port) = (free_port(), free_port());
+    let api = format!("http://127.0.0.1:{api_port}");
+    let _aqueduct = start_aqueduct(dir.path(), "aqueduct", api_port, &format!("{},{}", urls[0], urls[1])).await;
+    configure_web_app(&api, proxy_port).await;
+    let origins = vec![Origin::start("web").await, Origin::start("web").await];
+    for origin in &origins {
+        register_on(&urls[2], origin).await;
+    }
+    eventually(Duration::from_secs(15), "both members UP", || async {
+        (app_members_up(&api).await == 2).then_some(())
+    })
+    .await;
+    let follows = |text: &str, node: &str| {
+        text.lines()
+            .any(|line| line == format!("thalassa_feed_node{{url=\"{node}\"}} 1"))
+    };
+    assert!(follows(&aqueduct_metrics(&api).await, &urls[0]));
+    let load = Load::start(proxy_port, 2);
+    load.wait_ok(300).await;
+    let before = load.snapshot();
+    let fault_at = Instant::now();
+    signal(node_a.pid(), "KILL");
+    let _ = node_a.child.wait();
+    // Watch the members through the failover: never one fewer.
+    let mut lowest = usize::MAX;
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        lowest = lowest.min(app_members_up(&api).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(Duration::from_secs(40), "the aqueduct following node B", || async {
+        follows(&aqueduct_metrics(&api).await, &urls[1]).then_some(())
+    })
+    .await;
+    assert_eq!(lowest, 2, "no member removed during the failover");
+    let third = Origin::start("web").await;
+    register_on(&urls[2], &third).await;
+    eventually(Duration::from_secs(15), "the third member UP", || async {
+        (app_members_up(&api).await == 3).then_some(())
+    })
+    .await;
+    load.wait_ok(300).await;
+    let report = load.report_since(&before, fault_at);
+    report.print("kill -9 of the cluster node the aqueduct follows");
+    load.stop().await;
+    assert_eq!(report.failed, 0, "a registry node's death must cost no request");
 }

@@ -5,9 +5,12 @@
 //! - [`model`]: the `Registration` and its validated key; [`record`]: its compact stored form;
 //!   [`ttl`]: lease length from a body.
 //! - [`store`]: the `RegistrationStore` trait (and what a distributed store must provide);
-//!   [`memory_store`] + [`event_log`]: the in-memory implementation shipped now.
+//!   [`memory_store`] + [`event_log`]: the embedded implementation (the default);
+//!   [`redis_store`]: the shared one, for a cluster of registry nodes on Redis or Valkey
+//!   (`--store`).
 //! - [`handle`]: `Registry`, the cheap-to-clone handle everything else uses; it runs
-//!   [`expiry`], the [`meter`] ticker and the [`snapshot`] writer.
+//!   [`expiry`] (rounds the store performs, with the stall hold), the [`meter`] ticker and the
+//!   [`snapshot`] writer (embedded store only).
 //! - [`routes`] + [`events`]: the HTTP API and `GET /events`; [`server`]: `thalassa registry`.
 //! - [`feed`] + [`fanout`] + [`follow`] + [`sse_decoder`]: the change feed, in-process or over
 //!   HTTP; [`register`]: `thalassa register`; [`nodes`]: the registry nodes those clients fail

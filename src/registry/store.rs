@@ -22,6 +22,8 @@
 //!   atomically with subscribing to later events, so nothing falls between the two.
 //! - Its own durability; [`RegistrationStore::export`]/[`RegistrationStore::import`] are then
 //!   only used by the in-memory store's snapshot file.
+//!
+//! [`super::redis_store`] is that store on Redis or Valkey.
 
 use super::feed::FeedItem;
 use super::model::RegistrationKey;
