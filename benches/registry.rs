@@ -470,10 +470,11 @@ fn write_snapshot(dir: &Path, name: &str, count: usize, deadline: u64) {
         }
         let _ = write!(
             text,
-            r#"{{"expiresAt":{deadline},"registration":{{"name":"{name}","version":"1.0.0","host":"10.1.{}.1","port":{},"lastKnown":{},"meta":{{}}}}}}"#,
+            r#"{{"expiresAt":{deadline},"registration":{{"name":"{name}","version":"1.0.0","host":"10.1.{}.1","port":{},"lastKnown":{},"meta":{{}},"id":"{}"}}}}"#,
             n / 50_000,
             1 + n % 50_000,
-            deadline.saturating_sub(600_000)
+            deadline.saturating_sub(600_000),
+            registration_id(name, n)
         );
     }
     text.push_str("]}");
