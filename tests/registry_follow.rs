@@ -293,7 +293,10 @@ async fn a_follower_that_lags_is_resynchronised_by_a_snapshot() {
     apply(&mut view, next(&mut feed).await);
 
     // Far more changes than the follower's buffer and the live buffer hold, unread.
-    for n in 0..12_000u32 {
+    let changes = (thalassa::registry::event_log::LIVE_BUFFER
+        + thalassa::registry::fanout::FOLLOWER_BUFFER
+        + 2_000) as u32;
+    for n in 0..changes {
         let key =
             RegistrationKey::parse("lag", "1", "127.0.0.1", &(1 + n % 3000).to_string()).unwrap();
         let mut meta = Map::new();
