@@ -109,7 +109,14 @@ fn start_node(plan: Plan, data_dir: &Path, extra: &[&str]) -> (Process, u16) {
 fn start_redis(dir: &Path) -> (Process, u16) {
     let port = free_port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "no", "--protected-mode", "no"])
         .arg("--dir")
         .arg(dir)
@@ -349,11 +356,21 @@ async fn paced(ports: &[u16], plan: Plan) -> Latencies {
 /// process in `pids` (nodes, and Redis when there is one).
 async fn saturated(ports: &[u16], pids: &[(&str, u32)], plan: Plan) -> Latencies {
     let measure_from = Instant::now() + plan.warmup;
-    let cpu_before: Vec<Duration> = pids.iter().map(|(_, pid)| cpu_time(&pid.to_string())).collect();
+    let cpu_before: Vec<Duration> = pids
+        .iter()
+        .map(|(_, pid)| cpu_time(&pid.to_string()))
+        .collect();
     let client_before = cpu_time("self");
     let until = measure_from + plan.measure;
     let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|i| tokio::spawn(heartbeat_loop(ports[i % ports.len()], i, measure_from, until)))
+        .map(|i| {
+            tokio::spawn(heartbeat_loop(
+                ports[i % ports.len()],
+                i,
+                measure_from,
+                until,
+            ))
+        })
         .collect();
     let mut all = Vec::new();
     for task in tasks {
@@ -361,8 +378,8 @@ async fn saturated(ports: &[u16], pids: &[(&str, u32)], plan: Plan) -> Latencies
     }
     // CPU cost per request (warm-up included on both sides, so this slightly overstates it):
     // independent of what else the machine is running, unlike the rate.
-    let requests = all.len().max(1) as f64
-        * (1.0 + plan.warmup.as_secs_f64() / plan.measure.as_secs_f64());
+    let requests =
+        all.len().max(1) as f64 * (1.0 + plan.warmup.as_secs_f64() / plan.measure.as_secs_f64());
     let mut costs: Vec<String> = pids
         .iter()
         .zip(cpu_before)
@@ -409,17 +426,23 @@ async fn load(ports: &[u16], name: &str, total: usize, secs: u64) -> Duration {
 
 /// The `n`th registration of `name`: distinct ids, the host changing every 50,000 ports.
 fn registration_path(name: &str, n: usize) -> String {
-    format!("/registrations/{name}/1.0.0/10.1.{}.1/{}", n / 50_000, 1 + n % 50_000)
+    format!(
+        "/registrations/{name}/1.0.0/10.1.{}.1/{}",
+        n / 50_000,
+        1 + n % 50_000
+    )
 }
 
 fn registration_id(name: &str, n: usize) -> String {
     format!("/{name}/1.0.0/10.1.{}.1/{}", n / 50_000, 1 + n % 50_000)
 }
 
-/// Follows `GET /events` on `port` and records when each `offline` event for `name` arrives
-/// (epoch ms), until `count` arrived or `limit` passed.
-async fn offline_arrivals(port: u16, name: &str, count: usize, limit: Duration) -> Vec<u64> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+/// Follows `GET /events` on `port` and records each `offline` event for `name` as it arrives:
+/// (arrival, event id), arrival in epoch ms; until `count` arrived or `limit` passed.
+async fn offline_arrivals(port: u16, name: &str, count: usize, limit: Duration) -> Vec<(u64, u64)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     stream
         .write_all(&get_request("/events"))
         .await
@@ -427,17 +450,19 @@ async fn offline_arrivals(port: u16, name: &str, count: usize, limit: Duration) 
     let mut lines = BufReader::new(stream).lines();
     let needle = format!("\"id\":\"/{name}/");
     let mut arrivals = Vec::with_capacity(count);
-    let mut offline = false;
+    let (mut offline, mut id) = (false, 0u64);
     let deadline = tokio::time::Instant::now() + limit;
     while arrivals.len() < count {
         let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
             _ => break,
         };
-        if line.starts_with("event:") {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().parse().unwrap_or(0);
+        } else if line.starts_with("event:") {
             offline = line.contains("offline");
         } else if offline && line.starts_with("data:") && line.contains(&needle) {
-            arrivals.push(now_ms());
+            arrivals.push((now_ms(), id));
         }
     }
     arrivals
@@ -450,10 +475,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Lateness (ms) of each arrival after `deadline`, sorted, in µs units for [`percentile`].
-fn lateness(arrivals: &[u64], deadline: u64) -> Vec<u32> {
-    let mut late: Vec<u32> = arrivals
-        .iter()
+/// Lateness of each time after `deadline`, sorted, in µs (the unit of [`percentile`]).
+fn lateness(times: impl Iterator<Item = u64>, deadline: u64) -> Vec<u32> {
+    let mut late: Vec<u32> = times
         .map(|at| (at.saturating_sub(deadline) * 1000).min(u32::MAX as u64) as u32)
         .collect();
     late.sort_unstable();
@@ -463,7 +487,8 @@ fn lateness(arrivals: &[u64], deadline: u64) -> Vec<u32> {
 /// A snapshot file holding `count` registrations of `name` that all expire at `deadline`.
 fn write_snapshot(dir: &Path, name: &str, count: usize, deadline: u64) {
     use std::fmt::Write as _;
-    let mut text = String::from(r#"{"version":1,"seq":1,"clean":true,"savedAt":0,"registrations":["#);
+    let mut text =
+        String::from(r#"{"version":1,"seq":1,"clean":true,"savedAt":0,"registrations":["#);
     for n in 0..count {
         if n > 0 {
             text.push(',');
@@ -620,7 +645,11 @@ async fn presence(post_port: u16, admin: &Path, runs: usize) -> Vec<u32> {
 struct Measured {
     saturated: Latencies,
     paced: Latencies,
+    /// When the follower received each expiry.
     expiry_late: Vec<u32>,
+    /// When each expiry happened (the cluster's event ids are the store's write time; the
+    /// embedded store delivers in-process, so there it is the arrival).
+    expired_late: Vec<u32>,
     presence: Option<Vec<u32>>,
     node_rss_mb: Vec<f64>,
     redis_mb: Option<f64>,
@@ -650,7 +679,10 @@ fn main() {
     let embedded = runtime.block_on(embedded_run(plan, with_haproxy));
     let cluster = runtime.block_on(cluster_run(plan, with_haproxy));
     println!();
-    println!("{:<58} {:>14} {:>14} {:>8}", "", "embedded", "cluster (2+1)", "ratio");
+    println!(
+        "{:<58} {:>14} {:>14} {:>8}",
+        "", "embedded", "cluster (2+1)", "ratio"
+    );
     let row = |what: &str, e: f64, c: f64, unit: &str| {
         println!(
             "{what:<58} {:>11.2} {unit:<2} {:>11.2} {unit:<2} {:>8}",
@@ -659,21 +691,77 @@ fn main() {
             ratio(c, e)
         );
     };
-    row("saturated heartbeats/s", embedded.saturated.rate(), cluster.saturated.rate(), "/s");
-    row("saturated latency p99", embedded.saturated.ms(99.0), cluster.saturated.ms(99.0), "ms");
-    row("paced 40k/s: heartbeats/s", embedded.paced.rate(), cluster.paced.rate(), "/s");
-    row("paced 40k/s: latency p50", embedded.paced.ms(50.0), cluster.paced.ms(50.0), "ms");
-    row("paced 40k/s: latency p99", embedded.paced.ms(99.0), cluster.paced.ms(99.0), "ms");
+    row(
+        "saturated heartbeats/s",
+        embedded.saturated.rate(),
+        cluster.saturated.rate(),
+        "/s",
+    );
+    row(
+        "saturated latency p99",
+        embedded.saturated.ms(99.0),
+        cluster.saturated.ms(99.0),
+        "ms",
+    );
+    row(
+        "paced 40k/s: heartbeats/s",
+        embedded.paced.rate(),
+        cluster.paced.rate(),
+        "/s",
+    );
+    row(
+        "paced 40k/s: latency p50",
+        embedded.paced.ms(50.0),
+        cluster.paced.ms(50.0),
+        "ms",
+    );
+    row(
+        "paced 40k/s: latency p99",
+        embedded.paced.ms(99.0),
+        cluster.paced.ms(99.0),
+        "ms",
+    );
     let late = |v: &[u32], p: f64| percentile(v, p) as f64 / 1000.0;
     let n = plan.simultaneous;
-    row(&format!("expiry lateness p50 ({n} simultaneous)"), late(&embedded.expiry_late, 50.0), late(&cluster.expiry_late, 50.0), "ms");
-    row(&format!("expiry lateness p99 ({n} simultaneous)"), late(&embedded.expiry_late, 99.0), late(&cluster.expiry_late, 99.0), "ms");
+    row(
+        &format!("expiry lateness p50 ({n} simultaneous), expired"),
+        late(&embedded.expired_late, 50.0),
+        late(&cluster.expired_late, 50.0),
+        "ms",
+    );
+    row(
+        &format!("expiry lateness p99 ({n} simultaneous), expired"),
+        late(&embedded.expired_late, 99.0),
+        late(&cluster.expired_late, 99.0),
+        "ms",
+    );
+    row(
+        &format!("expiry lateness p99 ({n} simultaneous), at a follower"),
+        late(&embedded.expiry_late, 99.0),
+        late(&cluster.expiry_late, 99.0),
+        "ms",
+    );
     if let (Some(e), Some(c)) = (&embedded.presence, &cluster.presence) {
-        row("registration -> present in haproxy p50", late(e, 50.0), late(c, 50.0), "ms");
-        row("registration -> present in haproxy p99", late(e, 99.0), late(c, 99.0), "ms");
+        row(
+            "registration -> present in haproxy p50",
+            late(e, 50.0),
+            late(c, 50.0),
+            "ms",
+        );
+        row(
+            "registration -> present in haproxy p99",
+            late(e, 99.0),
+            late(c, 99.0),
+            "ms",
+        );
     }
     let total = |v: &[f64]| v.iter().sum::<f64>();
-    row(&format!("rss of the registry node(s), {} registrations", plan.loaded), total(&embedded.node_rss_mb), total(&cluster.node_rss_mb), "MB");
+    row(
+        &format!("rss of the registry node(s), {} registrations", plan.loaded),
+        total(&embedded.node_rss_mb),
+        total(&cluster.node_rss_mb),
+        "MB",
+    );
     println!(
         "redis used_memory with {} registrations: {:.1} MB (cluster nodes: {})",
         plan.loaded,
@@ -692,19 +780,35 @@ async fn embedded_run(plan: Plan, with_haproxy: bool) -> Measured {
     let temp = tempfile::tempdir().expect("temp dir");
     // The simultaneous deadlines come with the snapshot the node starts from.
     let deadline = now_ms() + 4_000;
-    write_snapshot(&temp.path().join("node"), "late", plan.simultaneous, deadline);
+    write_snapshot(
+        &temp.path().join("node"),
+        "late",
+        plan.simultaneous,
+        deadline,
+    );
     let (node, port) = start_node(plan, &temp.path().join("node"), &[]);
     wait_until_up(port, "/status").await;
     let arrivals = offline_arrivals(port, "late", plan.simultaneous, Duration::from_secs(30)).await;
-    assert_eq!(arrivals.len(), plan.simultaneous, "every simultaneous deadline expired");
-    let expiry_late = lateness(&arrivals, deadline);
+    assert_eq!(
+        arrivals.len(),
+        plan.simultaneous,
+        "every simultaneous deadline expired"
+    );
+    let expiry_late = lateness(arrivals.iter().map(|(at, _)| *at), deadline);
+    let expired_late = expiry_late.clone();
     let saturated = saturated(&[port], &[("registry", node.pid())], plan).await;
     println!("{}", saturated.line("saturated (64 connections, no pause)"));
     let paced = paced(&[port], plan).await;
-    println!("{}", paced.line(&format!("paced at {TARGET_RATE:.0}/s offered")));
+    println!(
+        "{}",
+        paced.line(&format!("paced at {TARGET_RATE:.0}/s offered"))
+    );
     let presence = if with_haproxy {
-        let (_aqueduct, admin) =
-            start_aqueduct(&format!("http://127.0.0.1:{port}"), &temp.path().join("aqueduct")).await;
+        let (_aqueduct, admin) = start_aqueduct(
+            &format!("http://127.0.0.1:{port}"),
+            &temp.path().join("aqueduct"),
+        )
+        .await;
         Some(presence(port, &admin, plan.presence_runs).await)
     } else {
         None
@@ -719,11 +823,15 @@ async fn embedded_run(plan: Plan, with_haproxy: bool) -> Measured {
     // Let a snapshot write or two happen: the measurement includes the persistence cost.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let rss = rss_mb(node.pid());
-    println!("memory: {} live registrations, registry rss {rss:.1} MB", live_registrations(port).await);
+    println!(
+        "memory: {} live registrations, registry rss {rss:.1} MB",
+        live_registrations(port).await
+    );
     Measured {
         saturated,
         paced,
         expiry_late,
+        expired_late,
         presence,
         node_rss_mb: vec![rss],
         redis_mb: None,
@@ -742,7 +850,10 @@ async fn cluster_run(plan: Plan, with_haproxy: bool) -> Measured {
     wait_until_up(port_b, "/status").await;
     // Simultaneous deadlines: registered with a long lease, then all set to one instant.
     load(&[port_a, port_b], "late", plan.simultaneous, 600).await;
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut redis).await.expect("TIME");
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut redis)
+        .await
+        .expect("TIME");
     let deadline = secs * 1000 + micros / 1000 + 3_000;
     for chunk in (0..plan.simultaneous).collect::<Vec<_>>().chunks(1000) {
         let mut zadd = redis::cmd("ZADD");
@@ -752,17 +863,36 @@ async fn cluster_run(plan: Plan, with_haproxy: bool) -> Measured {
         }
         let _: u64 = zadd.query_async(&mut redis).await.expect("ZADD");
     }
-    let arrivals = offline_arrivals(port_b, "late", plan.simultaneous, Duration::from_secs(30)).await;
-    assert_eq!(arrivals.len(), plan.simultaneous, "every simultaneous deadline expired");
-    let expiry_late = lateness(&arrivals, deadline);
-    let pids = [("node a", node_a.pid()), ("node b", node_b.pid()), ("redis", redis_process.pid())];
+    let arrivals =
+        offline_arrivals(port_b, "late", plan.simultaneous, Duration::from_secs(30)).await;
+    assert_eq!(
+        arrivals.len(),
+        plan.simultaneous,
+        "every simultaneous deadline expired"
+    );
+    let expiry_late = lateness(arrivals.iter().map(|(at, _)| *at), deadline);
+    let expired_late = lateness(arrivals.iter().map(|(_, id)| id >> 20), deadline);
+    let pids = [
+        ("node a", node_a.pid()),
+        ("node b", node_b.pid()),
+        ("redis", redis_process.pid()),
+    ];
     let saturated = saturated(&[port_a, port_b], &pids, plan).await;
-    println!("{}", saturated.line("saturated (64 connections over 2 nodes, no pause)"));
+    println!(
+        "{}",
+        saturated.line("saturated (64 connections over 2 nodes, no pause)")
+    );
     let paced = paced(&[port_a, port_b], plan).await;
-    println!("{}", paced.line(&format!("paced at {TARGET_RATE:.0}/s offered over 2 nodes")));
+    println!(
+        "{}",
+        paced.line(&format!("paced at {TARGET_RATE:.0}/s offered over 2 nodes"))
+    );
     let presence = if with_haproxy {
-        let (_aqueduct, admin) =
-            start_aqueduct(&format!("http://127.0.0.1:{port_b}"), &temp.path().join("aqueduct")).await;
+        let (_aqueduct, admin) = start_aqueduct(
+            &format!("http://127.0.0.1:{port_b}"),
+            &temp.path().join("aqueduct"),
+        )
+        .await;
         Some(presence(port_a, &admin, plan.presence_runs).await)
     } else {
         None
@@ -775,7 +905,11 @@ async fn cluster_run(plan: Plan, with_haproxy: bool) -> Measured {
         plan.loaded as f64 / took.as_secs_f64()
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut redis).await.expect("INFO");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut redis)
+        .await
+        .expect("INFO");
     let used = info
         .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -795,6 +929,7 @@ async fn cluster_run(plan: Plan, with_haproxy: bool) -> Measured {
         saturated,
         paced,
         expiry_late,
+        expired_late,
         presence,
         node_rss_mb: rss,
         redis_mb: used,

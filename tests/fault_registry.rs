@@ -372,13 +372,22 @@ async fn an_aqueduct_following_two_of_three_cluster_nodes_survives_the_death_of_
     let redis = redis_support::RedisCluster::single().await;
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
     let mut node_a = start_cluster_node(dir.path(), "node-a", ports[0], &redis.primary.url()).await;
     let _node_b = start_cluster_node(dir.path(), "node-b", ports[1], &redis.primary.url()).await;
     let _node_c = start_cluster_node(dir.path(), "node-c", ports[2], &redis.primary.url()).await;
     let (api_port, proxy_port) = (free_port(), free_port());
     let api = format!("http://127.0.0.1:{api_port}");
-    let _aqueduct = start_aqueduct(dir.path(), "aqueduct", api_port, &format!("{},{}", urls[0], urls[1])).await;
+    let _aqueduct = start_aqueduct(
+        dir.path(),
+        "aqueduct",
+        api_port,
+        &format!("{},{}", urls[0], urls[1]),
+    )
+    .await;
     configure_web_app(&api, proxy_port).await;
     let origins = vec![Origin::start("web").await, Origin::start("web").await];
     for origin in &origins {
@@ -406,9 +415,11 @@ async fn an_aqueduct_following_two_of_three_cluster_nodes_survives_the_death_of_
         lowest = lowest.min(app_members_up(&api).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eventually(Duration::from_secs(40), "the aqueduct following node B", || async {
-        follows(&aqueduct_metrics(&api).await, &urls[1]).then_some(())
-    })
+    eventually(
+        Duration::from_secs(40),
+        "the aqueduct following node B",
+        || async { follows(&aqueduct_metrics(&api).await, &urls[1]).then_some(()) },
+    )
     .await;
     assert_eq!(lowest, 2, "no member removed during the failover");
     let third = Origin::start("web").await;
@@ -421,5 +432,8 @@ async fn an_aqueduct_following_two_of_three_cluster_nodes_survives_the_death_of_
     let report = load.report_since(&before, fault_at);
     report.print("kill -9 of the cluster node the aqueduct follows");
     load.stop().await;
-    assert_eq!(report.failed, 0, "a registry node's death must cost no request");
+    assert_eq!(
+        report.failed, 0,
+        "a registry node's death must cost no request"
+    );
 }

@@ -369,7 +369,11 @@ async fn simultaneous_deadlines_expire_once_each_and_on_time() {
 #[tokio::test]
 async fn a_bad_store_url_is_refused_at_startup_naming_the_flag() {
     let temp = tempfile::tempdir().unwrap();
-    for bad in ["http://127.0.0.1:6379", "redis://127.0.0.1:0", "redis+sentinel://127.0.0.1:1"] {
+    for bad in [
+        "http://127.0.0.1:6379",
+        "redis://127.0.0.1:0",
+        "redis+sentinel://127.0.0.1:1",
+    ] {
         let mut process = registry_support::Process::spawn(
             &["registry", "--listen", "127.0.0.1:0", "--store", bad],
             temp.path().join("registry.log"),

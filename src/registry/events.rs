@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 /// connection from a dead one.
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
 
+/// Most bytes of events sent in one chunk of the response.
+const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Deserialize)]
 pub struct ResumeQuery {
     #[serde(rename = "lastEventId")]
@@ -56,7 +59,18 @@ async fn next_chunk(
     mpsc::Receiver<FeedItem>,
 )> {
     let chunk = match tokio::time::timeout(KEEPALIVE_EVERY, feed.recv()).await {
-        Ok(Some(item)) => Bytes::from(item.to_sse()),
+        Ok(Some(item)) => {
+            // Whatever else is already waiting goes in the same chunk: a mass expiry is
+            // thousands of events, and one write each would make the follower wait on them.
+            let mut text = item.to_sse();
+            while text.len() < MAX_CHUNK_BYTES {
+                match feed.try_recv() {
+                    Ok(item) => text.push_str(&item.to_sse()),
+                    Err(_) => break,
+                }
+            }
+            Bytes::from(text)
+        }
         // The registry is closing: end the response so the server can shut down.
         Ok(None) => return None,
         Err(_) => Bytes::from_static(b": keepalive\n\n"),

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// Longest block of one `XREAD`: the loop also notices a new primary this often.
 const BLOCK: Duration = Duration::from_millis(500);
 /// Most entries applied per read.
-const BATCH: usize = 2000;
+const BATCH: usize = 10_000;
 
 /// Follows the store into `mirror` until `closing`; `applied` carries the sequence number of
 /// the last entry applied (what readers wait for).
