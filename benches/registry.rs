@@ -641,6 +641,9 @@ async fn presence(post_port: u16, admin: &Path, runs: usize) -> Vec<u32> {
     samples
 }
 
+/// One line of the comparison: label, how to read it from a run, unit.
+type Row = (&'static str, fn(&Measured) -> f64, &'static str);
+
 /// What one run measured.
 struct Measured {
     saturated: Latencies,
@@ -691,36 +694,16 @@ fn main() {
             ratio(c, e)
         );
     };
-    row(
-        "saturated heartbeats/s",
-        embedded.saturated.rate(),
-        cluster.saturated.rate(),
-        "/s",
-    );
-    row(
-        "saturated latency p99",
-        embedded.saturated.ms(99.0),
-        cluster.saturated.ms(99.0),
-        "ms",
-    );
-    row(
-        "paced 40k/s: heartbeats/s",
-        embedded.paced.rate(),
-        cluster.paced.rate(),
-        "/s",
-    );
-    row(
-        "paced 40k/s: latency p50",
-        embedded.paced.ms(50.0),
-        cluster.paced.ms(50.0),
-        "ms",
-    );
-    row(
-        "paced 40k/s: latency p99",
-        embedded.paced.ms(99.0),
-        cluster.paced.ms(99.0),
-        "ms",
-    );
+    let rows: [Row; 5] = [
+        ("saturated heartbeats/s", |m| m.saturated.rate(), "/s"),
+        ("saturated latency p99", |m| m.saturated.ms(99.0), "ms"),
+        ("paced 40k/s: heartbeats/s", |m| m.paced.rate(), "/s"),
+        ("paced 40k/s: latency p50", |m| m.paced.ms(50.0), "ms"),
+        ("paced 40k/s: latency p99", |m| m.paced.ms(99.0), "ms"),
+    ];
+    for (what, value, unit) in rows {
+        row(what, value(&embedded), value(&cluster), unit);
+    }
     let late = |v: &[u32], p: f64| percentile(v, p) as f64 / 1000.0;
     let n = plan.simultaneous;
     row(

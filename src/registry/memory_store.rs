@@ -51,6 +51,20 @@ impl State {
     }
 }
 
+/// Moves `record` to its new deadline in the index and sets its times.
+fn refresh(
+    deadlines: &mut BTreeSet<(u64, Arc<str>)>,
+    record: &mut RegistrationRecord,
+    last_known: u64,
+    expires_at: u64,
+) {
+    let shared_id = record.shared_id().clone();
+    deadlines.remove(&(record.expires_at, shared_id.clone()));
+    deadlines.insert((expires_at, shared_id));
+    record.last_known = last_known;
+    record.expires_at = expires_at;
+}
+
 fn sorted(mut records: Vec<RegistrationRecord>) -> Vec<RegistrationRecord> {
     records.sort_unstable_by(|a, b| a.id().cmp(b.id()));
     records
@@ -129,13 +143,7 @@ impl MemoryStore {
         let earliest_before = state.earliest();
         let outcome = match state.records.get_mut(id.as_str()) {
             Some(record) => {
-                let shared_id = record.shared_id().clone();
-                state
-                    .deadlines
-                    .remove(&(record.expires_at, shared_id.clone()));
-                state.deadlines.insert((expires_at, shared_id));
-                record.last_known = now_ms;
-                record.expires_at = expires_at;
+                refresh(&mut state.deadlines, record, now_ms, expires_at);
                 if **record.meta_json() == *text {
                     UpsertOutcome::Refreshed
                 } else {
@@ -372,13 +380,7 @@ impl MemoryStore {
         let mut guard = self.lock();
         let state = &mut *guard;
         if let Some(record) = state.records.get_mut(id) {
-            let shared_id = record.shared_id().clone();
-            state
-                .deadlines
-                .remove(&(record.expires_at, shared_id.clone()));
-            state.deadlines.insert((expires_at, shared_id));
-            record.last_known = last_known;
-            record.expires_at = expires_at;
+            refresh(&mut state.deadlines, record, last_known, expires_at);
         }
     }
 }

@@ -318,41 +318,35 @@ impl EventStream {
     /// The next item, or `None` when none arrives within `timeout` or the stream ends or
     /// breaks (the node died).
     pub async fn try_next_or_end(&mut self, timeout: Duration) -> Option<FeedItem> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some(item);
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .ok()?
-                .ok()??;
-            self.raw.push_str(&String::from_utf8_lossy(&chunk));
-            for message in self.decoder.push(&chunk).ok()? {
-                let item = FeedItem::from_sse(
-                    message.id.as_deref().unwrap_or(""),
-                    &message.event,
-                    &message.data,
-                )
-                .expect("a known feed message");
-                self.pending.push_back(item);
-            }
-        }
+        self.read(timeout, false).await
     }
 
-    /// The next item, or `None` if none arrives within `timeout`.
+    /// The next item, or `None` if none arrives within `timeout` (a broken stream panics).
     pub async fn try_next(&mut self, timeout: Duration) -> Option<FeedItem> {
+        self.read(timeout, true).await
+    }
+
+    async fn read(&mut self, timeout: Duration, must_not_break: bool) -> Option<FeedItem> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Some(item);
             }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+            let read = tokio::time::timeout_at(deadline, self.response.chunk())
                 .await
-                .ok()?
-                .expect("read /events")?;
+                .ok()?;
+            let chunk = match read {
+                Ok(chunk) => chunk?,
+                Err(err) if must_not_break => panic!("read /events: {err}"),
+                Err(_) => return None,
+            };
             self.raw.push_str(&String::from_utf8_lossy(&chunk));
-            for message in self.decoder.push(&chunk).expect("valid event stream") {
+            let messages = match self.decoder.push(&chunk) {
+                Ok(messages) => messages,
+                Err(err) if must_not_break => panic!("invalid event stream: {err:?}"),
+                Err(_) => return None,
+            };
+            for message in messages {
                 let item = FeedItem::from_sse(
                     message.id.as_deref().unwrap_or(""),
                     &message.event,
