@@ -7,7 +7,8 @@
 //!   stream entry are one atomic step on the store's clock, so every node serves the same
 //!   history with the same ids (stream ids, as integers: see [`functions::seq_of_stream_id`]).
 //! - **A plain heartbeat** (same meta, same lease, as the node's local copy knows it) is one
-//!   `ZADD XX GT CH` of the new deadline: no script, no event; if the registration is gone
+//!   `ZADD XX GT CH` of the new deadline, pipelined with the other heartbeats in flight
+//!   ([`heartbeats`]): no script, no event; if the registration is gone
 //!   (expired or deleted meanwhile) the `ZADD` changes nothing and the full upsert re-creates
 //!   it, so a refresh that races its expiry is either a refresh or an expiry + re-creation,
 //!   never lost.
@@ -23,6 +24,7 @@
 //!   replica (`WAIT 1`) under Sentinel, so an acknowledged delete survives a failover.
 
 pub mod functions;
+pub mod heartbeats;
 pub mod link;
 pub mod metrics;
 pub mod mirror;
@@ -72,6 +74,8 @@ pub struct RedisStore {
     confirm_deletes: bool,
     /// The connection deletes and their `WAIT` share (WAIT counts this client's writes).
     delete_connection: tokio::sync::Mutex<Option<(MultiplexedConnection, u64)>>,
+    /// Plain refreshes, batched into pipelines.
+    heartbeats: heartbeats::Heartbeats,
     /// The latest time the expiry driver will come back (local epoch ms).
     next_round_ms: AtomicU64,
     closing: CancellationToken,
@@ -99,7 +103,9 @@ impl RedisStore {
             applied_tx,
             closing.clone(),
         ));
+        let heartbeats = heartbeats::Heartbeats::start(link.clone(), closing.clone());
         let store = Arc::new(RedisStore {
+            heartbeats,
             link,
             mirror,
             applied,
@@ -183,27 +189,12 @@ impl RedisStore {
             return Ok(false);
         }
         let deadline = self.link.store_now_ms().saturating_add(lease_ms);
-        let (mut connection, generation) = self.link.connection()?;
-        let started = Instant::now();
-        let changed: redis::RedisResult<u64> = redis::cmd("ZADD")
-            .arg(functions::DEADLINES)
-            .arg("XX")
-            .arg("GT")
-            .arg("CH")
-            .arg(deadline)
-            .arg(id)
-            .query_async(&mut connection)
-            .await;
-        self.timed("heartbeat", started, &changed);
-        match changed {
-            Ok(1) => {
-                self.mirror
-                    .touch(id, deadline.saturating_sub(lease_ms), deadline);
-                Ok(true)
-            }
-            Ok(_) => Ok(false),
-            Err(err) => Err(self.link.failed(generation, err)),
+        if self.heartbeats.refresh(id, deadline).await? {
+            self.mirror
+                .touch(id, deadline.saturating_sub(lease_ms), deadline);
+            return Ok(true);
         }
+        Ok(false)
     }
 
     async fn upsert_full(&self, id: &str, meta_json: &str, lease_ms: u64) -> StoreResult<Upserted> {
