@@ -507,6 +507,10 @@ async fn compose_cluster_survives_a_registry_node_and_the_redis_primary() {
     .await;
     let web2_on_b = cluster.registry_b(&registration_path(&web2));
     send_200(&client, post.clone(), &web2_on_b, REGISTRATION).await;
+    println!(
+        "timing: registry-a killed -> web2 registered on registry-b: {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
     await_up(&client, &cluster, &web2_id).await;
     println!(
         "timing: registry-a killed -> web2 (registered on registry-b) UP: {:.1} s",
