@@ -30,6 +30,8 @@
 #   THALASSA_IMAGE        image tag shared with compose.yaml (default: thalassa:latest)
 #   THALASSA_BINARY       a prebuilt thalassa binary for `build` (glibc <= Debian trixie's; a bookworm build runs)
 #   THALASSA_UP_TIMEOUT   seconds `up`/`wait-healthy` waits for a healthy stack (default: 120)
+#   THALASSA_UP_MAX_RESTARTS  restarts after which a container counts as crash-looping and
+#                         `up`/`wait-healthy` give up at once (default: 3)
 #   CONTAINERS_CONF       podman settings (default: tests/compose/containers.conf, which selects
 #                         runc and ulimits that work on the CI machines)
 #   THALASSA_HTTP_PORT, THALASSA_MYSQL_PORT, THALASSA_REGISTRY_PORT, THALASSA_AQUEDUCT_PORT
@@ -168,7 +170,8 @@ service_container() {
 # podman 4.3 runs health checks from systemd timers, and there is no systemd on the CI
 # machines: run each container's own check (the one compose.yaml defines) until it passes.
 cmd_wait_healthy() {
-  local timeout=${THALASSA_UP_TIMEOUT:-120} deadline names name pending
+  local timeout=${THALASSA_UP_TIMEOUT:-120} max_restarts=${THALASSA_UP_MAX_RESTARTS:-3}
+  local deadline names name pending
   deadline=$((SECONDS + timeout))
   names=$(project_containers)
   [ -n "$names" ] || die "project $project has no containers"
@@ -176,7 +179,7 @@ cmd_wait_healthy() {
     pending=()
     for name in $names; do
       # A container that keeps exiting will not become healthy: say so now, not at the deadline.
-      if [ "$(podman inspect --format '{{.RestartCount}}' "$name")" -ge 3 ]; then
+      if [ "$(podman inspect --format '{{.RestartCount}}' "$name")" -ge "$max_restarts" ]; then
         die "$name keeps exiting (see: $0 logs)"
       fi
       if [ "$(podman inspect --format '{{.State.Status}}' "$name")" != running ]; then
