@@ -89,6 +89,11 @@ impl Cluster {
             )
             .env("THALASSA_IMAGE", "localhost/thalassa:cluster-e2e")
             .env("THALASSA_BINARY", env!("CARGO_BIN_EXE_thalassa"))
+            // On the podman 4.3 machines, name lookups inside the containers sometimes go
+            // unanswered for up to a minute after `up`: the registry nodes exit (10 s without
+            // reaching a Sentinel) and are restarted until they get through.
+            .env("THALASSA_UP_TIMEOUT", "240")
+            .env("THALASSA_UP_MAX_RESTARTS", "12")
             .env(
                 "THALASSA_CLUSTER_REGISTRY_A_PORT",
                 port(self.ports.registry_a),
@@ -241,33 +246,53 @@ fn client() -> reqwest::Client {
 }
 
 /// The walkthrough's kind of request (`curl -H "Content-type: application/json" -X METHOD -d
-/// BODY URL`): `Some(())` on the original's `200` answer, `None` on any other outcome.
+/// BODY URL`): `Ok` on the original's `200` answer, else what came instead.
 async fn try_send(
     client: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
     body: &str,
-) -> Option<()> {
-    let response = client
-        .request(method, url)
-        .header("Content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .ok()?;
-    let status = response.status();
-    let text = response.text().await.ok()?;
-    (status == reqwest::StatusCode::OK && text.trim() == "200").then_some(())
+) -> Result<(), String> {
+    let started = Instant::now();
+    let outcome = async {
+        let response = client
+            .request(method, url)
+            .header("Content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|err| format!("{err:?}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|err| format!("{err:?}"))?;
+        if status == reqwest::StatusCode::OK && text.trim() == "200" {
+            Ok(())
+        } else {
+            Err(format!("{status} {}", text.trim()))
+        }
+    }
+    .await;
+    outcome.map_err(|err| format!("{err} (after {} ms)", started.elapsed().as_millis()))
 }
 
 /// Sends the request until it is answered `200` (a registry node answers 503 while its store
-/// fails over).
+/// fails over); says what the failed attempts got, if any.
 async fn send_200(client: &reqwest::Client, method: reqwest::Method, url: &str, body: &str) {
+    let started = Instant::now();
+    let failed = std::sync::Mutex::new(Vec::new());
     let what = format!("{method} {url} {body} -> 200");
-    eventually(Duration::from_secs(30), &what, || {
-        try_send(client, method.clone(), url, body)
+    eventually(Duration::from_secs(60), &what, || async {
+        let outcome = try_send(client, method.clone(), url, body).await;
+        outcome.map_err(|err| failed.lock().unwrap().push(err)).ok()
     })
     .await;
+    let failed = failed.into_inner().unwrap();
+    if let (Some(first), Some(last)) = (failed.first(), failed.last()) {
+        println!(
+            "{method} {url}: 200 after {:.1} s and {} failed attempts (first: {first}; last: {last})",
+            started.elapsed().as_secs_f64(),
+            failed.len()
+        );
+    }
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
@@ -500,8 +525,10 @@ async fn compose_cluster_survives_a_registry_node_and_the_redis_primary() {
         Duration::from_secs(30),
         "registry-a stops answering",
         || async {
-            let status = get_text(&client, &cluster.registry_a("/status")).await;
-            status.is_none().then_some(())
+            // A request to the dead container's port gets no answer at all: give up soon.
+            let request = client.get(cluster.registry_a("/status"));
+            let answer = request.timeout(Duration::from_secs(1)).send().await;
+            answer.is_err().then_some(())
         },
     )
     .await;
