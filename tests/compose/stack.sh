@@ -18,18 +18,25 @@
 #   ip SERVICE   print the address of a service's container on the project network
 #   restart SERVICE  restart a service's container (then e.g. `wait-healthy`)
 #   recreate SERVICE replace a service's container with a new one (what an image upgrade does)
+#   kill SERVICE     kill a service's container (SIGKILL; its restart policy leaves it dead)
+#   start SERVICE    start a service's killed or stopped container again
+#   exec SERVICE COMMAND...  run a command in a service's container (takes the rest of the line)
 #   ps | logs    show the project's containers / their logs
 #
 # Environment:
-#   COMPOSE_PROJECT_NAME  project name (default: `name:` in compose.yaml, i.e. thalassa)
+#   COMPOSE_PROJECT_NAME  project name (default: `name:` of the first compose file, i.e.
+#                         thalassa for compose.yaml, thalassa-cluster for compose.cluster.yaml)
 #   COMPOSE_FILE          compose files, colon separated (default: compose.yaml)
 #   THALASSA_IMAGE        image tag shared with compose.yaml (default: thalassa:latest)
 #   THALASSA_BINARY       a prebuilt thalassa binary for `build` (glibc <= Debian trixie's; a bookworm build runs)
 #   THALASSA_UP_TIMEOUT   seconds `up`/`wait-healthy` waits for a healthy stack (default: 120)
+#   THALASSA_UP_MAX_RESTARTS  restarts after which a container counts as crash-looping and
+#                         `up`/`wait-healthy` give up at once (default: 3)
 #   CONTAINERS_CONF       podman settings (default: tests/compose/containers.conf, which selects
 #                         runc and ulimits that work on the CI machines)
 #   THALASSA_HTTP_PORT, THALASSA_MYSQL_PORT, THALASSA_REGISTRY_PORT, THALASSA_AQUEDUCT_PORT
 #                         host side of the published ports (see compose.yaml)
+#   THALASSA_CLUSTER_*_PORT  the same for compose.cluster.yaml (see there)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,8 +45,6 @@ cd "$repo"
 
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 export THALASSA_IMAGE=${THALASSA_IMAGE:-thalassa:latest}
-project=${COMPOSE_PROJECT_NAME:-thalassa}
-export COMPOSE_PROJECT_NAME=$project
 # The Containerfile's runtime stage starts FROM this exact name; a locally made image with this
 # tag is found without a pull.
 base_image=docker.io/library/debian:trixie-slim
@@ -51,6 +56,14 @@ die() {
   exit 1
 }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed ($2)"; }
+
+# The project as the compose tool names it (COMPOSE_PROJECT_NAME, else the first compose file's
+# `name:`): a stack.sh command on another file's stack never touches the default `thalassa`.
+compose_file=${COMPOSE_FILE:-compose.yaml}
+compose_file=${compose_file%%:*}
+project=${COMPOSE_PROJECT_NAME:-$(awk '$1 == "name:" { print $2; exit }' "$compose_file" 2>/dev/null || true)}
+[ -n "$project" ] || die "no COMPOSE_PROJECT_NAME, and no name: in $compose_file"
+export COMPOSE_PROJECT_NAME=$project
 
 # The Debian mirror this machine already uses; never a host name written into the repository.
 apt_mirror() {
@@ -157,7 +170,8 @@ service_container() {
 # podman 4.3 runs health checks from systemd timers, and there is no systemd on the CI
 # machines: run each container's own check (the one compose.yaml defines) until it passes.
 cmd_wait_healthy() {
-  local timeout=${THALASSA_UP_TIMEOUT:-120} deadline names name pending
+  local timeout=${THALASSA_UP_TIMEOUT:-120} max_restarts=${THALASSA_UP_MAX_RESTARTS:-3}
+  local deadline names name pending
   deadline=$((SECONDS + timeout))
   names=$(project_containers)
   [ -n "$names" ] || die "project $project has no containers"
@@ -165,7 +179,7 @@ cmd_wait_healthy() {
     pending=()
     for name in $names; do
       # A container that keeps exiting will not become healthy: say so now, not at the deadline.
-      if [ "$(podman inspect --format '{{.RestartCount}}' "$name")" -ge 3 ]; then
+      if [ "$(podman inspect --format '{{.RestartCount}}' "$name")" -ge "$max_restarts" ]; then
         die "$name keeps exiting (see: $0 logs)"
       fi
       if [ "$(podman inspect --format '{{.State.Status}}' "$name")" != running ]; then
@@ -186,7 +200,7 @@ cmd_wait_healthy() {
 cmd_up() {
   need podman-compose "pip install podman-compose"
   podman image exists "$THALASSA_IMAGE" || die "no image $THALASSA_IMAGE: run '$0 build' first"
-  local started output
+  local started created output
   started=$(date +%s%N)
   # podman-compose's own output (and podman's complaints about the missing systemd) only
   # matters when it fails.
@@ -194,8 +208,10 @@ cmd_up() {
     printf '%s\n' "$output" >&2
     die "podman-compose up failed"
   }
+  created=$(date +%s%N)
   cmd_wait_healthy
-  log "stack $project healthy $((($(date +%s%N) - started) / 1000000)) ms after up"
+  log "stack $project healthy $((($(date +%s%N) - started) / 1000000)) ms after up" \
+    "(containers started in $(((created - started) / 1000000)) ms)"
 }
 
 cmd_down() {
@@ -231,6 +247,23 @@ cmd_recreate() {
   }
 }
 
+# `kill` (SIGKILL; podman's restart policy leaves a killed container stopped) or `start` a
+# service's container.
+cmd_container() {
+  local name
+  name=$(service_container "$2")
+  [ -n "$name" ] || die "no container for service $2 in project $project"
+  podman "$1" "$name" >/dev/null 2>&1 || die "podman $1 $name failed"
+}
+
+cmd_exec() {
+  local name
+  name=$(service_container "$1")
+  [ -n "$name" ] || die "no container for service $1 in project $project"
+  shift
+  podman exec "$name" "$@"
+}
+
 cmd_ip() {
   local name
   name=$(service_container "$1")
@@ -239,7 +272,7 @@ cmd_ip() {
     "$name" | sed -n 1p
 }
 
-[ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|restart SERVICE|recreate SERVICE|ps|logs ..."
+[ "$#" -gt 0 ] || die "usage: $0 base-image|build|build-web|up|wait-healthy|down|ip SERVICE|restart SERVICE|recreate SERVICE|kill SERVICE|start SERVICE|exec SERVICE COMMAND...|ps|logs ..."
 need podman "apt-get install podman runc"
 while [ "$#" -gt 0 ]; do
   command=$1
@@ -255,6 +288,16 @@ while [ "$#" -gt 0 ]; do
     [ "$#" -gt 0 ] || die "usage: $0 $command SERVICE"
     "cmd_$command" "$1"
     shift
+    ;;
+  kill | start)
+    [ "$#" -gt 0 ] || die "usage: $0 $command SERVICE"
+    cmd_container "$command" "$1"
+    shift
+    ;;
+  exec)
+    [ "$#" -gt 1 ] || die "usage: $0 exec SERVICE COMMAND..."
+    cmd_exec "$@"
+    exit
     ;;
   ps) podman ps --all --filter "label=io.podman.compose.project=$project" ;;
   logs)
