@@ -67,11 +67,23 @@ impl Plan {
     }
 }
 
-/// A child process, killed (by PID) when dropped.
+/// A child process, stopped (by PID) when dropped: SIGTERM, so an aqueduct started with
+/// `--stop-haproxy` takes its HAProxy with it (a SIGKILLed aqueduct leaves HAProxy serving, by
+/// design), then SIGKILL after five seconds.
 struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
