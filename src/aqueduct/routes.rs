@@ -7,12 +7,12 @@ use super::controller::{Change, Controller};
 use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::config::BackendType;
-use crate::json_body::{JsonBody, MAX_BODY_BYTES};
+use crate::json_body::JsonBody;
 use crate::metrics::MetricsRegistry;
 use crate::status::StatusBoard;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -74,8 +74,6 @@ pub fn router_with_metrics(
         .route("/openapi.json", get(crate::openapi::aqueduct))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Refuse oversized bodies while reading, not after buffering megabytes.
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -8,12 +8,12 @@ use super::model::RegistrationKey;
 use super::record::json_array;
 use super::store::ListFilter;
 use crate::api_error::{ApiError, ok_200, route_not_found};
-use crate::json_body::{MAX_BODY_BYTES, parse_json_body};
+use crate::json_body::{LimitedBody, parse_json_body};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, RawPathParamsRejection};
-use axum::extract::{DefaultBodyLimit, Path, RawPathParams, State};
+use axum::extract::rejection::{PathRejection, RawPathParamsRejection};
+use axum::extract::{Path, RawPathParams, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,8 +35,6 @@ pub fn router(registry: Registry) -> Router {
         .route("/openapi.json", get(crate::openapi::registry))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Refuse oversized bodies while reading, not after buffering megabytes.
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(registry)
 }
 
@@ -76,10 +74,10 @@ fn ok_200_static() -> Response {
 async fn post_registration(
     State(registry): State<Registry>,
     params: Result<RawPathParams, RawPathParamsRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<LimitedBody, ApiError>,
 ) -> Response {
     let parsed = registration_key(params).and_then(|key| {
-        let body = body.map_err(|_| ApiError::payload_too_large(MAX_BODY_BYTES))?;
+        let LimitedBody(body) = body?;
         Ok((key, parse_json_body(&body)?))
     });
     let applied = match parsed {
