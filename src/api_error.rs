@@ -80,7 +80,16 @@ impl IntoResponse for ApiError {
             error: &self.message,
             field: self.field.as_deref(),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 of either API is a moment's unavailability (the store, HAProxy):
+            // nothing was queued, and a client may retry after a second.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

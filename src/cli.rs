@@ -206,8 +206,35 @@ pub struct AqueductArgs {
     /// token also lets this aqueduct announce itself there.
     #[arg(long, env = "THALASSA_REGISTRY_TOKEN", hide_env_values = true)]
     pub registry_token: Option<String>,
+    /// The fleet's shared store, `redis://HOST:PORT[/DB]` or
+    /// `redis+sentinel://H1:P1,H2:P2/MASTER[/DB]` (the registry cluster's store will do):
+    /// frontends and backends live there, every aqueduct on it applies them to its own
+    /// HAProxy, and `GET /fleet` shows what each node runs. Without it this aqueduct works
+    /// alone on `<data-dir>/aqueduct.json`.
+    #[arg(long, env = "THALASSA_AQUEDUCT_STORE", value_parser = parse_store_url)]
+    pub store: Option<StoreUrl>,
+    /// This node's name in the fleet (default: the host name). Letters, digits, `.`, `_`,
+    /// `:` and `-`, at most 64.
+    #[arg(long, env = "THALASSA_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
     #[command(flatten)]
     pub common: AqueductCommon,
+}
+
+/// Parses a fleet node id.
+pub fn parse_node_id(text: &str) -> Result<String, String> {
+    let fits = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if fits {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?}: a node id is 1 to 64 letters, digits, '.', '_', ':' or '-'"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -266,6 +293,11 @@ pub struct AqueductCommon {
     /// Address of HAProxy's own stats page (`listen stats`), e.g. `*:1988`; off when empty.
     #[arg(long, env = "THALASSA_HAPROXY_STATS_BIND", default_value = "")]
     pub haproxy_stats_bind: String,
+    /// Where HAProxy listens for frontends that bind a wildcard (`*:80`, `:80`,
+    /// `0.0.0.0:80`), e.g. several aqueducts of a fleet on one host, each on its own
+    /// address. Explicit bind addresses are kept. Unset: every bind as written.
+    #[arg(long, env = "THALASSA_BIND_ADDRESS")]
+    pub bind_address: Option<std::net::IpAddr>,
     /// Mass-expiry brake: when more than this share (0-1) of a dynamic backend's members
     /// expire within `--expiry-brake-window`, the expired ones stay in service and the backend
     /// is marked degraded until they return or an operator confirms. 1 disables the brake.

@@ -4,6 +4,7 @@
 
 use crate::BoxError;
 use crate::aqueduct::controller::{ApplyEvent, Change, Controller, ControllerOptions};
+use crate::aqueduct::fleet::{Fleet, NodeFacts, NodeIdentity, StoreStart};
 use crate::aqueduct::{routes, state_file};
 use crate::cli::{AqueductArgs, AqueductCommon};
 use crate::haproxy::ConfigTarget;
@@ -18,12 +19,16 @@ use crate::metrics::MetricsRegistry;
 use crate::registry::feed::FeedItem;
 use crate::registry::follow::FollowerStatus;
 use crate::registry::nodes::RegistryNodes;
+use crate::registry::redis_store::StoreUrl;
 use crate::status::{Activity, StatusBoard};
 use crate::ui::Hub;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+/// How long a fleet node waits for its store at startup before it starts on its local copy.
+const FLEET_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `start` needs beyond the CLI flags: where registry events come from (over HTTP, or
 /// in-process under `thalassa up`) and the registry's nodes for the UI's registry page and the
@@ -37,6 +42,15 @@ pub struct AqueductStart {
     pub registry: RegistryNodes,
     /// Bearer token for the registry (the UI's registry page, the self-announcement).
     pub registry_token: Option<String>,
+    /// Join a fleet on this store (`--store`); alone without.
+    pub fleet: Option<FleetJoin>,
+}
+
+/// How this aqueduct joins a fleet.
+pub struct FleetJoin {
+    pub store: StoreUrl,
+    /// `--node-id`; the host name without.
+    pub node_id: Option<String>,
 }
 
 /// A running aqueduct; `shutdown` stops the listener, and HAProxy with `--stop-haproxy`.
@@ -54,6 +68,8 @@ pub struct RunningAqueduct {
     background_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The thread those tasks run on; dropped (stopped) after them.
     _background: crate::background::Background,
+    /// Stops the fleet's follower and reporter (which then removes this node's report).
+    fleet_closing: tokio_util::sync::CancellationToken,
 }
 
 impl RunningAqueduct {
@@ -66,6 +82,7 @@ impl RunningAqueduct {
         if let Some(task) = self.announce_task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
         }
+        self.fleet_closing.cancel();
         self.hub.close();
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
@@ -96,6 +113,10 @@ pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
         feed_status: Some(feed.status),
         registry: args.registry,
         registry_token: args.registry_token,
+        fleet: args.store.map(|store| FleetJoin {
+            store,
+            node_id: args.node_id,
+        }),
     })
     .await?;
     crate::shutdown_signal::stop_requested().await;
@@ -111,6 +132,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         feed_status,
         registry,
         registry_token,
+        fleet,
     } = start;
     // Checked before anything starts, so a bad token file fails fast.
     let policy = common.auth.policy()?;
@@ -120,7 +142,29 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         .map_err(|err| format!("cannot create data dir {}: {err}", data_dir.display()))?;
     // A corrupt state file stops the start here: it is never silently replaced.
     let state_path = state_file::path_in(&data_dir);
-    let config = state_file::load(&state_path)?.unwrap_or_default();
+    let mut config = state_file::load(&state_path)?.unwrap_or_default();
+    // A fleet node starts HAProxy with the fleet's current config when the store answers,
+    // so a (re)start reloads once at most; else with its local copy.
+    let fleet_closing = tokio_util::sync::CancellationToken::new();
+    let mut fleet_start = None;
+    if let Some(join) = fleet {
+        let store = StoreStart::connect(join.store.clone(), &fleet_closing);
+        let running = match store.current_config(FLEET_STARTUP_WAIT).await {
+            Some((version, current)) => {
+                tracing::info!(store = %join.store, version, "starting with the fleet's current configuration");
+                config = current;
+                version
+            }
+            None => {
+                tracing::warn!(store = %join.store, local_copy = %state_path.display(),
+                    "the fleet's store is out of reach (or holds no config yet): starting with \
+                     the local copy of the configuration; changes are refused (503) until the \
+                     store answers");
+                0
+            }
+        };
+        fleet_start = Some((join, store, running));
+    }
     let hub = Hub::open(&data_dir)?;
 
     let mut supervisor_settings =
@@ -133,6 +177,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     if !common.haproxy_stats_bind.is_empty() {
         render_settings.stats_bind = Some(common.haproxy_stats_bind.clone());
     }
+    render_settings.wildcard_bind_host = common.bind_address;
     // After a kill -9 of an earlier aqueduct its HAProxy still serves: the new one starts with
     // the members it has (and takes over its sockets), so nothing is lost before the
     // registry's snapshot arrives.
@@ -177,7 +222,18 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         let controller = controller.clone();
         supervisor.set_restart_config(Arc::new(move || controller.haproxy_config()));
     }
-    if let Err(err) = controller.apply_startup().await {
+    let started = controller.apply_startup().await;
+    if started.is_ok()
+        && fleet_start
+            .as_ref()
+            .is_some_and(|(_, _, running)| *running > 0)
+    {
+        // The fleet's config runs now: it is the local copy to start from next time.
+        if let Err(err) = state_file::save(&state_file::path_in(&data_dir), &controller.config()) {
+            tracing::warn!(error = %err, "the fleet's configuration runs but was not saved locally");
+        }
+    }
+    if let Err(err) = started {
         // HAProxy keeps serving what it started with; the next change retries the full config.
         tracing::error!(error = %err, "the saved configuration could not be applied at startup");
         hub.activity(Activity::now(
@@ -234,17 +290,41 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         tokio::spawn(forward_apply_events(controller.clone(), hub.clone())),
     ];
 
-    let app =
-        routes::router_with_metrics(controller.clone(), Some(board), common.max_members, metrics)
-            .merge(crate::ui::router_with_registry_token(
-                hub.clone(),
-                registry.clone(),
-                registry_token.as_deref(),
-            ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| format!("cannot listen on {listen}: {err}"))?;
     let local_addr = listener.local_addr()?;
+    let fleet = match fleet_start {
+        Some((join, store, running)) => {
+            let node = NodeIdentity {
+                id: join.node_id.unwrap_or_else(host_name),
+                address: format!("http://{}", advertised_address(local_addr)),
+            };
+            tracing::info!(node = %node.id, store = %join.store, "joined the fleet");
+            let facts = node_facts(&supervisor, &board).await;
+            Some(Fleet::start(
+                store,
+                node,
+                controller.clone(),
+                facts,
+                running,
+                fleet_closing.clone(),
+            ))
+        }
+        None => None,
+    };
+    let app = routes::router_with_metrics(
+        controller.clone(),
+        Some(board),
+        common.max_members,
+        metrics,
+        fleet,
+    )
+    .merge(crate::ui::router_with_registry_token(
+        hub.clone(),
+        registry.clone(),
+        registry_token.as_deref(),
+    ));
     crate::auth::warn_if_exposed("aqueduct", local_addr, &policy);
     let app = crate::auth::guard(app, policy);
     let (stop_http, stopped) = oneshot::channel::<()>();
@@ -280,6 +360,56 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         announce_task,
         background_tasks,
         _background: background,
+        fleet_closing,
+    })
+}
+
+/// This machine's host name (the fleet's default node id), `aqueduct` when it has none.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .and_then(|name| crate::cli::parse_node_id(&name).ok())
+        .unwrap_or_else(|| "aqueduct".to_owned())
+}
+
+/// The address operators reach this API on: the listener's, or the first non-loopback IPv4
+/// address when it listens on every address.
+fn advertised_address(local_addr: SocketAddr) -> SocketAddr {
+    if local_addr.ip().is_unspecified() {
+        let ip = crate::registry::local_ip::first_non_loopback_ipv4().map_or(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::V4,
+        );
+        SocketAddr::new(ip, local_addr.port())
+    } else {
+        local_addr
+    }
+}
+
+/// What this node reports to the fleet besides its config version: HAProxy's version (asked
+/// once) and its members' health from the latest stats sample.
+async fn node_facts(supervisor: &Supervisor, board: &StatusBoard) -> NodeFacts {
+    let haproxy_version = supervisor
+        .runtime()
+        .show_info()
+        .await
+        .ok()
+        .and_then(|info| info.version().map(str::to_owned));
+    let board = board.clone();
+    Arc::new(move || {
+        let sample = board.latest();
+        let total: usize = sample.members.values().map(Vec::len).sum();
+        let up = sample
+            .members
+            .values()
+            .flatten()
+            .filter(|member| member.status.starts_with("UP"))
+            .count();
+        json!({
+            "haproxyVersion": haproxy_version,
+            "members": {"total": total, "up": up},
+        })
     })
 }
 
@@ -433,6 +563,16 @@ async fn forward_apply_events(controller: Controller, hub: Hub) {
                 "version-switched",
                 format!("backend/{key}"),
                 json!({"name": switch.name, "version": switch.version}),
+            ),
+            ApplyEvent::Applied(Change::Adopt {
+                version,
+                origin,
+                reason,
+                ..
+            }) => Activity::now(
+                "fleet-applied",
+                "config",
+                json!({"version": version, "node": origin, "change": reason}),
             ),
             ApplyEvent::Applied(_) => continue,
         };

@@ -36,6 +36,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         feed_status: None,
         registry: registry_nodes,
         registry_token,
+        fleet: None,
     })
     .await;
     let aqueduct = match aqueduct {

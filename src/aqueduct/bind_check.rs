@@ -5,6 +5,7 @@
 //! this check cannot parse; the reload's own verification still catches what slips through.
 
 use crate::config::Config;
+use crate::haproxy::render::effective_bind;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -38,18 +39,24 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Every address the config binds.
-pub fn bound_addresses(config: &Config) -> BTreeSet<SocketAddr> {
+/// Every address the config binds on this node (`wildcard_host`: see
+/// [`effective_bind`]).
+pub fn bound_addresses(config: &Config, wildcard_host: Option<IpAddr>) -> BTreeSet<SocketAddr> {
     config
         .frontends
         .values()
-        .flat_map(|f| tcp_addresses(&f.bind))
+        .flat_map(|f| tcp_addresses(&effective_bind(&f.bind, wildcard_host)))
         .collect()
 }
 
-/// The first new address of `bind` that something else already listens on.
-pub fn first_in_use(bind: &str, already_bound: &BTreeSet<SocketAddr>) -> Option<SocketAddr> {
-    tcp_addresses(bind)
+/// The first new address of `bind` (as this node renders it) that something else already
+/// listens on.
+pub fn first_in_use(
+    bind: &str,
+    wildcard_host: Option<IpAddr>,
+    already_bound: &BTreeSet<SocketAddr>,
+) -> Option<SocketAddr> {
+    tcp_addresses(&effective_bind(bind, wildcard_host))
         .into_iter()
         .filter(|addr| !already_bound.contains(addr))
         .find(|addr| {
@@ -89,9 +96,15 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         let bind = addr.to_string();
-        assert_eq!(first_in_use(&bind, &BTreeSet::new()), Some(addr));
-        assert_eq!(first_in_use(&bind, &BTreeSet::from([addr])), None);
+        assert_eq!(first_in_use(&bind, None, &BTreeSet::new()), Some(addr));
+        assert_eq!(first_in_use(&bind, None, &BTreeSet::from([addr])), None);
+        // A wildcard bind on a node with `--bind-address` is checked on that address.
+        let wildcard = format!("*:{}", addr.port());
+        assert_eq!(
+            first_in_use(&wildcard, Some(addr.ip()), &BTreeSet::new()),
+            Some(addr)
+        );
         drop(taken);
-        assert_eq!(first_in_use(&bind, &BTreeSet::new()), None);
+        assert_eq!(first_in_use(&bind, None, &BTreeSet::new()), None);
     }
 }

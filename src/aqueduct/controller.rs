@@ -44,6 +44,14 @@ pub enum Change {
         key: String,
         switch: VersionSwitch,
     },
+    /// A fleet node takes the fleet's whole configuration (`version` in the shared store),
+    /// committed by `origin` (a node id) for `reason`.
+    Adopt {
+        config: Box<Config>,
+        version: u64,
+        origin: String,
+        reason: String,
+    },
 }
 
 impl Change {
@@ -58,6 +66,12 @@ impl Change {
                 switch.name.as_deref().unwrap_or("(same name)"),
                 switch.version
             ),
+            Change::Adopt {
+                version,
+                origin,
+                reason,
+                ..
+            } => format!("fleet config v{version} from {origin} ({reason})"),
         }
     }
 
@@ -92,6 +106,10 @@ impl Change {
                 if let Some(name) = &switch.name {
                     backend.name = Some(name.clone());
                 }
+            }
+            Change::Adopt { config: fleet, .. } => {
+                config.frontends = fleet.frontends.clone();
+                config.backends = fleet.backends.clone();
             }
         }
         Ok(())
@@ -187,6 +205,9 @@ struct Shared {
     /// The text of the last successful reload. `Live::text` also follows member changes made
     /// at runtime, so only this tells `reload_members` whether HAProxy's config is stale.
     loaded_text: std::sync::Mutex<String>,
+    /// The last text `haproxy -c` accepted: a fleet node checks a change before it commits
+    /// it and then applies the same text, which need not be checked twice.
+    checked_text: std::sync::Mutex<String>,
 }
 
 /// What HAProxy runs now.
@@ -243,6 +264,7 @@ impl Controller {
             members_tx: watch::channel(0).0,
             events: tokio::sync::broadcast::channel(256).0,
             loaded_text: std::sync::Mutex::new(String::new()),
+            checked_text: std::sync::Mutex::new(String::new()),
         });
         let (queue, receiver) = mpsc::unbounded_channel();
         tokio::spawn(run_worker(shared.clone(), receiver));
@@ -307,6 +329,27 @@ impl Controller {
         self.shared.read_live().config.clone()
     }
 
+    /// What the live config would be with `change`, checked as [`Controller::submit`] would
+    /// check it (bind pre-flight, `haproxy -c`) but applied nowhere: a fleet node validates
+    /// a change this way before it commits it to the shared store.
+    pub async fn check(&self, change: &Change) -> Result<Config, ApplyError> {
+        let live_text = self.shared.current_text();
+        let (base, members) = {
+            let live = self.shared.read_live();
+            (live.config.clone(), live.members.snapshot())
+        };
+        let bound_now = bind_check::bound_addresses(&base, self.shared.wildcard_host());
+        let step = Step {
+            base: &base,
+            members: members.as_ref(),
+            bound_now: &bound_now,
+        };
+        self.shared
+            .try_change(&step, &base, &live_text, change)
+            .await
+            .map(|(config, _)| config)
+    }
+
     /// Notified with the new config after every applied change (the registry follower uses it
     /// to learn which `name@version` each dynamic backend wants).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
@@ -339,6 +382,14 @@ impl Controller {
     pub fn metrics(&self) -> &ApplyMetrics {
         &self.shared.metrics
     }
+}
+
+/// What every change of one batch is checked against: the live config, its members, and the
+/// addresses it already binds (HAProxy holds those itself).
+struct Step<'a> {
+    base: &'a Config,
+    members: &'a dyn MemberBook,
+    bound_now: &'a std::collections::BTreeSet<std::net::SocketAddr>,
 }
 
 /// The config without any member: what only a reload can change.
@@ -405,51 +456,42 @@ impl Shared {
         };
         let mut candidate = (*base).clone();
         let mut candidate_text = live_text.clone();
-        let bound_now = bind_check::bound_addresses(&base);
+        let bound_now = bind_check::bound_addresses(&base, self.wildcard_host());
+        let step = Step {
+            base: &base,
+            members: members.as_ref(),
+            bound_now: &bound_now,
+        };
         let mut accepted = Vec::new();
         let mut reasons = Vec::new();
         for pending in batch {
-            let mut next = candidate.clone();
-            if let Err(err) = pending.change.apply_to(&mut next) {
-                let _ = pending.reply.send(Err(err));
-                continue;
-            }
-            if let Change::PutFrontend(frontend) = &pending.change
-                && let Some(address) = bind_check::first_in_use(&frontend.bind, &bound_now)
+            match self
+                .try_change(&step, &candidate, &candidate_text, &pending.change)
+                .await
             {
-                self.metrics.changes.inc(&["rejected"]);
-                let _ = self.events.send(ApplyEvent::Rejected {
-                    change: pending.change.describe(),
-                    error: format!("{address} is already in use by another process"),
-                });
-                let _ = pending.reply.send(Err(ApplyError::BindInUse {
-                    frontend: frontend.key.clone(),
-                    address: address.to_string(),
-                }));
-                continue;
+                Ok((next, text)) => {
+                    candidate = next;
+                    candidate_text = text;
+                    reasons.push(pending.change.describe());
+                    accepted.push(pending);
+                }
+                Err(err) => {
+                    if matches!(err, ApplyError::Rejected(_) | ApplyError::BindInUse { .. }) {
+                        tracing::warn!(change = %pending.change.describe(), error = %err,
+                            "a change was refused; it is dropped");
+                        self.metrics.changes.inc(&["rejected"]);
+                        let error = match &err {
+                            ApplyError::Rejected(rejected) => rejected.lines.join("\n"),
+                            other => other.to_string(),
+                        };
+                        let _ = self.events.send(ApplyEvent::Rejected {
+                            change: pending.change.describe(),
+                            error,
+                        });
+                    }
+                    let _ = pending.reply.send(Err(err));
+                }
             }
-            let text = render(
-                &next,
-                &render_members_replacing(members.as_ref(), &next, &base),
-                &self.options.render,
-            );
-            if text != candidate_text
-                && let Err(rejected) = self.target.check(&text).await
-            {
-                tracing::warn!(change = %pending.change.describe(), error = %rejected,
-                        "haproxy refused a change; it is dropped");
-                self.metrics.changes.inc(&["rejected"]);
-                let _ = self.events.send(ApplyEvent::Rejected {
-                    change: pending.change.describe(),
-                    error: rejected.lines.join("\n"),
-                });
-                let _ = pending.reply.send(Err(ApplyError::Rejected(rejected)));
-                continue;
-            }
-            candidate = next;
-            candidate_text = text;
-            reasons.push(pending.change.describe());
-            accepted.push(pending);
         }
         if accepted.is_empty() {
             return;
@@ -475,6 +517,53 @@ impl Shared {
         for pending in accepted {
             let _ = pending.reply.send(outcome.clone());
         }
+    }
+
+    fn wildcard_host(&self) -> Option<std::net::IpAddr> {
+        self.options.render.wildcard_bind_host
+    }
+
+    /// `change` on top of `candidate` (whose text is `candidate_text`): the next candidate and
+    /// its text, or why the change cannot be applied. New binds another process holds are
+    /// refused before `haproxy -c` runs.
+    async fn try_change(
+        &self,
+        step: &Step<'_>,
+        candidate: &Config,
+        candidate_text: &str,
+        change: &Change,
+    ) -> Result<(Config, String), ApplyError> {
+        let mut next = candidate.clone();
+        change.apply_to(&mut next)?;
+        let new_frontends: Vec<&Frontend> = match change {
+            Change::PutFrontend(frontend) => vec![frontend],
+            Change::Adopt { config, .. } => config.frontends.values().collect(),
+            _ => Vec::new(),
+        };
+        for frontend in new_frontends {
+            if let Some(address) =
+                bind_check::first_in_use(&frontend.bind, self.wildcard_host(), step.bound_now)
+            {
+                return Err(ApplyError::BindInUse {
+                    frontend: frontend.key.clone(),
+                    address: address.to_string(),
+                });
+            }
+        }
+        let text = render(
+            &next,
+            &render_members_replacing(step.members, &next, step.base),
+            &self.options.render,
+        );
+        let checked = || self.checked_text.lock().unwrap_or_else(|p| p.into_inner());
+        if text != candidate_text && *checked() != text {
+            self.target
+                .check(&text)
+                .await
+                .map_err(ApplyError::Rejected)?;
+            *checked() = text.clone();
+        }
+        Ok((next, text))
     }
 
     /// Reload (if the text changed), then save (if the model changed), then swap.

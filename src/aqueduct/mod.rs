@@ -14,6 +14,7 @@
 pub mod apply_metrics;
 pub mod bind_check;
 pub mod controller;
+pub mod fleet;
 pub mod member_book;
 pub mod routes;
 pub mod rows;

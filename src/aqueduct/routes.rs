@@ -4,6 +4,7 @@
 //! failure is an [`ApiError`] (JSON `{"error","field"}`), including unknown routes.
 
 use super::controller::{Change, Controller};
+use super::fleet::{Fleet, WaitFor};
 use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::config::BackendType;
@@ -12,7 +13,7 @@ use crate::metrics::MetricsRegistry;
 use crate::status::StatusBoard;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,22 +34,25 @@ pub fn router_with_options(
     let metrics = MetricsRegistry::new();
     let pipeline = controller.clone();
     metrics.add(Arc::new(move |text| pipeline.metrics().render(text)));
-    router_with_metrics(controller, board, max_members, metrics)
+    router_with_metrics(controller, board, max_members, metrics, None)
 }
 
 /// [`router_with_options`] whose `GET /metrics` answers with every source of `metrics` (the
-/// application registers the controller's, the supervisor's and membership's).
+/// application registers the controller's, the supervisor's and membership's); with `fleet`,
+/// writes go through the fleet's shared store (see [`super::fleet`]) and `GET /fleet` shows it.
 pub fn router_with_metrics(
     controller: Controller,
     board: Option<StatusBoard>,
     max_members: usize,
     metrics: MetricsRegistry,
+    fleet: Option<Fleet>,
 ) -> Router {
     let state = ApiState {
         controller,
         board,
         max_members,
         metrics,
+        fleet,
     };
     Router::new()
         .route("/frontends", get(list_frontends))
@@ -70,6 +74,7 @@ pub fn router_with_metrics(
             axum::routing::post(confirm_removal),
         )
         .route("/haproxy/config", get(haproxy_config))
+        .route("/fleet", get(get_fleet))
         .route("/metrics", get(get_metrics))
         .route("/openapi.json", get(crate::openapi::aqueduct))
         .fallback(route_not_found)
@@ -84,6 +89,43 @@ struct ApiState {
     /// `--max-members`: most static members one backend may list.
     max_members: usize,
     metrics: MetricsRegistry,
+    /// Set when this aqueduct is a node of a fleet (`--store`).
+    fleet: Option<Fleet>,
+}
+
+/// Applies `change`: alone, through the apply pipeline (answering the original's `200`); in a
+/// fleet, through the shared store (answering the version and each node's state for it;
+/// `?wait=fleet` waits for every live node).
+async fn submit(
+    state: &ApiState,
+    change: Change,
+    query: Option<String>,
+) -> Result<Response, ApiError> {
+    match &state.fleet {
+        None => {
+            state.controller.submit(change).await?;
+            Ok(ok_200())
+        }
+        Some(fleet) => {
+            let wait = match query
+                .as_deref()
+                .map(|q| q.split('&').any(|p| p == "wait=fleet"))
+            {
+                Some(true) => WaitFor::Fleet,
+                _ => WaitFor::ThisNode,
+            };
+            let answer = fleet.submit(change, wait).await?;
+            Ok(axum::Json(answer).into_response())
+        }
+    }
+}
+
+/// `GET /fleet`: every node of the fleet, the config version each runs, and how it went.
+async fn get_fleet(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let fleet = state.fleet.as_ref().ok_or_else(|| {
+        ApiError::not_found("this aqueduct is not part of a fleet (start it with --store)")
+    })?;
+    Ok(axum::Json(fleet.view().await?).into_response())
 }
 
 impl FromRef<ApiState> for Controller {
@@ -136,22 +178,22 @@ async fn get_frontend(
 }
 
 async fn put_frontend(
-    State(controller): State<Controller>,
+    State(state): State<ApiState>,
     path: KeyPath,
+    RawQuery(query): RawQuery,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let frontend = validate::frontend(&key_of(path)?, &body)?;
-    controller.submit(Change::PutFrontend(frontend)).await?;
-    Ok(ok_200())
+    submit(&state, Change::PutFrontend(frontend), query).await
 }
 
 async fn delete_frontend(
-    State(controller): State<Controller>,
+    State(state): State<ApiState>,
     path: KeyPath,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    controller.submit(Change::DeleteFrontend(key)).await?;
-    Ok(ok_200())
+    submit(&state, Change::DeleteFrontend(key), query).await
 }
 
 async fn list_backends(
@@ -237,9 +279,9 @@ async fn confirm_removal(
 async fn put_backend(
     State(state): State<ApiState>,
     path: KeyPath,
+    RawQuery(query): RawQuery,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let controller = state.controller;
     let backend = validate::backend(&key_of(path)?, &body)?;
     if backend.static_members.len() > state.max_members {
         return Err(ApiError::bad_field(
@@ -251,30 +293,27 @@ async fn put_backend(
             ),
         ));
     }
-    controller.submit(Change::PutBackend(backend)).await?;
-    Ok(ok_200())
+    submit(&state, Change::PutBackend(backend), query).await
 }
 
 async fn delete_backend(
-    State(controller): State<Controller>,
+    State(state): State<ApiState>,
     path: KeyPath,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    controller.submit(Change::DeleteBackend(key)).await?;
-    Ok(ok_200())
+    submit(&state, Change::DeleteBackend(key), query).await
 }
 
 async fn switch_version(
-    State(controller): State<Controller>,
+    State(state): State<ApiState>,
     path: KeyPath,
+    RawQuery(query): RawQuery,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
     let switch = validate::version_switch(&body)?;
-    controller
-        .submit(Change::SwitchVersion { key, switch })
-        .await?;
-    Ok(ok_200())
+    submit(&state, Change::SwitchVersion { key, switch }, query).await
 }
 
 async fn haproxy_config(State(controller): State<Controller>) -> Response {

@@ -95,6 +95,16 @@ pub fn to_text(config: &Config) -> String {
     text
 }
 
+/// One frontend as its record (the fields of its PUT body), the form the fleet's store keeps.
+pub fn frontend_value(frontend: &Frontend) -> Value {
+    serde_json::to_value(FrontendRecord::from(frontend)).unwrap_or(Value::Null)
+}
+
+/// One backend as its record (static members as sent, dynamic ones not at all).
+pub fn backend_value(backend: &Backend) -> Value {
+    serde_json::to_value(BackendRecord::from(backend)).unwrap_or(Value::Null)
+}
+
 /// Serialising plain strings, numbers and maps of JSON values cannot fail; should it ever,
 /// an empty version-2 file is written rather than a panic in the apply pipeline.
 fn unreachable_text() -> String {

@@ -122,6 +122,15 @@ impl MemoryStore {
     pub fn get(&self, id: &str) -> Option<RegistrationRecord> {
         self.lock().records.get(id).cloned()
     }
+
+    /// Whether `id` is held with exactly this meta text and lease: a heartbeat that would
+    /// change nothing but its deadline. Compares in place (the heartbeat path: no copy).
+    pub fn holds_unchanged(&self, id: &str, meta_json: &str, lease_ms: u64) -> bool {
+        self.lock().records.get(id).is_some_and(|record| {
+            **record.meta_json() == *meta_json
+                && record.expires_at.saturating_sub(record.last_known) == lease_ms
+        })
+    }
 }
 
 /// The synchronous operations, with explicit times (tests and the trait implementation below

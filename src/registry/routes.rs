@@ -85,7 +85,7 @@ async fn post_registration(
         Err(err) => Err(err),
     };
     match applied {
-        Err(err) if err.status == StatusCode::SERVICE_UNAVAILABLE => retry_later(err),
+        Err(err) if err.status == StatusCode::SERVICE_UNAVAILABLE => err.into_response(),
         Ok(_) => ok_200_static(),
         Err(err) => {
             registry.record_rejected_post();
@@ -102,21 +102,8 @@ async fn delete_registration(
     // Like the original, deleting an unknown registration is not an error.
     match registry.deregister(&key.id()).await {
         Ok(_) => Ok(ok_200()),
-        Err(err) => Ok(retry_later(ApiError::unavailable(err.to_string()))),
+        Err(err) => Err(ApiError::unavailable(err.to_string())),
     }
-}
-
-/// How long a client should wait before retrying a write the store could not take.
-const RETRY_AFTER_SECS: &str = "1";
-
-/// 503 with `Retry-After`: the store could not take the write and nothing was queued.
-fn retry_later(err: ApiError) -> Response {
-    let mut response = err.into_response();
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        header::HeaderValue::from_static(RETRY_AFTER_SECS),
-    );
-    response
 }
 
 /// Marks a response served from this node's local copy while the store is out of reach.

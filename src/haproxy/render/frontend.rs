@@ -1,11 +1,15 @@
 //! One `frontend` section.
 
-use super::line;
+use super::{effective_bind, line};
 use crate::config::{Frontend, Keepalive, Mode, Rule, RuleKind};
+use std::net::IpAddr;
 
-pub(super) fn render(out: &mut String, frontend: &Frontend) {
+pub(super) fn render(out: &mut String, frontend: &Frontend, wildcard_host: Option<IpAddr>) {
     out.push_str(&format!("frontend {}\n", frontend.key));
-    line(out, format_args!("bind {}", frontend.bind));
+    line(
+        out,
+        format_args!("bind {}", effective_bind(&frontend.bind, wildcard_host)),
+    );
     line(out, format_args!("mode {}", frontend.mode.as_str()));
     line(out, format_args!("default_backend {}", frontend.backend));
     if frontend.mode == Mode::Http {

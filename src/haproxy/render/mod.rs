@@ -33,6 +33,10 @@ pub struct RenderSettings {
     /// Arguments of the global `log` line. `stdout` writes are non-blocking in HAProxy, so a
     /// slow reader loses log lines rather than stalling traffic.
     pub log_target: String,
+    /// `--bind-address`: the host this node's HAProxy listens on where a frontend binds a
+    /// wildcard (`*:80`, `:80`, `0.0.0.0:80`), so several nodes of a fleet can share one
+    /// configuration on one host, each on its own address. Explicit addresses are kept.
+    pub wildcard_bind_host: Option<IpAddr>,
 }
 
 impl RenderSettings {
@@ -43,7 +47,45 @@ impl RenderSettings {
             stats_bind: None,
             hard_stop_after: Duration::from_secs(30),
             log_target: "stdout format raw local0".to_owned(),
+            wildcard_bind_host: None,
         }
+    }
+}
+
+/// A frontend's `bind` value as this node renders it: with `wildcard_host`, each wildcard
+/// address (`*:80`, `:80`, `0.0.0.0:80`, also after `ipv4@`) of the address list names that
+/// host instead; options after the address list are kept.
+pub fn effective_bind(bind: &str, wildcard_host: Option<IpAddr>) -> String {
+    let Some(host) = wildcard_host else {
+        return bind.to_owned();
+    };
+    let (addresses, options) = match bind.split_once(char::is_whitespace) {
+        Some((addresses, options)) => (addresses, Some(options)),
+        None => (bind, None),
+    };
+    let host = match host {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    let rewritten: Vec<String> = addresses
+        .split(',')
+        .map(|address| {
+            let (prefix, rest) = match address.split_once('@') {
+                Some((prefix @ ("ipv4" | "tcp" | "tcp4"), rest)) => (Some(prefix), rest),
+                _ => (None, address),
+            };
+            match rest.rsplit_once(':') {
+                Some(("" | "*" | "0.0.0.0", port)) => match prefix {
+                    Some(prefix) => format!("{prefix}@{host}:{port}"),
+                    None => format!("{host}:{port}"),
+                },
+                _ => address.to_owned(),
+            }
+        })
+        .collect();
+    match options {
+        Some(options) => format!("{} {options}", rewritten.join(",")),
+        None => rewritten.join(","),
     }
 }
 
@@ -146,7 +188,7 @@ pub fn render(config: &Config, members: &RenderMembers, settings: &RenderSetting
     }
     for frontend in config.frontends.values() {
         out.push('\n');
-        frontend::render(&mut out, frontend);
+        frontend::render(&mut out, frontend, settings.wildcard_bind_host);
     }
     let placeholders = placeholders(config);
     let mut backend_names: Vec<&str> = config
@@ -236,6 +278,26 @@ fn line(out: &mut String, args: std::fmt::Arguments<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcard_binds_take_the_node_address() {
+        let host = Some("127.0.0.3".parse().unwrap());
+        for (bind, expected) in [
+            ("*:80", "127.0.0.3:80"),
+            (":80", "127.0.0.3:80"),
+            ("0.0.0.0:80", "127.0.0.3:80"),
+            ("ipv4@*:80", "ipv4@127.0.0.3:80"),
+            ("10.0.0.1:80", "10.0.0.1:80"),
+            (
+                "*:80,10.0.0.1:81 ssl crt /x.pem",
+                "127.0.0.3:80,10.0.0.1:81 ssl crt /x.pem",
+            ),
+            ("unix@/run/x.sock", "unix@/run/x.sock"),
+        ] {
+            assert_eq!(effective_bind(bind, host), expected, "{bind}");
+            assert_eq!(effective_bind(bind, None), bind);
+        }
+    }
 
     #[test]
     fn paths_and_durations() {

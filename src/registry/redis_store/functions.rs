@@ -3,9 +3,9 @@
 use crate::registry::store::StoreError;
 use redis::aio::MultiplexedConnection;
 
-/// The library, loaded (replacing any older copy) on every new primary connection: a
-/// promoted replica has it already (libraries replicate), a fresh server gets it.
-const LIBRARY: &str = include_str!("functions.lua");
+/// The registry's library, loaded (replacing any older copy) on every new primary connection:
+/// a promoted replica has it already (libraries replicate), a fresh server gets it.
+pub const LIBRARY: &str = include_str!("functions.lua");
 
 /// Every key, under one hash tag so a Redis Cluster keeps them in one slot.
 pub const META: &str = "{thalassa}:meta";
@@ -17,17 +17,16 @@ pub const KEYS: [&str; 4] = [META, DEADLINES, EVENTS, REAPER];
 /// Stream entries as `XRANGE`/`XREVRANGE` return them: id and fields.
 pub type StreamEntries = Vec<(String, std::collections::HashMap<String, redis::Value>)>;
 
-pub async fn load(connection: &mut MultiplexedConnection) -> Result<(), StoreError> {
+/// Loads `library` (Lua source with its `#!lua name=` line), replacing an older copy.
+pub async fn load(connection: &mut MultiplexedConnection, library: &str) -> Result<(), StoreError> {
     redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("REPLACE")
-        .arg(LIBRARY)
+        .arg(library)
         .query_async::<String>(connection)
         .await
         .map(|_| ())
-        .map_err(|err| {
-            StoreError::Unreachable(format!("cannot load the registry's Redis functions: {err}"))
-        })
+        .map_err(|err| StoreError::Unreachable(format!("cannot load Redis functions: {err}")))
 }
 
 /// `FCALL <function> 4 <keys...>` with the arguments still to add.

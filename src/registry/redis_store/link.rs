@@ -39,6 +39,9 @@ struct Current {
 
 pub struct Link {
     url: StoreUrl,
+    /// The Functions library (Lua source) this link's users call, loaded on every new
+    /// primary connection.
+    library: &'static str,
     current: Mutex<Option<Current>>,
     /// Incremented on every new primary connection.
     generation: AtomicU64,
@@ -54,9 +57,10 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(url: StoreUrl) -> Arc<Link> {
+    pub fn new(url: StoreUrl, library: &'static str) -> Arc<Link> {
         Arc::new(Link {
             url,
+            library,
             current: Mutex::new(None),
             generation: AtomicU64::new(0),
             last_reply_ms: AtomicU64::new(0),
@@ -262,7 +266,7 @@ impl Link {
                 "{address} is not a primary"
             )));
         }
-        super::functions::load(&mut connection).await?;
+        super::functions::load(&mut connection, self.library).await?;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::info!(%address, generation, "connected to the store's primary");
         *self.lock() = Some(Current {

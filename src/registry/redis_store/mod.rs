@@ -88,7 +88,7 @@ impl RedisStore {
         url: StoreUrl,
         retained_events: usize,
     ) -> Result<Arc<RedisStore>, StoreError> {
-        let link = Link::new(url.clone());
+        let link = Link::new(url.clone(), functions::LIBRARY);
         let closing = CancellationToken::new();
         tokio::spawn(link.clone().keep(closing.clone()));
         if let Err(err) = link.wait_connected(STARTUP_LIMIT).await {
@@ -180,12 +180,7 @@ impl RedisStore {
     /// The cheap heartbeat: moves the deadline of a registration whose meta and lease the
     /// local copy already holds. `Ok(false)`: not applicable or the registration is gone.
     async fn refresh(&self, id: &str, meta_json: &str, lease_ms: u64) -> StoreResult<bool> {
-        let Some(record) = self.mirror.get(id) else {
-            return Ok(false);
-        };
-        if **record.meta_json() != *meta_json
-            || record.expires_at.saturating_sub(record.last_known) != lease_ms
-        {
+        if !self.mirror.holds_unchanged(id, meta_json, lease_ms) {
             return Ok(false);
         }
         let deadline = self.link.store_now_ms().saturating_add(lease_ms);

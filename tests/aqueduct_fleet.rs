@@ -1,0 +1,474 @@
+//! A fleet of aqueducts on one Redis (`--store`), each with its own real HAProxy on its own
+//! loopback address (`--bind-address`): a change taken by any node serves through every
+//! node's HAProxy, concurrent changes of one item conflict (409) and converge, a change one
+//! node's HAProxy refuses is reported for that node while the others serve it, and a node
+//! cut off from the store keeps serving and refuses writes (503).
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure
+
+mod redis_support;
+mod support;
+
+use redis_support::{RedisCluster, require_redis};
+use serde_json::{Value, json};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+use support::{
+    Origin, Proc, client, eventually, free_port, require_haproxy, spawn_thalassa, start_registry,
+    wait_http,
+};
+
+/// One aqueduct of the fleet.
+struct Node {
+    id: String,
+    api: String,
+    address: Ipv4Addr,
+    _proc: Proc,
+}
+
+async fn start_node(dir: &Path, id: &str, address: Ipv4Addr, store: &str, registry: &str) -> Node {
+    let api_port = free_port();
+    let data = dir.join(id);
+    let mut proc = spawn_thalassa(
+        dir,
+        id,
+        &[
+            "aqueduct",
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--registry",
+            registry,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--store",
+            store,
+            "--node-id",
+            id,
+            "--bind-address",
+            &address.to_string(),
+        ],
+    );
+    let api = format!("http://127.0.0.1:{api_port}");
+    wait_http(&format!("{api}/fleet"), &mut proc).await;
+    Node {
+        id: id.to_owned(),
+        api,
+        address,
+        _proc: proc,
+    }
+}
+
+async fn request(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
+    request(
+        reqwest::Method::PUT,
+        &format!("{}{path}", node.api),
+        Some(body),
+    )
+    .await
+}
+
+/// One GET through `address:port` on a fresh connection: the body, or `None`.
+async fn body_at(address: Ipv4Addr, port: u16) -> Option<String> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .get(format!("http://{address}:{port}/"))
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+async fn wait_serving(node: &Node, port: u16, body: &str) {
+    let what = format!("{} ({}:{port}) to serve {body:?}", node.id, node.address);
+    eventually(Duration::from_secs(15), &what, || async {
+        (body_at(node.address, port).await.as_deref() == Some(body)).then_some(())
+    })
+    .await;
+}
+
+async fn wait_not_serving(node: &Node, port: u16) {
+    let what = format!("{} ({}:{port}) to stop serving", node.id, node.address);
+    eventually(Duration::from_secs(15), &what, || async {
+        body_at(node.address, port).await.is_none().then_some(())
+    })
+    .await;
+}
+
+async fn fleet_view(node: &Node) -> Value {
+    let (status, view) = request(reqwest::Method::GET, &format!("{}/fleet", node.api), None).await;
+    assert_eq!(status, 200, "{view}");
+    view
+}
+
+fn static_backend(origin: &Origin) -> Value {
+    json!({"type": "static", "mode": "http",
+           "members": [{"host": "127.0.0.1", "port": origin.port()}]})
+}
+
+fn frontend(port: u16, backend: &str) -> Value {
+    json!({"bind": format!("*:{port}"), "backend": backend, "mode": "http"})
+}
+
+fn address(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+struct Fleet {
+    _redis: RedisCluster,
+    _registry: Proc,
+    registry_url: String,
+    nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+async fn start_fleet(count: u8) -> Fleet {
+    let redis = RedisCluster::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry_port = free_port();
+    let registry = start_registry(dir.path(), registry_port).await;
+    let registry_url = format!("http://127.0.0.1:{registry_port}");
+    let mut nodes = Vec::new();
+    for n in 0..count {
+        let id = format!("aq-{}", n + 1);
+        let node = start_node(
+            dir.path(),
+            &id,
+            address(2 + n),
+            &redis.primary.url(),
+            &registry_url,
+        )
+        .await;
+        nodes.push(node);
+    }
+    Fleet {
+        _redis: redis,
+        _registry: registry,
+        registry_url,
+        nodes,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_serves_through_every_node() {
+    if !require_haproxy() || !require_redis() {
+        return;
+    }
+    let fleet = start_fleet(3).await;
+    let origin = Origin::start("fleet-origin").await;
+    let port = free_port();
+    let (first, second, third) = (&fleet.nodes[0], &fleet.nodes[1], &fleet.nodes[2]);
+
+    let (status, answer) = put(first, "/backends/web", static_backend(&origin)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = put(first, "/frontends/www?wait=fleet", frontend(port, "web")).await;
+    assert_eq!(status, 200, "{answer}");
+    let version = answer["version"].as_u64().unwrap();
+    // `?wait=fleet` answered once every node applied it.
+    let states: Vec<&str> = answer["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["applied", "applied", "applied"], "{answer}");
+    for node in &fleet.nodes {
+        wait_serving(node, port, "fleet-origin").await;
+    }
+
+    // Every node reports the version it runs; no lag.
+    let view = fleet_view(third).await;
+    assert_eq!(view["version"], version, "{view}");
+    assert_eq!(view["node"], "aq-3");
+    for row in view["nodes"].as_array().unwrap() {
+        assert_eq!(row["version"], version, "{view}");
+        assert_eq!(row["lag"], 0, "{view}");
+        assert_eq!(row["outcome"], "applied", "{view}");
+        assert_eq!(row["gone"], false, "{view}");
+    }
+
+    // The config each node runs is the one taken by the first.
+    for node in &fleet.nodes {
+        let (status, row) = request(
+            reqwest::Method::GET,
+            &format!("{}/frontends/www", node.api),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{}: {row}", node.id);
+        assert_eq!(row["bind"], format!("*:{port}"), "{}", node.id);
+    }
+
+    // A DELETE on the second node stops it everywhere.
+    let (status, answer) = request(
+        reqwest::Method::DELETE,
+        &format!("{}/frontends/www", second.api),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["version"].as_u64().unwrap() > version, "{answer}");
+    for node in &fleet.nodes {
+        wait_not_serving(node, port).await;
+    }
+    drop(fleet.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_one_item_conflict_and_the_nodes_converge() {
+    if !require_haproxy() || !require_redis() {
+        return;
+    }
+    let fleet = start_fleet(2).await;
+    let (first, second) = (&fleet.nodes[0], &fleet.nodes[1]);
+    let mut conflicts = 0;
+    for round in 0..20 {
+        let body = |node: &str| {
+            json!({"type": "static", "mode": "http",
+                   "members": [{"host": "127.0.0.1", "port": 1000 + round, "tag": node}]})
+        };
+        let (a, b) = tokio::join!(
+            put(first, "/backends/shared", body("a")),
+            put(second, "/backends/shared", body("b")),
+        );
+        assert!(
+            a.0 == 200 || b.0 == 200,
+            "round {round}: neither won: {a:?} {b:?}"
+        );
+        for (status, answer) in [&a, &b] {
+            assert!(
+                matches!(status, 200 | 409),
+                "round {round}: {status} {answer}"
+            );
+            if *status == 409 {
+                conflicts += 1;
+                assert_eq!(answer["field"], "key", "{answer}");
+            }
+        }
+        // Both nodes converge on the last committed body.
+        let version = fleet_view(first).await["version"].as_u64().unwrap();
+        let what = format!("round {round}: both nodes on version {version}");
+        eventually(Duration::from_secs(10), &what, || async {
+            let view = fleet_view(first).await;
+            view["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["version"] == version)
+                .then_some(())
+        })
+        .await;
+        let (_, on_first) = request(
+            reqwest::Method::GET,
+            &format!("{}/backends/shared/members", first.api),
+            None,
+        )
+        .await;
+        let (_, on_second) = request(
+            reqwest::Method::GET,
+            &format!("{}/backends/shared/members", second.api),
+            None,
+        )
+        .await;
+        assert_eq!(on_first[0]["port"], 1000 + round, "{on_first}");
+        assert_eq!(
+            on_first[0]["tag"], on_second[0]["tag"],
+            "round {round}: diverged"
+        );
+        if conflicts >= 3 {
+            break;
+        }
+    }
+    assert!(conflicts > 0, "no concurrent PUT conflicted in 20 rounds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_one_node_refuses_is_reported_and_the_others_serve_it() {
+    if !require_haproxy() || !require_redis() {
+        return;
+    }
+    let fleet = start_fleet(2).await;
+    let origin = Origin::start("refused-origin").await;
+    let (first, second) = (&fleet.nodes[0], &fleet.nodes[1]);
+    let (old_port, new_port) = (free_port(), free_port());
+    assert_eq!(
+        put(first, "/backends/web", static_backend(&origin)).await.0,
+        200
+    );
+    assert_eq!(
+        put(
+            first,
+            "/frontends/old?wait=fleet",
+            frontend(old_port, "web")
+        )
+        .await
+        .0,
+        200
+    );
+    wait_serving(second, old_port, "refused-origin").await;
+
+    // Another process holds the new port on the second node's address only.
+    let squatter = std::net::TcpListener::bind((second.address, new_port)).unwrap();
+    let (status, answer) = put(
+        first,
+        "/frontends/new?wait=fleet",
+        frontend(new_port, "web"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let version = answer["version"].as_u64().unwrap();
+    let state_of = |id: &str| {
+        answer["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| n["state"].clone())
+    };
+    assert_eq!(state_of("aq-1"), Some(json!("applied")), "{answer}");
+    assert_eq!(state_of("aq-2"), Some(json!("refused")), "{answer}");
+    wait_serving(first, new_port, "refused-origin").await;
+    // The second node keeps serving its previous config.
+    wait_serving(second, old_port, "refused-origin").await;
+    let view = fleet_view(first).await;
+    let row = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "aq-2")
+        .unwrap()
+        .clone();
+    assert_eq!(row["outcome"], "refused", "{view}");
+    assert_eq!(row["refusedVersion"], version, "{view}");
+    assert_eq!(row["lag"], 1, "{view}");
+    assert!(
+        row["error"]
+            .as_str()
+            .unwrap()
+            .contains(&new_port.to_string()),
+        "the refusal names the address: {view}"
+    );
+
+    // Once the port is free, the next change brings the second node up to date.
+    drop(squatter);
+    let (status, answer) = put(
+        first,
+        "/frontends/other?wait=fleet",
+        frontend(free_port(), "web"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_serving(second, new_port, "refused-origin").await;
+    let view = fleet_view(second).await;
+    for row in view["nodes"].as_array().unwrap() {
+        assert_eq!(row["lag"], 0, "{view}");
+        assert_eq!(row["outcome"], "applied", "{view}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_store_serves_refuses_writes_and_catches_up() {
+    if !require_haproxy() || !require_redis() {
+        return;
+    }
+    let mut fleet = start_fleet(2).await;
+    let origin = Origin::start("outage-origin").await;
+    let port = free_port();
+    {
+        let first = &fleet.nodes[0];
+        assert_eq!(
+            put(first, "/backends/web", static_backend(&origin)).await.0,
+            200
+        );
+        assert_eq!(
+            put(first, "/frontends/www?wait=fleet", frontend(port, "web"))
+                .await
+                .0,
+            200
+        );
+    }
+    for node in &fleet.nodes {
+        wait_serving(node, port, "outage-origin").await;
+    }
+    // The store stops answering (SIGSTOP): both nodes keep serving, writes get 503 at once.
+    fleet._redis.primary.stop();
+    let started = std::time::Instant::now();
+    let (status, answer) = put(&fleet.nodes[1], "/backends/web", static_backend(&origin)).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("fleet's store"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "503 took {:?}",
+        started.elapsed()
+    );
+    for node in &fleet.nodes {
+        assert_eq!(
+            body_at(node.address, port).await.as_deref(),
+            Some("outage-origin")
+        );
+    }
+    // A node restarted during the outage starts on its local copy and serves.
+    let second = fleet.nodes.pop().unwrap();
+    let registry = fleet.registry_url.clone();
+    let (id, addr) = (second.id.clone(), second.address);
+    drop(second);
+    let restarted = start_node(
+        fleet.dir.path(),
+        &id,
+        addr,
+        &fleet._redis.primary.url(),
+        &registry,
+    )
+    .await;
+    wait_serving(&restarted, port, "outage-origin").await;
+    fleet.nodes.push(restarted);
+    fleet._redis.primary.cont();
+    // After the outage (writes answer 503 with Retry-After until the node is back in touch)
+    // a change reaches both again.
+    let other = free_port();
+    let answer = eventually(
+        Duration::from_secs(10),
+        "a write after the outage",
+        || async {
+            let (status, answer) = put(
+                &fleet.nodes[1],
+                "/frontends/after?wait=fleet",
+                frontend(other, "web"),
+            )
+            .await;
+            match status {
+                200 => Some(answer),
+                503 => None,
+                _ => panic!("{status} {answer}"),
+            }
+        },
+    )
+    .await;
+    assert_eq!(answer["nodes"].as_array().unwrap().len(), 2, "{answer}");
+    for node in &fleet.nodes {
+        wait_serving(node, other, "outage-origin").await;
+    }
+}
