@@ -108,7 +108,18 @@
 //!   issued by a node, only by the store.
 //!
 //! Several aqueducts can follow one registry (or a cluster, `--registry A,B`): each keeps its
-//! own HAProxy.
+//! own HAProxy. With `--store` they form a fleet ([`aqueduct::fleet`]) sharing one
+//! configuration, checked by `tests/aqueduct_fleet*.rs`:
+//!
+//! - **A change is committed once, on a version, or not at all**: a Function writes the items,
+//!   the version and the change entry in one step, refuses a change to an item written after
+//!   the version its node ran (409), and refuses a commit that arrives after its node answered
+//!   503, so a refused write never applies later.
+//! - **Every node runs the store's latest version or says why not**: it adopts each version as
+//!   one change of its own apply pipeline (one reload at most), and a version its HAProxy
+//!   refuses leaves it on its previous config with the refusal in its report.
+//! - **The store out of reach stops changes, never traffic**: nodes keep serving what they
+//!   run; writes are 503; nothing is queued.
 
 pub mod api_error;
 pub mod app;

@@ -5,169 +5,18 @@
 //! cut off from the store keeps serving and refuses writes (503).
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure
 
+mod fleet_support;
 mod redis_support;
 mod support;
 
-use redis_support::{RedisCluster, require_redis};
-use serde_json::{Value, json};
-use std::net::Ipv4Addr;
-use std::path::Path;
-use std::time::Duration;
-use support::{
-    Origin, Proc, client, eventually, free_port, require_haproxy, spawn_thalassa, start_registry,
-    wait_http,
+use fleet_support::{
+    body_at, fleet_view, frontend, put, request, start_fleet, start_node, static_backend,
+    wait_not_serving, wait_serving,
 };
-
-/// One aqueduct of the fleet.
-struct Node {
-    id: String,
-    api: String,
-    address: Ipv4Addr,
-    _proc: Proc,
-}
-
-async fn start_node(dir: &Path, id: &str, address: Ipv4Addr, store: &str, registry: &str) -> Node {
-    let api_port = free_port();
-    let data = dir.join(id);
-    let mut proc = spawn_thalassa(
-        dir,
-        id,
-        &[
-            "aqueduct",
-            "--listen",
-            &format!("127.0.0.1:{api_port}"),
-            "--registry",
-            registry,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--store",
-            store,
-            "--node-id",
-            id,
-            "--bind-address",
-            &address.to_string(),
-        ],
-    );
-    let api = format!("http://127.0.0.1:{api_port}");
-    wait_http(&format!("{api}/fleet"), &mut proc).await;
-    Node {
-        id: id.to_owned(),
-        api,
-        address,
-        _proc: proc,
-    }
-}
-
-async fn request(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = client().request(method, url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
-    request(
-        reqwest::Method::PUT,
-        &format!("{}{path}", node.api),
-        Some(body),
-    )
-    .await
-}
-
-/// One GET through `address:port` on a fresh connection: the body, or `None`.
-async fn body_at(address: Ipv4Addr, port: u16) -> Option<String> {
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-        .get(format!("http://{address}:{port}/"))
-        .send()
-        .await
-        .ok()?;
-    if response.status() != 200 {
-        return None;
-    }
-    response.text().await.ok()
-}
-
-async fn wait_serving(node: &Node, port: u16, body: &str) {
-    let what = format!("{} ({}:{port}) to serve {body:?}", node.id, node.address);
-    eventually(Duration::from_secs(15), &what, || async {
-        (body_at(node.address, port).await.as_deref() == Some(body)).then_some(())
-    })
-    .await;
-}
-
-async fn wait_not_serving(node: &Node, port: u16) {
-    let what = format!("{} ({}:{port}) to stop serving", node.id, node.address);
-    eventually(Duration::from_secs(15), &what, || async {
-        body_at(node.address, port).await.is_none().then_some(())
-    })
-    .await;
-}
-
-async fn fleet_view(node: &Node) -> Value {
-    let (status, view) = request(reqwest::Method::GET, &format!("{}/fleet", node.api), None).await;
-    assert_eq!(status, 200, "{view}");
-    view
-}
-
-fn static_backend(origin: &Origin) -> Value {
-    json!({"type": "static", "mode": "http",
-           "members": [{"host": "127.0.0.1", "port": origin.port()}]})
-}
-
-fn frontend(port: u16, backend: &str) -> Value {
-    json!({"bind": format!("*:{port}"), "backend": backend, "mode": "http"})
-}
-
-fn address(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, last)
-}
-
-struct Fleet {
-    _redis: RedisCluster,
-    _registry: Proc,
-    registry_url: String,
-    nodes: Vec<Node>,
-    dir: tempfile::TempDir,
-}
-
-async fn start_fleet(count: u8) -> Fleet {
-    let redis = RedisCluster::single().await;
-    let dir = tempfile::tempdir().unwrap();
-    let registry_port = free_port();
-    let registry = start_registry(dir.path(), registry_port).await;
-    let registry_url = format!("http://127.0.0.1:{registry_port}");
-    let mut nodes = Vec::new();
-    for n in 0..count {
-        let id = format!("aq-{}", n + 1);
-        let node = start_node(
-            dir.path(),
-            &id,
-            address(2 + n),
-            &redis.primary.url(),
-            &registry_url,
-        )
-        .await;
-        nodes.push(node);
-    }
-    Fleet {
-        _redis: redis,
-        _registry: registry,
-        registry_url,
-        nodes,
-        dir,
-    }
-}
+use redis_support::require_redis;
+use serde_json::json;
+use std::time::Duration;
+use support::{Origin, eventually, free_port, require_haproxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_node_serves_through_every_node() {
@@ -411,7 +260,8 @@ async fn a_node_cut_off_from_the_store_serves_refuses_writes_and_catches_up() {
         wait_serving(node, port, "outage-origin").await;
     }
     // The store stops answering (SIGSTOP): both nodes keep serving, writes get 503 at once.
-    fleet._redis.primary.stop();
+    fleet.redis.primary.stop();
+    let outage = std::time::Instant::now();
     let started = std::time::Instant::now();
     let (status, answer) = put(&fleet.nodes[1], "/backends/web", static_backend(&origin)).await;
     assert_eq!(status, 503, "{answer}");
@@ -439,13 +289,28 @@ async fn a_node_cut_off_from_the_store_serves_refuses_writes_and_catches_up() {
         fleet.dir.path(),
         &id,
         addr,
-        &fleet._redis.primary.url(),
+        &fleet.redis.primary.url(),
         &registry,
     )
     .await;
     wait_serving(&restarted, port, "outage-origin").await;
     fleet.nodes.push(restarted);
-    fleet._redis.primary.cont();
+    // The outage lasts 30 s: both nodes serve throughout, every write is refused at once.
+    while outage.elapsed() < Duration::from_secs(30) {
+        for node in &fleet.nodes {
+            let body = body_at(node.address, port).await;
+            assert_eq!(
+                body.as_deref(),
+                Some("outage-origin"),
+                "{} during the outage",
+                node.id
+            );
+        }
+        let (status, answer) = put(&fleet.nodes[0], "/backends/web", static_backend(&origin)).await;
+        assert_eq!(status, 503, "{answer}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    fleet.redis.primary.cont();
     // After the outage (writes answer 503 with Retry-After until the node is back in touch)
     // a change reaches both again.
     let other = free_port();

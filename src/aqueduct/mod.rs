@@ -2,7 +2,9 @@
 //!
 //! Flow of a change: `routes` (HTTP) -> `validate` (JSON body -> `config`) -> `controller`
 //! (queue; per batch: apply, `haproxy::render`, `ConfigTarget::check`, one
-//! `ConfigTarget::reload`, `state_file::save`, swap) -> the answer to the request.
+//! `ConfigTarget::reload`, `state_file::save`, swap) -> the answer to the request. In a fleet
+//! (`--store`), `routes` -> `fleet` (check on this node, commit to the shared store, apply as
+//! `Change::Adopt`) -> the answer; every node's `fleet::sync` adopts the versions others commit.
 //!
 //! Invariants:
 //! - only the controller's worker changes the live config, and only after HAProxy runs it;

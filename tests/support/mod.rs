@@ -655,6 +655,11 @@ impl TrafficReport {
 
 impl Load {
     pub fn start(port: u16, workers: usize) -> Load {
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST, port, workers)
+    }
+
+    /// [`Load::start`] through `address:port` (a proxy on another loopback address).
+    pub fn start_at(address: std::net::Ipv4Addr, port: u16, workers: usize) -> Load {
         let stats = Arc::new(std::sync::Mutex::new(LoadStats::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..workers)
@@ -665,7 +670,7 @@ impl Load {
                         .timeout(Duration::from_secs(5))
                         .build()
                         .unwrap();
-                    let url = format!("http://127.0.0.1:{port}/");
+                    let url = format!("http://{address}:{port}/");
                     while !stop.load(Ordering::SeqCst) {
                         let outcome = match client.get(&url).send().await {
                             Ok(response) if response.status() == 200 => {

@@ -9,23 +9,30 @@
 
 local STREAM_LENGTH = 1000
 
--- commit(base, node, description, op1, field1, json1, ...): refuses with
+-- commit(base, node, description, deadline, op1, field1, json1, ...): refuses with
+-- {'late'} after `deadline` (epoch ms on this server's clock: the node has answered 503 by
+-- then, so a command held up in a cut network and delivered later must not apply), with
 -- {'conflict', field, version} when an item was written after `base` (the version the
 -- committing node's config is based on); else bumps the version, writes every item (op 'put'
 -- or 'delete') and appends one change entry, all as one step.
 local function commit(keys, args)
   local base = tonumber(args[1])
-  if base == nil then
-    return redis.error_reply('ERR the base version is not a number')
+  local deadline = tonumber(args[4])
+  if base == nil or deadline == nil then
+    return redis.error_reply('ERR the base version or the deadline is not a number')
   end
-  for i = 4, #args, 3 do
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return {'late', '', 0}
+  end
+  for i = 5, #args, 3 do
     local changed = tonumber(redis.call('HGET', keys[3], args[i + 1]) or '0')
     if changed > base then
       return {'conflict', args[i + 1], changed}
     end
   end
   local version = redis.call('INCR', keys[1])
-  for i = 4, #args, 3 do
+  for i = 5, #args, 3 do
     if args[i] == 'put' then
       redis.call('HSET', keys[2], args[i + 1], args[i + 2])
     else

@@ -2,7 +2,7 @@
 //! configuration (Functions in `functions.lua`, each one atomic step), the change stream, and
 //! the nodes' reports.
 
-use crate::registry::redis_store::link::Link;
+use crate::registry::redis_store::link::{Link, RESPONSE_TIMEOUT};
 use crate::registry::store::{StoreError, StoreResult};
 use redis::aio::MultiplexedConnection;
 use std::sync::Arc;
@@ -88,8 +88,11 @@ impl FleetStore {
         description: &str,
         writes: &[ItemWrite],
     ) -> StoreResult<Committed> {
+        // The store refuses the commit once this node has given up waiting for it (with a
+        // margin for the clock offset's error), so a 503 never turns into a change later.
+        let deadline = self.link.store_now_ms() + RESPONSE_TIMEOUT.as_millis() as u64 - 50;
         let mut cmd = fcall("thalassa_fleet_commit");
-        cmd.arg(base).arg(node).arg(description);
+        cmd.arg(base).arg(node).arg(description).arg(deadline);
         for write in writes {
             match &write.json {
                 Some(json) => cmd.arg("put").arg(&write.field).arg(json),
@@ -97,10 +100,13 @@ impl FleetStore {
             };
         }
         let (outcome, field, version): (String, String, u64) = self.query(&cmd).await?;
-        Ok(match outcome.as_str() {
-            "ok" => Committed::Version(version),
-            _ => Committed::Conflict { field, version },
-        })
+        match outcome.as_str() {
+            "ok" => Ok(Committed::Version(version)),
+            "conflict" => Ok(Committed::Conflict { field, version }),
+            _ => Err(StoreError::Unreachable(
+                "the store received the change too late and did not apply it".into(),
+            )),
+        }
     }
 
     /// Makes `items` version 1 if the store holds no config; returns the store's version.
