@@ -1,0 +1,369 @@
+//! Fleet benchmark (`cargo bench --bench fleet`): a fleet of two aqueducts on one real
+//! `redis-server` (`--store`), each with its own real HAProxy on its own loopback address, and
+//! one aqueduct alone (the baseline), all started from the real binary in one invocation:
+//!
+//! - **config change -> live**: a new frontend PUT on the lone aqueduct, until its HAProxy
+//!   accepts connections on the new port (the single-node time); the same PUT on fleet node 1,
+//!   until node 2's HAProxy accepts on it (committed to the store, followed by node 2, checked
+//!   and reloaded there), printed beside it with the ratio;
+//! - **membership change -> present on both HAProxies**: a registration POSTed on the registry
+//!   until both nodes' HAProxies list the server (`show servers state`): membership is not part
+//!   of the shared config, each node applies it live (target: p99 under 10 ms).
+//!
+//! Without HAProxy or redis-server installed it says so and measures nothing (a smoke run under
+//! `cargo test` fails instead under `CI=true`).
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches start the real programs they measure"
+)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "common/run_mode.rs"]
+mod run_mode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_thalassa");
+
+/// A child process, stopped with SIGTERM (an aqueduct started with `--stop-haproxy` takes its
+/// HAProxy with it), SIGKILL after five seconds.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn installed(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn spawn(args: &[&str]) -> Process {
+    Process(
+        Command::new(BIN)
+            .args(args)
+            .env("THALASSA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start thalassa"),
+    )
+}
+
+async fn wait_up(url: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered 200");
+}
+
+/// An aqueduct: its API, the address its HAProxy binds wildcards on, and its admin socket.
+struct Aqueduct {
+    api: String,
+    address: Ipv4Addr,
+    admin: PathBuf,
+    _process: Process,
+}
+
+async fn start_aqueduct(
+    dir: &Path,
+    name: &str,
+    address: Ipv4Addr,
+    registry: &str,
+    store: Option<&str>,
+) -> Aqueduct {
+    let port = free_port();
+    let data = dir.join(name);
+    let listen = format!("127.0.0.1:{port}");
+    let address_text = address.to_string();
+    let data_text = data.to_string_lossy().into_owned();
+    let mut args = vec![
+        "aqueduct",
+        "--listen",
+        &listen,
+        "--registry",
+        registry,
+        "--stop-haproxy",
+        "--data-dir",
+        &data_text,
+        "--bind-address",
+        &address_text,
+    ];
+    if let Some(store) = store {
+        args.extend(["--store", store, "--node-id", name]);
+    }
+    let process = spawn(&args);
+    let api = format!("http://{listen}");
+    wait_up(&format!("{api}/frontends")).await;
+    Aqueduct {
+        api,
+        address,
+        admin: data.join("haproxy").join("admin.sock"),
+        _process: process,
+    }
+}
+
+async fn put(api: &str, path: &str, body: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .put(format!("{api}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("PUT");
+    let status = response.status();
+    assert_eq!(
+        status,
+        200,
+        "PUT {path}: {}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+/// Polls (back to back) until something accepts on `address:port`; the time since `started`.
+async fn until_listening(address: Ipv4Addr, port: u16, started: Instant) -> Duration {
+    loop {
+        if tokio::net::TcpStream::connect((address, port))
+            .await
+            .is_ok()
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{address}:{port} never listened"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Whether `server` is in backend `presence` of the HAProxy behind `admin`.
+async fn present(admin: &Path, server: &str) -> bool {
+    let Ok(mut stream) = tokio::net::UnixStream::connect(admin).await else {
+        return false;
+    };
+    if stream
+        .write_all(b"show servers state presence\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text).await;
+    text.split_whitespace().any(|word| word == server)
+}
+
+/// Times for `runs` new frontends PUT on `taker`, each until `watcher`'s HAProxy listens.
+async fn change_to_live(taker: &Aqueduct, watcher: &Aqueduct, runs: usize) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs + 2 {
+        let port = free_port();
+        let body =
+            serde_json::json!({"bind": format!("*:{port}"), "backend": "web", "mode": "http"});
+        let started = Instant::now();
+        put(&taker.api, &format!("/frontends/f{run}"), body).await;
+        let took = until_listening(watcher.address, port, started).await;
+        // The first two warm up the path (connections, the first reload).
+        if run >= 2 {
+            times.push(took);
+        }
+    }
+    times
+}
+
+/// Times for `runs` registrations until both HAProxies list the server.
+async fn membership_to_both(registry: &str, nodes: &[&Aqueduct], runs: usize) -> Vec<Duration> {
+    let client = reqwest::Client::new();
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs + 3 {
+        let port = 30_000 + run;
+        let server = format!("presence_127.0.0.1:{port}");
+        let started = Instant::now();
+        let response = client
+            .post(format!(
+                "{registry}/registrations/presence/1/127.0.0.1/{port}"
+            ))
+            .body(r#"{"secondsToExpire":600}"#)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 200);
+        for node in nodes {
+            while !present(&node.admin, &server).await {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "{server} never appeared"
+                );
+            }
+        }
+        if run >= 3 {
+            times.push(started.elapsed());
+        }
+    }
+    times
+}
+
+fn ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn line(label: &str, mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort_unstable();
+    let (p50, p99) = (ms(&times, 50.0), ms(&times, 99.0));
+    println!(
+        "{label:<58} p50 {p50:>8.2} ms   p99 {p99:>8.2} ms   ({} runs)",
+        times.len()
+    );
+    (p50, p99)
+}
+
+fn main() {
+    let Some(mode) = run_mode::run_mode("fleet") else {
+        return;
+    };
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let haproxy = std::env::var("THALASSA_HAPROXY_BIN").unwrap_or_else(|_| "haproxy".to_owned());
+    if !installed(&haproxy, "-v") || !installed("redis-server", "--version") {
+        assert!(
+            !ci,
+            "the fleet bench needs haproxy and redis-server (.ci/run installs them)"
+        );
+        println!("SKIP fleet bench: haproxy or redis-server is not installed");
+        return;
+    }
+    let runs = mode.pick(40, 3);
+    let presence_runs = mode.pick(200, 5);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis_port = free_port();
+        let _redis = Process(
+            Command::new("redis-server")
+                .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server"),
+        );
+        let store = format!("redis://127.0.0.1:{redis_port}");
+        let registry_port = free_port();
+        let registry = format!("http://127.0.0.1:{registry_port}");
+        let registry_data = dir.path().join("registry").to_string_lossy().into_owned();
+        let _registry = spawn(&[
+            "registry",
+            "--listen",
+            &format!("127.0.0.1:{registry_port}"),
+            "--data-dir",
+            &registry_data,
+        ]);
+        wait_up(&format!("{registry}/status")).await;
+        let alone =
+            start_aqueduct(dir.path(), "alone", Ipv4Addr::new(127, 0, 0, 4), &registry, None).await;
+        let first = start_aqueduct(
+            dir.path(),
+            "node-1",
+            Ipv4Addr::new(127, 0, 0, 2),
+            &registry,
+            Some(&store),
+        )
+        .await;
+        let second = start_aqueduct(
+            dir.path(),
+            "node-2",
+            Ipv4Addr::new(127, 0, 0, 3),
+            &registry,
+            Some(&store),
+        )
+        .await;
+        let web = serde_json::json!({"type": "static", "mode": "http",
+            "members": [{"host": "127.0.0.1", "port": registry_port}]});
+        let presence = serde_json::json!({"type": "dynamic", "name": "presence", "version": "1",
+            "mode": "http", "health": {"interval": 1000}});
+        for api in [&alone.api, &first.api] {
+            put(api, "/backends/web", web.clone()).await;
+            put(api, "/backends/presence", presence.clone()).await;
+        }
+        // Node 2 has both backends before anything is measured.
+        let probe = free_port();
+        put(
+            &first.api,
+            "/frontends/probe?wait=fleet",
+            serde_json::json!({"bind": format!("*:{probe}"), "backend": "web"}),
+        )
+        .await;
+        until_listening(second.address, probe, Instant::now()).await;
+
+        println!("fleet bench ({mode:?}): 2 fleet nodes on one redis-server, 1 aqueduct alone");
+        let (alone_p50, alone_p99) =
+            line("change -> live, aqueduct alone", change_to_live(&alone, &alone, runs).await);
+        let (here_p50, here_p99) = line(
+            "change on node 1 -> live on node 1",
+            change_to_live(&first, &first, runs).await,
+        );
+        let (there_p50, there_p99) = line(
+            "change on node 1 -> live on node 2's HAProxy",
+            change_to_live(&first, &second, runs).await,
+        );
+        println!(
+            "ratios to the lone aqueduct: node 1 x{:.2} / x{:.2}, node 2 x{:.2} / x{:.2} (p50 / p99)",
+            here_p50 / alone_p50,
+            here_p99 / alone_p99,
+            there_p50 / alone_p50,
+            there_p99 / alone_p99
+        );
+        let (_, both_p99) = line(
+            "registration -> present on both fleet HAProxies",
+            membership_to_both(&registry, &[&first, &second], presence_runs).await,
+        );
+        println!(
+            "membership target p99 < 10 ms: {}",
+            if both_p99 < 10.0 { "met" } else { "NOT met" }
+        );
+    });
+}
