@@ -52,8 +52,11 @@ struct Ports {
     registry_a: u16,
     registry_b: u16,
     aqueduct: u16,
+    aqueduct_b: u16,
     http: u16,
+    http_b: u16,
     mysql: u16,
+    mysql_b: u16,
 }
 
 /// One compose project, torn down (containers, network, volumes) when dropped, also when the
@@ -71,8 +74,11 @@ impl Cluster {
                 registry_a: support::free_port(),
                 registry_b: support::free_port(),
                 aqueduct: support::free_port(),
+                aqueduct_b: support::free_port(),
                 http: support::free_port(),
+                http_b: support::free_port(),
                 mysql: support::free_port(),
+                mysql_b: support::free_port(),
             },
         }
     }
@@ -103,8 +109,14 @@ impl Cluster {
                 port(self.ports.registry_b),
             )
             .env("THALASSA_CLUSTER_AQUEDUCT_PORT", port(self.ports.aqueduct))
+            .env(
+                "THALASSA_CLUSTER_AQUEDUCT_B_PORT",
+                port(self.ports.aqueduct_b),
+            )
             .env("THALASSA_CLUSTER_HTTP_PORT", port(self.ports.http))
-            .env("THALASSA_CLUSTER_MYSQL_PORT", port(self.ports.mysql));
+            .env("THALASSA_CLUSTER_HTTP_B_PORT", port(self.ports.http_b))
+            .env("THALASSA_CLUSTER_MYSQL_PORT", port(self.ports.mysql))
+            .env("THALASSA_CLUSTER_MYSQL_B_PORT", port(self.ports.mysql_b));
         command
     }
 
@@ -177,8 +189,17 @@ impl Cluster {
         format!("http://127.0.0.1:{}{path}", self.ports.aqueduct)
     }
 
+    fn aqueduct_b(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.aqueduct_b)
+    }
+
     fn webapp(&self) -> String {
         format!("http://127.0.0.1:{}/", self.ports.http)
+    }
+
+    /// The webapp frontend through the other aqueduct's HAProxy (`haproxy-b`).
+    fn webapp_b(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.ports.http_b)
     }
 
     /// What of the project is still present: containers, volumes, networks.
@@ -456,7 +477,7 @@ async fn compose_cluster_survives_a_registry_node_and_the_redis_primary() {
         "image build (thalassa with Redis + test web server)",
         &["build", "build-web"],
     );
-    cluster.timed("up -> healthy (9 containers)", &["up"]);
+    cluster.timed("up -> healthy (11 containers)", &["up"]);
 
     // Both registry nodes serve on the Sentinel-found primary; the Sentinels see each other
     // and the replica, and the replica follows the primary.
@@ -504,6 +525,36 @@ async fn compose_cluster_survives_a_registry_node_and_the_redis_primary() {
         "the aqueduct follows the first node"
     );
     println!("cluster: web1 serves through HAProxy; the aqueduct follows registry-a");
+    // The frontend and backend PUT on `aqueduct` serve through `aqueduct-b`'s HAProxy too:
+    // both nodes of the fleet run the same version.
+    let through_b = eventually(
+        Duration::from_secs(60),
+        "web1 through haproxy-b",
+        || async {
+            let body = get_text(&client, &cluster.webapp_b()).await?;
+            body.trim().strip_prefix("served by ").map(str::to_owned)
+        },
+    )
+    .await;
+    assert_eq!(through_b, "web1");
+    let fleet = eventually(
+        Duration::from_secs(30),
+        "both aqueducts on one version",
+        || async {
+            let view = get_json(&client, &cluster.aqueduct_b("/fleet")).await?;
+            let nodes = view["nodes"].as_array()?;
+            let same = nodes.len() == 2
+                && nodes
+                    .iter()
+                    .all(|n| n["version"] == view["version"] && n["outcome"] == "applied");
+            same.then_some(view)
+        },
+    )
+    .await;
+    println!(
+        "cluster: the fleet runs version {} on both aqueducts",
+        fleet["version"]
+    );
 
     // registry-a dies. HAProxy keeps serving; the aqueduct moves to registry-b and takes a
     // registration made there.
