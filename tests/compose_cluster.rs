@@ -285,7 +285,11 @@ async fn try_send(
             .map_err(|err| format!("{err:?}"))?;
         let status = response.status();
         let text = response.text().await.map_err(|err| format!("{err:?}"))?;
-        if status == reqwest::StatusCode::OK && text.trim() == "200" {
+        // A registry (and a lone aqueduct) answers the original's `200`; an aqueduct of a
+        // fleet answers the version and each node's state for it.
+        let fleet_answer = serde_json::from_str::<Value>(&text)
+            .is_ok_and(|answer| answer["version"].is_u64() && answer["nodes"].is_array());
+        if status == reqwest::StatusCode::OK && (text.trim() == "200" || fleet_answer) {
             Ok(())
         } else {
             Err(format!("{status} {}", text.trim()))

@@ -76,6 +76,11 @@ pub async fn follow(fleet: Fleet, closing: CancellationToken) {
 /// refused); seeds an empty store with this node's own config.
 async fn sync_once(fleet: &Fleet, tried: &mut Option<u64>) -> StoreResult<()> {
     let inner = &fleet.inner;
+    // The version alone first: the whole config is read only when there is a new one.
+    let version = inner.store.current_version().await?;
+    if version != 0 && (version <= fleet.applied_version() || *tried == Some(version)) {
+        return Ok(());
+    }
     let _gate = inner.gate.lock().await;
     let stored = inner.store.read().await?;
     if stored.version == 0 {
