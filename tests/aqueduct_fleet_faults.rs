@@ -94,7 +94,21 @@ async fn kill_9_of_one_aqueduct_under_load_costs_nothing_and_it_catches_up_with_
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // It stopped reporting: the fleet shows it gone (and lagging) after 5 s.
+    eventually(
+        Duration::from_secs(15),
+        "the killed node shown gone",
+        || async {
+            let view = fleet_view(&fleet.nodes[0]).await;
+            let row = view["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == id)?
+                .clone();
+            (row["gone"] == true && row["lag"].as_u64()? >= 1).then_some(())
+        },
+    )
+    .await;
 
     // Restarted, it starts with the fleet's current config: one reload at most.
     let restarted = start_node(
