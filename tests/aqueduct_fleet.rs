@@ -337,3 +337,71 @@ async fn a_node_cut_off_from_the_store_serves_refuses_writes_and_catches_up() {
         wait_serving(node, other, "outage-origin").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_node_seeds_an_empty_store_and_the_next_takes_the_fleets_config() {
+    if !require_haproxy() || !require_redis() {
+        return;
+    }
+    let redis = redis_support::RedisCluster::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry_port = free_port();
+    let _registry = support::start_registry(dir.path(), registry_port).await;
+    let registry = format!("http://127.0.0.1:{registry_port}");
+    // Each node has a local copy from earlier, different ones.
+    for (id, key) in [("aq-1", "first-local"), ("aq-2", "second-local")] {
+        let data = dir.path().join(id);
+        std::fs::create_dir_all(&data).unwrap();
+        let file = json!({"version": 2, "frontends": [], "backends": [
+            {"key": key, "type": "static", "mode": "http",
+             "members": [{"host": "127.0.0.1", "port": 9}]}]});
+        std::fs::write(data.join("aqueduct.json"), file.to_string()).unwrap();
+    }
+    let first = start_node(
+        dir.path(),
+        "aq-1",
+        fleet_support::address(2),
+        &redis.primary.url(),
+        &registry,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the first node's config as version 1",
+        || async {
+            let view = fleet_view(&first).await;
+            (view["version"] == 1 && view["nodes"][0]["version"] == 1).then_some(())
+        },
+    )
+    .await;
+    let second = start_node(
+        dir.path(),
+        "aq-2",
+        fleet_support::address(3),
+        &redis.primary.url(),
+        &registry,
+    )
+    .await;
+    for node in [&first, &second] {
+        let what = format!("{} serves the fleet's config", node.id);
+        eventually(Duration::from_secs(10), &what, || async {
+            let (_, rows) = request(
+                reqwest::Method::GET,
+                &format!("{}/backends", node.api),
+                None,
+            )
+            .await;
+            let keys: Vec<&str> = rows
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["key"].as_str())
+                .collect();
+            (keys == ["first-local"]).then_some(())
+        })
+        .await;
+    }
+    let view = fleet_view(&second).await;
+    for row in view["nodes"].as_array().unwrap() {
+        assert_eq!(row["version"], 1, "{view}");
+    }
+}

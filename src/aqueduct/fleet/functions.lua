@@ -46,11 +46,12 @@ local function commit(keys, args)
 end
 
 -- seed(node, field1, json1, ...): the first node's own config becomes version 1 when the
--- store holds no config yet; returns the version the store holds afterwards.
+-- store holds no config yet; returns {1, 1} when it did, {0, version} when another node's
+-- config was there first.
 local function seed(keys, args)
   local current = tonumber(redis.call('GET', keys[1]) or '0')
   if current > 0 then
-    return current
+    return {0, current}
   end
   for i = 2, #args, 2 do
     redis.call('HSET', keys[2], args[i], args[i + 1])
@@ -59,7 +60,7 @@ local function seed(keys, args)
   redis.call('SET', keys[1], 1)
   redis.call('XADD', keys[4], 'MAXLEN', '~', STREAM_LENGTH, '*',
     'version', 1, 'node', args[1], 'change', 'seed')
-  return 1
+  return {1, 1}
 end
 
 -- read(): the version, every item, and the node and change of the last commit, as of one

@@ -109,14 +109,15 @@ impl FleetStore {
         }
     }
 
-    /// Makes `items` version 1 if the store holds no config; returns the store's version.
-    pub async fn seed(&self, node: &str, items: &[(String, String)]) -> StoreResult<u64> {
+    /// Makes `items` version 1 if the store holds no config; whether it did.
+    pub async fn seed(&self, node: &str, items: &[(String, String)]) -> StoreResult<bool> {
         let mut cmd = fcall("thalassa_fleet_seed");
         cmd.arg(node);
         for (field, json) in items {
             cmd.arg(field).arg(json);
         }
-        self.query(&cmd).await
+        let (seeded, _version): (u64, u64) = self.query(&cmd).await?;
+        Ok(seeded == 1)
     }
 
     /// The current version and items.

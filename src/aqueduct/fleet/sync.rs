@@ -88,16 +88,18 @@ async fn sync_once(fleet: &Fleet, tried: &mut Option<u64>) -> StoreResult<()> {
         if own.frontends.is_empty() && own.backends.is_empty() {
             return Ok(());
         }
-        let version = inner
+        if inner
             .store
             .seed(&inner.node.id, &items::to_items(&own))
-            .await?;
-        tracing::info!(
-            version,
-            "the fleet's store held no config: this node's own config is its first version"
-        );
-        if version == 1 {
+            .await?
+        {
+            tracing::info!(
+                "the fleet's store held no config: this node's own config is its first version"
+            );
             fleet.mark_applied(1);
+        } else {
+            // Another node's config came first: adopt it in the next round, at once.
+            inner.wake.notify_one();
         }
         return Ok(());
     }
