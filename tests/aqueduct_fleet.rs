@@ -405,3 +405,66 @@ async fn the_first_node_seeds_an_empty_store_and_the_next_takes_the_fleets_confi
         assert_eq!(row["version"], 1, "{view}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_switch_on_one_node_moves_every_nodes_traffic() {
+    if !require_haproxy() || !require_redis() {
+        return;
+    }
+    let fleet = start_fleet(2).await;
+    let (v1, v2) = (Origin::start("app-v1").await, Origin::start("app-v2").await);
+    for (version, origin) in [("1", &v1), ("2", &v2)] {
+        let url = format!(
+            "{}/registrations/app/{version}/127.0.0.1/{}",
+            fleet.registry_url,
+            origin.port()
+        );
+        let response = support::client()
+            .post(url)
+            .body(r#"{"secondsToExpire":600}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let port = free_port();
+    let (first, second) = (&fleet.nodes[0], &fleet.nodes[1]);
+    let backend = json!({"type": "dynamic", "name": "app", "version": "1", "mode": "http",
+                         "health": {"interval": 100}});
+    assert_eq!(put(first, "/backends/app", backend).await.0, 200);
+    let (status, answer) = put(first, "/frontends/www?wait=fleet", frontend(port, "app")).await;
+    assert_eq!(status, 200, "{answer}");
+    for node in &fleet.nodes {
+        wait_serving(node, port, "app-v1").await;
+    }
+    // The switch is taken by the second node; both move to version 2, without a reload.
+    let mut reloads_before = Vec::new();
+    for node in &fleet.nodes {
+        reloads_before.push(fleet_support::reloads(node).await);
+    }
+    let (status, answer) = request(
+        reqwest::Method::POST,
+        &format!("{}/backends/app?wait=fleet", second.api),
+        Some(json!({"version": "2"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for node in &fleet.nodes {
+        wait_serving(node, port, "app-v2").await;
+        let (_, row) = request(
+            reqwest::Method::GET,
+            &format!("{}/backends/app", node.api),
+            None,
+        )
+        .await;
+        assert_eq!(row["version"], "2", "{}: {row}", node.id);
+    }
+    for (node, before) in fleet.nodes.iter().zip(reloads_before) {
+        assert_eq!(
+            fleet_support::reloads(node).await,
+            before,
+            "{} reloaded",
+            node.id
+        );
+    }
+}

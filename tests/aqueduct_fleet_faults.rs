@@ -9,7 +9,8 @@ mod redis_support;
 mod support;
 
 use fleet_support::{
-    Node, address, fleet_view, frontend, put, start_fleet, start_node, static_backend, wait_serving,
+    Node, address, fleet_view, frontend, put, reloads, start_fleet, start_node, static_backend,
+    wait_serving,
 };
 use redis_support::{Fault, FaultProxy, RedisCluster, require_redis};
 use std::time::{Duration, Instant};
@@ -17,23 +18,6 @@ use support::{
     KillHaproxiesOnDrop, Load, Origin, eventually, free_port, require_haproxy, signal,
     start_registry,
 };
-
-/// `thalassa_haproxy_reloads_total{outcome="ok"}` of a node.
-async fn reloads(node: &Node) -> u64 {
-    let text = support::client()
-        .get(format!("{}/metrics", node.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|line| line.starts_with("thalassa_haproxy_reloads_total{outcome=\"ok\"}"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn versions_equal(node: &Node) -> Option<u64> {
     let view = fleet_view(node).await;

@@ -168,3 +168,20 @@ pub async fn start_fleet(count: u8) -> Fleet {
         dir,
     }
 }
+
+/// `thalassa_haproxy_reloads_total{outcome="ok"}` of a node.
+pub async fn reloads(node: &Node) -> u64 {
+    let text = client()
+        .get(format!("{}/metrics", node.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|line| line.starts_with("thalassa_haproxy_reloads_total{outcome=\"ok\"}"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
