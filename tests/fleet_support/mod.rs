@@ -5,7 +5,8 @@
 
 use crate::redis_support::RedisCluster;
 use crate::support::{
-    Origin, Proc, client, eventually, free_port, spawn_thalassa, start_registry, wait_http,
+    KillHaproxiesOnDrop, Origin, Proc, client, eventually, free_port, spawn_thalassa,
+    start_registry, wait_http,
 };
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
@@ -18,6 +19,9 @@ pub struct Node {
     pub api: String,
     pub address: Ipv4Addr,
     pub proc: Proc,
+    /// Dropped after `proc`: an aqueduct that did not stop in time (SIGKILLed) leaves its
+    /// HAProxy serving by design; the test's HAProxy must not outlive it.
+    _haproxies: KillHaproxiesOnDrop,
 }
 
 pub async fn start_node(
@@ -55,6 +59,7 @@ pub async fn start_node(
         api,
         address,
         proc,
+        _haproxies: KillHaproxiesOnDrop(data.join("haproxy")),
     }
 }
 
