@@ -389,6 +389,7 @@ mod tests {
         );
         check(&p, Method::GET, "/ui/app.js", None, Ok(()));
         check(&p, Method::GET, "/overview", None, Ok(()));
+        check(&p, Method::GET, "/ui/api/node", None, Err(Refusal::Missing));
         check(&p, Method::GET, "/status", None, Ok(()));
         check(&p, Method::GET, "/openapi.json", None, Ok(()));
         check(
