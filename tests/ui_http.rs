@@ -35,7 +35,7 @@ async fn pages_redirect_and_serve_the_app() {
     assert_eq!(root.status(), 303);
     assert_eq!(root.headers()["location"], "/overview");
 
-    for page in ["/overview", "/activity", "/registry"] {
+    for page in ["/overview", "/activity", "/registry", "/nodes"] {
         let response = client.get(served.url(page)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{page}");
         assert_eq!(

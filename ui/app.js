@@ -5,10 +5,12 @@
 import * as overview from './overview.js';
 import * as activity from './activity.js';
 import * as registry from './registry.js';
+import * as fleet from './fleet.js';
 import { store, onChange, connect, refreshRegistry } from './live.js';
 import { h } from './dom.js';
 
-const PAGES = { overview, activity, registry };
+// Page name (the URL's path) -> module. The fleet view is /nodes: /fleet is the API's JSON.
+const PAGES = { overview, activity, registry, nodes: fleet };
 const CONNECTION_TEXT = {
   connecting: 'connecting…',
   live: 'live',
@@ -38,7 +40,8 @@ function mount() {
   main.replaceChildren();
   main.dataset.page = name;
   current = PAGES[name].mount(main);
-  document.title = `${name[0].toUpperCase()}${name.slice(1)} · Thalassa Aqueduct`;
+  const title = PAGES[name].title || `${name[0].toUpperCase()}${name.slice(1)}`;
+  document.title = `${title} · Thalassa Aqueduct`;
   for (const link of document.querySelectorAll('nav a')) {
     if (link.dataset.page === name) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');

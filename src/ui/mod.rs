@@ -4,7 +4,8 @@
 //!
 //! Routes (merged by the caller with the API router; none is a catch-all, so API routes keep
 //! priority):
-//! - `GET /` -> 303 to `/overview`; `GET /overview`, `/activity`, `/registry` -> the app.
+//! - `GET /` -> 303 to `/overview`; `GET /overview`, `/activity`, `/registry`, `/nodes` (the
+//!   fleet view, which reads the API's `GET /fleet`) -> the app.
 //! - `GET /ui/{file}` -> an embedded asset.
 //! - `GET /events` -> server-sent events: `snapshot`, then `config`, `stats`, `activity`.
 //! - `GET /ui/api/registry` -> registrations with expiries and version counts (502 when the
@@ -101,6 +102,7 @@ pub fn router_for_node(
         .route("/overview", get(page))
         .route("/activity", get(page))
         .route("/registry", get(page))
+        .route("/nodes", get(page))
         .route("/events", get(events_stream))
         .route("/ui/api/registry", get(registry))
         .route("/ui/api/activity", get(older_activity))
