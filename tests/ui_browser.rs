@@ -795,6 +795,11 @@ async fn every_page_fits_a_phone_and_a_laptop() {
         "haproxy.cfg",
         json!({"diff": thalassa::ui::diff::unified("a\nb\n", "a\nc\n")}),
     ));
+    stack.hub.activity(Activity::now(
+        "fleet-applied",
+        "config",
+        json!({"version": 8, "node": "aq-1", "change": "put frontend www"}),
+    ));
     *stack.fleet.lock().unwrap() = Some(three_node_fleet());
     for (name, width, height) in [("phone", 390u32, 844u32), ("laptop", 1366, 900)] {
         let browser = Browser::start_sized(width, height).await;
@@ -947,6 +952,39 @@ async fn the_fleet_page_shows_each_node_or_that_the_aqueduct_runs_alone() {
         })
         .await;
     assert_eq!(browser.texts("#fleet-nodes tr").await.len(), 3);
+    browser.close().await;
+}
+
+/// In a fleet, each version this node applied reads as the change and the node that made it.
+#[tokio::test]
+async fn fleet_changes_in_the_activity_name_the_node_that_made_them() {
+    if !require_chromium() {
+        return;
+    }
+    let stack = Stack::start().await;
+    stack.hub.activity(Activity::now(
+        "fleet-applied",
+        "config",
+        json!({"version": 7, "node": "aq-2", "change": "put frontend www"}),
+    ));
+    let browser = Browser::start().await;
+    browser
+        .goto(&stack.url("/activity?verb=fleet-applied"))
+        .await;
+    browser
+        .wait_text(
+            "[data-verb='fleet-applied'] .fleet-change",
+            "the fleet change",
+            |t| t == Some("fleet config v7 from aq-2: put frontend www"),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .text("[data-verb='fleet-applied'] .badge")
+            .await
+            .as_deref(),
+        Some("fleet-applied")
+    );
     browser.close().await;
 }
 
