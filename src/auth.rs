@@ -163,7 +163,7 @@ impl AuthPolicy {
 fn always_open(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/overview" | "/activity" | "/registry" | "/status" | "/openapi.json"
+        "/" | "/overview" | "/activity" | "/registry" | "/nodes" | "/status" | "/openapi.json"
     ) || (path.starts_with("/ui/") && !path.starts_with("/ui/api/"))
 }
 
@@ -389,6 +389,9 @@ mod tests {
         );
         check(&p, Method::GET, "/ui/app.js", None, Ok(()));
         check(&p, Method::GET, "/overview", None, Ok(()));
+        check(&p, Method::GET, "/nodes", None, Ok(()));
+        check(&p, Method::GET, "/fleet", None, Err(Refusal::Missing));
+        check(&p, Method::GET, "/ui/api/node", None, Err(Refusal::Missing));
         check(&p, Method::GET, "/status", None, Ok(()));
         check(&p, Method::GET, "/openapi.json", None, Ok(()));
         check(

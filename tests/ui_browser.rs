@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thalassa::auth::{AuthPolicy, Token};
 use thalassa::status::{Activity, MemberSample, ProxySample, StatsSample, now_ms};
-use thalassa::ui::{Hub, router};
+use thalassa::ui::{Hub, NodeLabel, router_for_node};
 use ui_support::{Browser, FakeRegistry, Served, require_chromium};
 
 /// The aqueduct as far as the page can tell: the UI router plus a stand-in for the API's version
@@ -32,6 +32,8 @@ struct Stack {
     versions: Arc<Mutex<Vec<(String, String)>>>,
     /// Tokens guarding the page's API calls (open by default).
     policy: AuthPolicy,
+    /// What the API's `GET /fleet` answers; `None`: 404, as an aqueduct without `--store`.
+    fleet: Arc<Mutex<Option<Value>>>,
 }
 
 #[derive(Clone)]
@@ -40,6 +42,7 @@ struct ApiState {
     registry: FakeRegistry,
     switches: Arc<Mutex<Vec<(String, Value)>>>,
     versions: Arc<Mutex<Vec<(String, String)>>>,
+    fleet: Arc<Mutex<Option<Value>>>,
 }
 
 const WEB: &str = "webapp-backend";
@@ -72,6 +75,7 @@ impl Stack {
                 (DB.into(), "1.0.0".into()),
             ])),
             policy,
+            fleet: Arc::default(),
         };
         stack.push_config();
         stack.hub.activity(Activity::now(
@@ -89,12 +93,23 @@ impl Stack {
             registry: self.registry.clone(),
             switches: self.switches.clone(),
             versions: self.versions.clone(),
+            fleet: self.fleet.clone(),
         };
         let api = axum::Router::new()
             .route("/backends/{key}", axum::routing::post(switch_version))
+            .route("/fleet", axum::routing::get(fleet_view))
             .with_state(state);
         let registry = self.registry_server.url("").parse().expect("registry URL");
-        let app = api.merge(router(self.hub.clone(), registry));
+        let app = api.merge(router_for_node(
+            self.hub.clone(),
+            registry,
+            None,
+            NodeLabel {
+                id: "ui-host".into(),
+                address: "http://aqueduct.test:10000".into(),
+                fleet: false,
+            },
+        ));
         let app = thalassa::auth::guard(app, self.policy.clone());
         self.app = Some(Served::start_on(app, port).await);
     }
@@ -212,6 +227,55 @@ async fn switch_version(
         json!({"from": from, "to": to}),
     ));
     axum::Json(json!(200))
+}
+
+/// The API's `GET /fleet`: the view the test set (503 when it is an `{"error"}`), or 404 as
+/// an aqueduct alone answers.
+async fn fleet_view(State(api): State<ApiState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match api.fleet.lock().unwrap().clone() {
+        Some(error) if error.get("error").is_some() => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(error),
+        )
+            .into_response(),
+        Some(view) => axum::Json(view).into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"error": "this aqueduct is not part of a fleet (start it with --store)"}),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// A fleet of three as `GET /fleet` shows it from `aq-1`: `aq-2` refused version 8 (with
+/// HAProxy's lines), `aq-3` stopped reporting.
+fn three_node_fleet() -> Value {
+    let now = now_ms();
+    let node = |id: &str, version: u64, seen: u64| {
+        json!({"id": id, "address": format!("http://10.0.0.{}:10000", &id[3..]), "version": version,
+               "outcome": "applied", "startedMs": now - 600_000, "lastSeenMs": seen,
+               "haproxyVersion": "3.0.11-1", "members": {"total": 4, "up": 4},
+               "lag": 8 - version, "gone": false, "self": false})
+    };
+    let mut first = node("aq-1", 8, now);
+    first["self"] = json!(true);
+    let mut second = node("aq-2", 7, now - 400);
+    second["outcome"] = json!("refused");
+    second["refusedVersion"] = json!(8);
+    second["error"] = json!(
+        "haproxy refused the configuration: [ALERT] (1234) : Binding [/var/lib/thalassa/haproxy/haproxy.cfg:42] for frontend www: cannot bind socket (Address already in use) [10.0.0.2:8443]"
+    );
+    second["errorLines"] = json!([
+        "[ALERT]    (1234) : Binding [/var/lib/thalassa/aqueduct/haproxy/haproxy.cfg:42] for frontend www: cannot bind socket (Address already in use) [10.0.0.2:8443]",
+        "[ALERT]    (1234) : [haproxy.main()] Some protocols failed to start their listeners! Exiting."
+    ]);
+    let mut third = node("aq-3", 6, now - 42_000);
+    third["gone"] = json!(true);
+    third["members"] = json!({"total": 4, "up": 1});
+    json!({"version": 8, "node": "aq-1", "nodes": [first, second, third]})
 }
 
 fn member(address: &str) -> String {
@@ -731,9 +795,15 @@ async fn every_page_fits_a_phone_and_a_laptop() {
         "haproxy.cfg",
         json!({"diff": thalassa::ui::diff::unified("a\nb\n", "a\nc\n")}),
     ));
+    stack.hub.activity(Activity::now(
+        "fleet-applied",
+        "config",
+        json!({"version": 8, "node": "aq-1", "change": "put frontend www"}),
+    ));
+    *stack.fleet.lock().unwrap() = Some(three_node_fleet());
     for (name, width, height) in [("phone", 390u32, 844u32), ("laptop", 1366, 900)] {
         let browser = Browser::start_sized(width, height).await;
-        for page in ["overview", "activity", "registry"] {
+        for page in ["overview", "activity", "registry", "nodes"] {
             browser.goto(&stack.url(&format!("/{page}"))).await;
             browser
                 .wait_text("#connection", "live", |t| t == Some("live"))
@@ -742,6 +812,13 @@ async fn every_page_fits_a_phone_and_a_laptop() {
                 browser
                     .wait_text("#registry-summary", "registrations", |t| {
                         t.is_some_and(|t| t.starts_with('4'))
+                    })
+                    .await;
+            }
+            if page == "nodes" {
+                browser
+                    .wait_text("#fleet-summary", "the fleet", |t| {
+                        t.is_some_and(|t| t.contains("3 nodes"))
                     })
                     .await;
             }
@@ -768,6 +845,147 @@ async fn every_page_fits_a_phone_and_a_laptop() {
         browser.close().await;
     }
     drop(stack);
+}
+
+/// The Fleet page: an aqueduct without `--store` says it runs alone; in a fleet, one row per
+/// node with its version against the fleet's, its refusal with HAProxy's lines, and the node
+/// serving the page and the gone ones marked in words. The header names the aqueduct.
+#[tokio::test]
+async fn the_fleet_page_shows_each_node_or_that_the_aqueduct_runs_alone() {
+    if !require_chromium() {
+        return;
+    }
+    let stack = Stack::start().await;
+    let browser = Browser::start().await;
+    browser.goto(&stack.url("/overview")).await;
+    browser
+        .wait_text("#node-label", "the node label", |t| {
+            t == Some("host ui-host at aqueduct.test:10000")
+        })
+        .await;
+    browser
+        .client
+        .find(Locator::Css("nav a[data-page='nodes']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text("#fleet-alone", "the alone note", |t| {
+            t == Some("This aqueduct runs alone; start it with --store to join a fleet.")
+        })
+        .await;
+    assert_eq!(
+        browser.js("return document.title;", vec![]).await,
+        "Fleet · Thalassa Aqueduct"
+    );
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('fleet-table').hidden;",
+                vec![]
+            )
+            .await,
+        true
+    );
+    assert_eq!(browser.text("#fleet-error").await.as_deref(), Some(""));
+
+    // Joined: the page polls and shows the fleet.
+    *stack.fleet.lock().unwrap() = Some(three_node_fleet());
+    browser
+        .wait_text("#fleet-summary", "the fleet's summary", |t| {
+            t == Some(
+                "fleet config v8 · 3 nodes · 1 in sync · 1 behind · 1 refused a version · 1 gone",
+            )
+        })
+        .await;
+    let row = |id: &str, cell: &str| format!("[data-node='{id}'] .{cell}");
+    assert_eq!(
+        browser.text(&row("aq-1", "id")).await.unwrap(),
+        "aq-1this node"
+    );
+    assert_eq!(
+        browser.text(&row("aq-1", "config")).await.unwrap(),
+        "v8in sync"
+    );
+    assert_eq!(
+        browser.text(&row("aq-1", "seen")).await.unwrap(),
+        "just now"
+    );
+    let link = browser
+        .js(
+            "return document.querySelector(\"[data-node='aq-2'] .address a\").href;",
+            vec![],
+        )
+        .await;
+    assert_eq!(link, "http://10.0.0.2:10000/");
+    assert_eq!(
+        browser.text(&row("aq-2", "config")).await.unwrap(),
+        "v71 behindfleet runs v8"
+    );
+    let refused = browser.text(&row("aq-2", "outcome")).await.unwrap();
+    assert!(
+        refused.starts_with("refusedv8 refused; serving v7: haproxy refused the configuration")
+            && refused.contains("Some protocols failed to start their listeners"),
+        "{refused}"
+    );
+    assert_eq!(browser.text(&row("aq-3", "id")).await.unwrap(), "aq-3gone");
+    assert_eq!(
+        browser.text(&row("aq-3", "seen")).await.unwrap(),
+        "no report for 42s"
+    );
+    assert_eq!(
+        browser.text(&row("aq-3", "members-up")).await.unwrap(),
+        "1 of 4 members up"
+    );
+    browser.screenshot("fleet-fake").await;
+
+    // The store stops answering (503): the last answer stays, with the reason above it.
+    *stack.fleet.lock().unwrap() = Some(json!({"error": "the fleet's store does not answer"}));
+    browser
+        .wait_text("#fleet-error", "the store's outage", |t| {
+            t == Some(
+                "The fleet's state is unavailable: the fleet's store does not answer \
+                 (showing the last answer)",
+            )
+        })
+        .await;
+    assert_eq!(browser.texts("#fleet-nodes tr").await.len(), 3);
+    browser.close().await;
+}
+
+/// In a fleet, each version this node applied reads as the change and the node that made it.
+#[tokio::test]
+async fn fleet_changes_in_the_activity_name_the_node_that_made_them() {
+    if !require_chromium() {
+        return;
+    }
+    let stack = Stack::start().await;
+    stack.hub.activity(Activity::now(
+        "fleet-applied",
+        "config",
+        json!({"version": 7, "node": "aq-2", "change": "put frontend www"}),
+    ));
+    let browser = Browser::start().await;
+    browser
+        .goto(&stack.url("/activity?verb=fleet-applied"))
+        .await;
+    browser
+        .wait_text(
+            "[data-verb='fleet-applied'] .fleet-change",
+            "the fleet change",
+            |t| t == Some("fleet config v7 from aq-2: put frontend www"),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .text("[data-verb='fleet-applied'] .badge")
+            .await
+            .as_deref(),
+        Some("fleet-applied")
+    );
+    browser.close().await;
 }
 
 /// Members registered by DNS name: one resolved reads its name with the address beside it

@@ -8,7 +8,7 @@ mod ui_support;
 
 use serde_json::{Value, json};
 use thalassa::status::{Activity, ProxySample, StatsSample};
-use thalassa::ui::{Hub, router};
+use thalassa::ui::{Hub, NodeLabel, router, router_for_node};
 use ui_support::{FakeRegistry, Served, SseReader};
 
 fn no_redirects() -> reqwest::Client {
@@ -35,7 +35,7 @@ async fn pages_redirect_and_serve_the_app() {
     assert_eq!(root.status(), 303);
     assert_eq!(root.headers()["location"], "/overview");
 
-    for page in ["/overview", "/activity", "/registry"] {
+    for page in ["/overview", "/activity", "/registry", "/nodes"] {
         let response = client.get(served.url(page)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{page}");
         assert_eq!(
@@ -93,6 +93,30 @@ async fn assets_are_embedded_with_types_and_etags() {
         .await
         .unwrap();
     assert_ne!(escape.status(), 200);
+}
+
+#[tokio::test]
+async fn the_node_label_names_the_aqueduct_the_pages_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::open(dir.path()).unwrap();
+    let label = NodeLabel {
+        id: "aq-7".into(),
+        address: "http://127.0.0.1:10000".into(),
+        fleet: true,
+    };
+    let registry = "http://127.0.0.1:9".parse().unwrap();
+    let served = Served::start(router_for_node(hub, registry, None, label)).await;
+    let response = no_redirects()
+        .get(served.url("/ui/api/node"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"id": "aq-7", "address": "http://127.0.0.1:10000", "fleet": true})
+    );
 }
 
 #[tokio::test]

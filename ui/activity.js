@@ -1,17 +1,18 @@
 // activity.js: the Activity page. Everything the control plane saw, newest first: registrations
 // online/offline/expired, member UP/DOWN with the check result, config changes with their diff,
 // reloads with reason, duration and outcome, HAProxy restarts, rejected changes with HAProxy's
-// error. Filterable by text and by verb; the filter lives in the URL so it can be shared.
+// error, and in a fleet each version applied with the node that made the change. Filterable
+// by text and by verb; the filter lives in the URL so it can be shared.
 import { h, reconcile, clock, iso, num } from './dom.js';
 import { store, mergeActivity, changed } from './live.js';
 import { apiFetch } from './auth.js';
 
 const VERBS = ['started', 'online', 'offline', 'expired', 'member-up', 'member-down', 'config-changed',
-  'reloaded', 'reload-failed', 'rejected', 'haproxy-restarted', 'version-switched'];
+  'reloaded', 'reload-failed', 'rejected', 'haproxy-restarted', 'version-switched', 'fleet-applied'];
 const TONES = {
   started: 'info', online: 'ok', offline: 'warn', expired: 'warn', 'member-up': 'ok', 'member-down': 'bad',
   'config-changed': 'info', reloaded: 'ok', 'reload-failed': 'bad', rejected: 'bad',
-  'haproxy-restarted': 'warn', 'version-switched': 'info',
+  'haproxy-restarted': 'warn', 'version-switched': 'info', 'fleet-applied': 'info',
 };
 const SHOWN_AT_MOST = 500;
 
@@ -116,6 +117,12 @@ function details(verb, d) {
     if (d.duration_ms !== undefined) say(`took ${num(d.duration_ms)} ms`);
     if (d.outcome) say(`outcome: ${d.outcome}`);
     handled.add('reason').add('duration_ms').add('outcome');
+  } else if (verb === 'fleet-applied') {
+    // Which node of the fleet made the change this node applied.
+    parts.push(h('span', { class: 'fact fleet-change', 'data-node': d.node || '' },
+      `fleet config v${d.version} from `, h('strong', { class: 'mono', text: d.node || 'an unknown node' }),
+      d.change ? `: ${d.change}` : ''));
+    handled.add('version').add('node').add('change');
   }
   for (const [k, v] of Object.entries(d)) {
     if (!handled.has(k)) say(`${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);

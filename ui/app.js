@@ -1,12 +1,16 @@
 // app.js: boots the single-page app: picks the page from the URL, switches pages without a
-// reload, opens the live stream, keeps the connection indicator in words, and re-renders the
-// current page (at most once per frame) when the state changes.
+// reload, opens the live stream, keeps the connection indicator in words, names the aqueduct
+// the page shows (its node id and address), and re-renders the current page (at most once per
+// frame) when the state changes.
 import * as overview from './overview.js';
 import * as activity from './activity.js';
 import * as registry from './registry.js';
+import * as fleet from './fleet.js';
 import { store, onChange, connect, refreshRegistry } from './live.js';
+import { h } from './dom.js';
 
-const PAGES = { overview, activity, registry };
+// Page name (the URL's path) -> module. The fleet view is /nodes: /fleet is the API's JSON.
+const PAGES = { overview, activity, registry, nodes: fleet };
 const CONNECTION_TEXT = {
   connecting: 'connecting…',
   live: 'live',
@@ -16,6 +20,7 @@ const CONNECTION_TEXT = {
 
 const main = document.getElementById('page');
 const indicator = document.getElementById('connection');
+const nodeLabel = document.getElementById('node-label');
 let current = null;
 let scheduled = false;
 
@@ -35,7 +40,8 @@ function mount() {
   main.replaceChildren();
   main.dataset.page = name;
   current = PAGES[name].mount(main);
-  document.title = `${name[0].toUpperCase()}${name.slice(1)} · Thalassa Aqueduct`;
+  const title = PAGES[name].title || `${name[0].toUpperCase()}${name.slice(1)}`;
+  document.title = `${title} · Thalassa Aqueduct`;
   for (const link of document.querySelectorAll('nav a')) {
     if (link.dataset.page === name) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
@@ -46,6 +52,7 @@ function mount() {
 function render() {
   scheduled = false;
   showConnection();
+  showNode();
   if (current) current.update();
   window.thalassa.renders += 1;
   if (store.lastStats) window.thalassa.lastRender = { ...store.lastStats, renderedAt: Date.now() };
@@ -68,6 +75,25 @@ function showConnection() {
   indicator.className = `conn conn-${state}`;
   indicator.querySelector('.text').textContent = CONNECTION_TEXT[state] || state;
   indicator.title = state === 'live' ? 'receiving live updates' : 'not receiving live updates: showing the last known state';
+}
+
+/** The header's "which aqueduct is this": node id and address, as the original showed its host. */
+function showNode() {
+  const node = store.node;
+  // A UI served without a label (its own tests) names no node.
+  const known = Boolean(node && node.id && node.address);
+  nodeLabel.hidden = !known;
+  if (!known) return;
+  const address = String(node.address).replace(/^https?:\/\//, '');
+  const signature = `${node.id} ${address} ${node.fleet}`;
+  if (nodeLabel.dataset.sig === signature) return;
+  nodeLabel.dataset.sig = signature;
+  nodeLabel.dataset.node = node.id;
+  nodeLabel.replaceChildren(node.fleet ? 'node ' : 'host ', h('strong', { class: 'mono', text: node.id }),
+    ' at ', h('span', { class: 'mono', text: address }));
+  nodeLabel.title = node.fleet
+    ? `this page shows node ${node.id} of a fleet, at ${node.address}`
+    : `this page shows the aqueduct on ${node.id}, at ${node.address} (it runs alone)`;
 }
 
 document.addEventListener('click', (event) => {

@@ -1,5 +1,6 @@
 // live.js: the page's copy of the aqueduct's state, kept current by one stream on /events
-// (a snapshot, then deltas), plus the registry view fetched from /ui/api/registry. Pages
+// (a snapshot, then deltas), plus the registry view fetched from /ui/api/registry and this
+// aqueduct's name from /ui/api/node. Pages
 // subscribe with onChange(); the connection indicator shows the stream's state in words.
 
 import { apiFetch, readEventStream } from './auth.js';
@@ -19,6 +20,7 @@ export const store = {
   switches: {}, // backend key -> {state: 'pending'|'ok'|'failed', text}
   confirms: {}, // backend key -> {state: 'pending'|'ok'|'failed', text}: held-member removals
   lastStats: null, // {sampleTime, receivedAt} of the newest stats delta
+  node: null, // /ui/api/node: {id, address, fleet}, the aqueduct this page shows
 };
 
 const listeners = new Set();
@@ -43,6 +45,7 @@ const HANDLERS = {
     setConnection('live');
     changed('snapshot');
     refreshRegistry();
+    refreshNode();
   },
   config(config) { store.config = config; changed('config'); },
   stats(sample) {
@@ -144,6 +147,18 @@ export function mergeActivity(records, fromSnapshot) {
   }
   for (const r of records) byId.set(r.id, r);
   store.activity = Array.from(byId.values()).sort((a, b) => a.id - b.id).slice(-ACTIVITY_KEPT);
+}
+
+// ---- which aqueduct this is ------------------------------------------------------------------
+
+/** Asks who this aqueduct is (after each snapshot: a restart may have renamed it). */
+async function refreshNode() {
+  try {
+    const response = await apiFetch('/ui/api/node', { cache: 'no-store' });
+    if (!response.ok) return; // an older aqueduct: the header names no node
+    store.node = await response.json();
+    changed('node');
+  } catch (_) { /* the stream's reconnects retry */ }
 }
 
 // ---- the registry view -----------------------------------------------------------------------

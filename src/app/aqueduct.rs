@@ -21,7 +21,7 @@ use crate::registry::follow::FollowerStatus;
 use crate::registry::nodes::RegistryNodes;
 use crate::registry::redis_store::StoreUrl;
 use crate::status::{Activity, StatusBoard};
-use crate::ui::Hub;
+use crate::ui::{Hub, NodeLabel};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -294,11 +294,22 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         .await
         .map_err(|err| format!("cannot listen on {listen}: {err}"))?;
     let local_addr = listener.local_addr()?;
+    let address = format!("http://{}", advertised_address(local_addr));
+    // The pages name this aqueduct: its node id in a fleet (`--node-id`, else the host
+    // name), its host name alone.
+    let node_label = NodeLabel {
+        id: fleet_start
+            .as_ref()
+            .and_then(|(join, _, _)| join.node_id.clone())
+            .unwrap_or_else(host_name),
+        address: address.clone(),
+        fleet: fleet_start.is_some(),
+    };
     let fleet = match fleet_start {
         Some((join, store, running)) => {
             let node = NodeIdentity {
-                id: join.node_id.unwrap_or_else(host_name),
-                address: format!("http://{}", advertised_address(local_addr)),
+                id: node_label.id.clone(),
+                address,
             };
             tracing::info!(node = %node.id, store = %join.store, "joined the fleet");
             let facts = node_facts(&supervisor, &board).await;
@@ -320,10 +331,11 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         metrics,
         fleet,
     )
-    .merge(crate::ui::router_with_registry_token(
+    .merge(crate::ui::router_for_node(
         hub.clone(),
         registry.clone(),
         registry_token.as_deref(),
+        node_label,
     ));
     crate::auth::warn_if_exposed("aqueduct", local_addr, &policy);
     let app = crate::auth::guard(app, policy);

@@ -34,6 +34,7 @@ pub(crate) static ASSETS: &[Asset] = &[
     asset!("overview.js", "text/javascript; charset=utf-8"),
     asset!("activity.js", "text/javascript; charset=utf-8"),
     asset!("registry.js", "text/javascript; charset=utf-8"),
+    asset!("fleet.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
@@ -42,7 +43,7 @@ pub(crate) static ASSETS: &[Asset] = &[
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
      style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 
-/// The single-page app's shell, for `/overview`, `/activity` and `/registry`.
+/// The single-page app's shell, for `/overview`, `/activity`, `/registry` and `/nodes`.
 pub(crate) fn index(request_headers: &HeaderMap) -> Response {
     match ASSETS.iter().position(|a| a.path == "index.html") {
         Some(index) => serve(index, request_headers),
