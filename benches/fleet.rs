@@ -55,13 +55,17 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn installed(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether the HAProxy binary (`THALASSA_HAPROXY_BIN`, or `haproxy`) and `redis-server` run.
+fn prerequisites_installed() -> bool {
+    let bin = std::env::var("THALASSA_HAPROXY_BIN").unwrap_or_else(|_| "haproxy".to_owned());
+    let runs = |command: &mut Command| {
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    runs(Command::new(bin).arg("-v")) && runs(Command::new("redis-server").arg("--version"))
 }
 
 fn spawn(args: &[&str]) -> Process {
@@ -262,8 +266,7 @@ fn main() {
         return;
     };
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let haproxy = std::env::var("THALASSA_HAPROXY_BIN").unwrap_or_else(|_| "haproxy".to_owned());
-    if !installed(&haproxy, "-v") || !installed("redis-server", "--version") {
+    if !prerequisites_installed() {
         assert!(
             !ci,
             "the fleet bench needs haproxy and redis-server (.ci/run installs them)"

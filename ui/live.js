@@ -224,7 +224,7 @@ export async function confirmRemoval(backendKey) {
   store.confirms[backendKey] = { state: 'pending', text: 'removing held members…' };
   changed('switch');
   try {
-    const response = await fetch(`/backends/${encodeURIComponent(backendKey)}/confirm-removal`, { method: 'POST' });
+    const response = await apiFetch(`/backends/${encodeURIComponent(backendKey)}/confirm-removal`, { method: 'POST' });
     const text = await response.text();
     if (!response.ok) {
       let message = text;
