@@ -80,7 +80,6 @@ async fn a_change_on_one_node_serves_through_every_node() {
     for node in &fleet.nodes {
         wait_not_serving(node, port).await;
     }
-    drop(fleet.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
