@@ -293,6 +293,12 @@ async fn a_node_cut_off_from_the_store_serves_refuses_writes_and_catches_up() {
     )
     .await;
     wait_serving(&restarted, port, "outage-origin").await;
+    // It says where it started from.
+    let log = restarted.proc.log_text();
+    assert!(
+        log.contains("starting with the local copy of the configuration"),
+        "the restarted node does not say it serves its local copy"
+    );
     fleet.nodes.push(restarted);
     // The outage lasts 30 s: both nodes serve throughout, every write is refused at once.
     while outage.elapsed() < Duration::from_secs(30) {
