@@ -20,40 +20,18 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/run_mode.rs"]
 mod run_mode;
 
+use process::{Process, free_port};
+
 const BIN: &str = env!("CARGO_BIN_EXE_thalassa");
-
-/// A child process, stopped with SIGTERM (an aqueduct started with `--stop-haproxy` takes its
-/// HAProxy with it), SIGKILL after five seconds.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// Whether the HAProxy binary (`THALASSA_HAPROXY_BIN`, or `haproxy`) and `redis-server` run.
 fn prerequisites_installed() -> bool {

@@ -25,13 +25,17 @@
 )]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/run_mode.rs"]
 mod run_mode;
+
+use process::{Process, free_port};
 
 const CONNECTIONS: usize = 64;
 /// The target rate: the paced phase offers exactly this load and measures latency under it.
@@ -65,39 +69,6 @@ impl Plan {
     fn max_registrations(&self) -> usize {
         self.loaded + self.simultaneous + self.presence_runs + CONNECTIONS + 100
     }
-}
-
-/// A child process, stopped (by PID) when dropped: SIGTERM, so an aqueduct started with
-/// `--stop-haproxy` takes its HAProxy with it (a SIGKILLed aqueduct leaves HAProxy serving, by
-/// design), then SIGKILL after five seconds.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// `thalassa registry` on a free port with `data_dir`, plus `extra` flags.

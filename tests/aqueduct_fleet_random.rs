@@ -20,36 +20,7 @@ use redis_support::require_redis;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{eventually, require_haproxy};
-
-/// A small deterministic generator (SplitMix64): a seed replays the same history.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("THALASSA_FLEET_SEED") {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("THALASSA_FLEET_SEED={text:?} is not a u64")),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1),
-    }
-}
+use support::{Rng, eventually, require_haproxy, seed_from_env};
 
 /// What the fleet must hold: backend key -> its member's port.
 type Model = BTreeMap<String, u64>;
@@ -112,7 +83,7 @@ async fn random_writes_on_random_nodes_keep_the_fleets_promises() {
     if !require_haproxy() || !require_redis() {
         return;
     }
-    let seed = seed();
+    let seed = seed_from_env("THALASSA_FLEET_SEED");
     println!("THALASSA_FLEET_SEED={seed}");
     let mut rng = Rng(seed);
     let fleet = start_fleet(3).await;

@@ -28,35 +28,6 @@ async fn nodes(url: &str, n: usize) -> Vec<Registry> {
     nodes
 }
 
-/// splitmix64: small, seedable, replayable.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("THALASSA_CLUSTER_SEED") {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("THALASSA_CLUSTER_SEED={text:?} is not a u64")),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1),
-    }
-}
-
 /// A follower's view: id -> meta JSON, from a snapshot and the events after it.
 #[derive(Default, Debug, PartialEq)]
 struct View(BTreeMap<String, String>);
@@ -158,7 +129,7 @@ async fn three_nodes_one_state_one_stream_randomized() {
     if !require_redis() {
         return;
     }
-    let seed = seed();
+    let seed = support::seed_from_env("THALASSA_CLUSTER_SEED");
     eprintln!("THALASSA_CLUSTER_SEED={seed}");
     let redis = RedisCluster::single().await;
     let nodes = nodes(&redis.primary.url(), 3).await;
@@ -166,7 +137,7 @@ async fn three_nodes_one_state_one_stream_randomized() {
     for node in &nodes {
         streams.push(EventStream::open(&node.url, None).await);
     }
-    let mut rng = Rng(seed);
+    let mut rng = support::Rng(seed);
     // The model: what every acknowledged write says the state is.
     let mut model: BTreeMap<String, String> = BTreeMap::new();
     let (mut onlines, mut deletes) = (0usize, 0usize);

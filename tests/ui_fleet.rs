@@ -8,91 +8,18 @@
 //! names the node that made each change. Screenshots go to target/ui-screenshots/.
 #![allow(clippy::unwrap_used)] // a panic is a test failure
 
+mod fleet_support;
 mod redis_support;
 mod support;
 mod ui_support;
 
+use fleet_support::{put, start_node, wait_serving};
 use redis_support::{RedisCluster, require_redis};
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
-use support::{
-    KillHaproxiesOnDrop, Origin, Proc, client, eventually, free_port, require_haproxy,
-    spawn_thalassa, start_registry, wait_http,
-};
+use support::{KillHaproxiesOnDrop, Origin, free_port, require_haproxy, start_registry};
 use ui_support::{Browser, require_chromium};
-
-/// One aqueduct of the fleet.
-struct Node {
-    api: String,
-    address: Ipv4Addr,
-    proc: Proc,
-}
-
-async fn start_node(dir: &Path, id: &str, address: Ipv4Addr, store: &str, registry: &str) -> Node {
-    let api_port = free_port();
-    let data = dir.join(id);
-    let mut proc = spawn_thalassa(
-        dir,
-        id,
-        &[
-            "aqueduct",
-            "--listen",
-            &format!("127.0.0.1:{api_port}"),
-            "--registry",
-            registry,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--store",
-            store,
-            "--node-id",
-            id,
-            "--bind-address",
-            &address.to_string(),
-        ],
-    );
-    let api = format!("http://127.0.0.1:{api_port}");
-    wait_http(&format!("{api}/fleet"), &mut proc).await;
-    Node { api, address, proc }
-}
-
-async fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
-    let response = client()
-        .put(format!("{}{path}", node.api))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-/// Waits until `address:port` serves `body` (a fresh connection each try).
-async fn wait_serving(node: &Node, port: u16, body: &str) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let url = format!("http://{}:{port}/", node.address);
-    eventually(
-        Duration::from_secs(15),
-        &format!("{url} to serve {body:?}"),
-        || {
-            let request = http.get(&url);
-            async move {
-                let text = request.send().await.ok()?.text().await.ok()?;
-                (text == body).then_some(())
-            }
-        },
-    )
-    .await;
-}
 
 /// Each row of the Fleet page as `{node id: {cell class: text, "gone", "self"}}`.
 async fn rows(browser: &Browser) -> Value {
