@@ -22,8 +22,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "common/admin_socket.rs"]
+mod admin_socket;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/run_mode.rs"]
@@ -154,23 +155,6 @@ async fn until_listening(address: Ipv4Addr, port: u16, started: Instant) -> Dura
     }
 }
 
-/// Whether `server` is in backend `presence` of the HAProxy behind `admin`.
-async fn present(admin: &Path, server: &str) -> bool {
-    let Ok(mut stream) = tokio::net::UnixStream::connect(admin).await else {
-        return false;
-    };
-    if stream
-        .write_all(b"show servers state presence\n")
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text).await;
-    text.split_whitespace().any(|word| word == server)
-}
-
 /// Times for `runs` new frontends PUT on `taker`, each until `watcher`'s HAProxy listens.
 async fn change_to_live(taker: &Aqueduct, watcher: &Aqueduct, runs: usize) -> Vec<Duration> {
     let mut times = Vec::with_capacity(runs);
@@ -207,7 +191,7 @@ async fn membership_to_both(registry: &str, nodes: &[&Aqueduct], runs: usize) ->
             .expect("POST");
         assert_eq!(response.status(), 200);
         for node in nodes {
-            while !present(&node.admin, &server).await {
+            while !admin_socket::present(&node.admin, "presence", &server).await {
                 assert!(
                     started.elapsed() < Duration::from_secs(20),
                     "{server} never appeared"

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+#[path = "common/admin_socket.rs"]
+mod admin_socket;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/run_mode.rs"]
@@ -578,23 +580,6 @@ async fn start_aqueduct(registry: &str, dir: &Path) -> (Process, std::path::Path
     (aqueduct, dir.join("haproxy").join("admin.sock"))
 }
 
-/// Whether `server` is in the `presence` backend (`show servers state presence`).
-async fn present(admin: &Path, server: &str) -> bool {
-    let Ok(mut stream) = tokio::net::UnixStream::connect(admin).await else {
-        return false;
-    };
-    if stream
-        .write_all(b"show servers state presence\n")
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text).await;
-    text.split_whitespace().any(|word| word == server)
-}
-
 /// POST on `post_port` -> the server is in HAProxy (polled back to back on the admin socket).
 async fn presence(post_port: u16, admin: &Path, runs: usize) -> Vec<u32> {
     let mut conn = Connection::open(post_port).await.expect("connect");
@@ -609,7 +594,7 @@ async fn presence(post_port: u16, admin: &Path, runs: usize) -> Vec<u32> {
             .await
             .expect("POST");
         assert_eq!(status, 200);
-        while !present(admin, &server).await {
+        while !admin_socket::present(admin, "presence", &server).await {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "{server} never appeared"

@@ -55,7 +55,8 @@ pub enum Change {
 }
 
 impl Change {
-    fn describe(&self) -> String {
+    /// One line for the log, the activity and the fleet's change stream.
+    pub fn describe(&self) -> String {
         match self {
             Change::PutFrontend(f) => format!("put frontend {}", f.key),
             Change::DeleteFrontend(key) => format!("delete frontend {key}"),

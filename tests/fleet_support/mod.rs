@@ -86,21 +86,12 @@ pub async fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
     .await
 }
 
-/// One GET through `address:port` on a fresh connection: the body, or `None`.
+/// One GET through `address:port` on a fresh connection: the body of a `200`, or `None`.
 pub async fn body_at(address: Ipv4Addr, port: u16) -> Option<String> {
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-        .get(format!("http://{address}:{port}/"))
-        .send()
-        .await
-        .ok()?;
-    if response.status() != 200 {
-        return None;
+    match crate::support::get_once_at(address, port, "/").await {
+        Ok((200, body)) => Some(body),
+        _ => None,
     }
-    response.text().await.ok()
 }
 
 pub async fn wait_serving(node: &Node, port: u16, body: &str) {

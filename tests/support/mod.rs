@@ -571,12 +571,21 @@ async fn send(request: reqwest::RequestBuilder, body: &str) -> (u16, String) {
 
 /// One HTTP/1.1 GET through a proxy port on a fresh connection; the body, or an error text.
 pub async fn get_once(port: u16, path: &str) -> Result<(u16, String), String> {
+    get_once_at(std::net::Ipv4Addr::LOCALHOST, port, path).await
+}
+
+/// [`get_once`] through `address:port` (a proxy listening on another loopback address).
+pub async fn get_once_at(
+    address: std::net::Ipv4Addr,
+    port: u16,
+    path: &str,
+) -> Result<(u16, String), String> {
     let response = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(0)
         .build()
         .unwrap()
-        .get(format!("http://127.0.0.1:{port}{path}"))
+        .get(format!("http://{address}:{port}{path}"))
         .send()
         .await
         .map_err(|e| e.to_string())?;

@@ -3,6 +3,7 @@
 //! validation as a PUT, so nothing written into the store by hand reaches haproxy.cfg without
 //! it.
 
+use super::store::StoredConfig;
 use crate::aqueduct::state_file;
 use crate::aqueduct::validate;
 use crate::config::Config;
@@ -19,21 +20,42 @@ pub fn backend_field(key: &str) -> String {
     format!("{BACKEND}{key}")
 }
 
+/// Frontend `key` of `config` as the store holds it: its field, and its record (`None`: gone).
+pub fn frontend_item(config: &Config, key: &str) -> (String, Option<String>) {
+    let json = config.frontends.get(key);
+    let json = json.map(|f| state_file::frontend_value(f).to_string());
+    (frontend_field(key), json)
+}
+
+/// Backend `key` of `config` as the store holds it (see [`frontend_item`]).
+pub fn backend_item(config: &Config, key: &str) -> (String, Option<String>) {
+    let json = config.backends.get(key);
+    let json = json.map(|b| state_file::backend_value(b).to_string());
+    (backend_field(key), json)
+}
+
 /// `config` as `(field, json)` pairs.
 pub fn to_items(config: &Config) -> Vec<(String, String)> {
-    let frontends = config.frontends.values().map(|f| {
-        (
-            frontend_field(&f.key),
-            state_file::frontend_value(f).to_string(),
-        )
-    });
-    let backends = config.backends.values().map(|b| {
-        (
-            backend_field(&b.key),
-            state_file::backend_value(b).to_string(),
-        )
-    });
-    frontends.chain(backends).collect()
+    let frontends = config
+        .frontends
+        .keys()
+        .map(|key| frontend_item(config, key));
+    let backends = config.backends.keys().map(|key| backend_item(config, key));
+    frontends
+        .chain(backends)
+        .filter_map(|(field, json)| Some((field, json?)))
+        .collect()
+}
+
+/// The config a stored version describes; an item that does not validate is left out and
+/// logged (a store written by hand must not stop a node).
+pub fn config_of(stored: &StoredConfig) -> Config {
+    let (config, errors) = from_items(&stored.items);
+    for error in &errors {
+        tracing::warn!(version = stored.version, %error,
+            "an item in the fleet's store is not valid; left out");
+    }
+    config
 }
 
 /// The config the items describe, and one message per item that could not be read (left out).

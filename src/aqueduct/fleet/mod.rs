@@ -109,11 +109,7 @@ impl StoreStart {
         if stored.version == 0 {
             return None;
         }
-        let (config, errors) = items::from_items(&stored.items);
-        for error in &errors {
-            tracing::warn!(version = stored.version, %error, "an item in the fleet's store is not valid; left out");
-        }
-        Some((stored.version, config))
+        Some((stored.version, items::config_of(&stored)))
     }
 }
 
@@ -196,7 +192,7 @@ impl Fleet {
             let committed = self
                 .inner
                 .store
-                .commit(base, &self.inner.node.id, &describe(&change), &writes)
+                .commit(base, &self.inner.node.id, &change.describe(), &writes)
                 .await
                 .map_err(store::unavailable)?;
             let version = match committed {
@@ -208,7 +204,7 @@ impl Fleet {
             if version == base + 1 {
                 // Nothing else was committed in between: the candidate is exactly the
                 // store's new version, apply it now instead of reading it back.
-                self.adopt(candidate, version, &self.inner.node.id, &describe(&change))
+                self.adopt(candidate, version, &self.inner.node.id, &change.describe())
                     .await;
             }
             version
@@ -304,40 +300,16 @@ impl Fleet {
 
 /// The store writes of `change`, whose result is `candidate`.
 fn writes_of(change: &Change, candidate: &Config) -> Vec<ItemWrite> {
-    let frontend = |key: &str| ItemWrite {
-        field: items::frontend_field(key),
-        json: candidate
-            .frontends
-            .get(key)
-            .map(|f| crate::aqueduct::state_file::frontend_value(f).to_string()),
-    };
-    let backend = |key: &str| ItemWrite {
-        field: items::backend_field(key),
-        json: candidate
-            .backends
-            .get(key)
-            .map(|b| crate::aqueduct::state_file::backend_value(b).to_string()),
-    };
-    match change {
-        Change::PutFrontend(f) => vec![frontend(&f.key)],
-        Change::DeleteFrontend(key) => vec![frontend(key)],
-        Change::PutBackend(b) => vec![backend(&b.key)],
-        Change::DeleteBackend(key) | Change::SwitchVersion { key, .. } => vec![backend(key)],
-        Change::Adopt { .. } => Vec::new(),
-    }
-}
-
-fn describe(change: &Change) -> String {
-    match change {
-        Change::PutFrontend(f) => format!("put frontend {}", f.key),
-        Change::DeleteFrontend(key) => format!("delete frontend {key}"),
-        Change::PutBackend(b) => format!("put backend {}", b.key),
-        Change::DeleteBackend(key) => format!("delete backend {key}"),
-        Change::SwitchVersion { key, switch } => {
-            format!("switch backend {key} to version {}", switch.version)
+    let (field, json) = match change {
+        Change::PutFrontend(f) => items::frontend_item(candidate, &f.key),
+        Change::DeleteFrontend(key) => items::frontend_item(candidate, key),
+        Change::PutBackend(b) => items::backend_item(candidate, &b.key),
+        Change::DeleteBackend(key) | Change::SwitchVersion { key, .. } => {
+            items::backend_item(candidate, key)
         }
-        Change::Adopt { version, .. } => format!("adopt version {version}"),
-    }
+        Change::Adopt { .. } => return Vec::new(),
+    };
+    vec![ItemWrite { field, json }]
 }
 
 fn conflict(field: &str, version: u64, base: u64) -> ApiError {

@@ -108,13 +108,9 @@ async fn sync_once(fleet: &Fleet, tried: &mut Option<u64>) -> StoreResult<()> {
         return Ok(());
     }
     *tried = Some(stored.version);
-    let (config, errors) = items::from_items(&stored.items);
-    for error in &errors {
-        tracing::warn!(version = stored.version, %error, "an item in the fleet's store is not valid; left out");
-    }
     fleet
         .adopt(
-            config,
+            items::config_of(&stored),
             stored.version,
             &stored.last_node,
             &stored.last_change,

@@ -7,6 +7,7 @@ mod backend;
 mod frontend;
 
 use crate::config::{Config, Mode};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -55,9 +56,9 @@ impl RenderSettings {
 /// A frontend's `bind` value as this node renders it: with `wildcard_host`, each wildcard
 /// address (`*:80`, `:80`, `0.0.0.0:80`, also after `ipv4@`) of the address list names that
 /// host instead; options after the address list are kept.
-pub fn effective_bind(bind: &str, wildcard_host: Option<IpAddr>) -> String {
+pub fn effective_bind(bind: &str, wildcard_host: Option<IpAddr>) -> Cow<'_, str> {
     let Some(host) = wildcard_host else {
-        return bind.to_owned();
+        return Cow::Borrowed(bind);
     };
     let (addresses, options) = match bind.split_once(char::is_whitespace) {
         Some((addresses, options)) => (addresses, Some(options)),
@@ -83,10 +84,10 @@ pub fn effective_bind(bind: &str, wildcard_host: Option<IpAddr>) -> String {
             }
         })
         .collect();
-    match options {
+    Cow::Owned(match options {
         Some(options) => format!("{} {options}", rewritten.join(",")),
         None => rewritten.join(","),
-    }
+    })
 }
 
 /// A member of a dynamic backend, as it must appear in the config so that a structural
