@@ -25,6 +25,7 @@ use crate::ui::{Hub, NodeLabel};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// How long a fleet node waits for its store at startup before it starts on its local copy.
@@ -400,14 +401,22 @@ fn advertised_address(local_addr: SocketAddr) -> SocketAddr {
 }
 
 /// What this node reports to the fleet besides its config version: HAProxy's version (asked
-/// once) and its members' health from the latest stats sample.
+/// until HAProxy answers once: a node that starts while HAProxy is still coming up must not
+/// report "unknown" forever) and its members' health from the latest stats sample.
 async fn node_facts(supervisor: &Supervisor, board: &StatusBoard) -> NodeFacts {
-    let haproxy_version = supervisor
-        .runtime()
-        .show_info()
-        .await
-        .ok()
-        .and_then(|info| info.version().map(str::to_owned));
+    let haproxy_version = Arc::new(std::sync::OnceLock::<String>::new());
+    let runtime = supervisor.runtime();
+    let learned = haproxy_version.clone();
+    tokio::spawn(async move {
+        loop {
+            let info = runtime.show_info().await.ok();
+            if let Some(version) = info.as_ref().and_then(|info| info.version()) {
+                let _ = learned.set(version.to_owned());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
     let board = board.clone();
     Arc::new(move || {
         let sample = board.latest();
@@ -419,7 +428,7 @@ async fn node_facts(supervisor: &Supervisor, board: &StatusBoard) -> NodeFacts {
             .filter(|member| member.status.starts_with("UP"))
             .count();
         json!({
-            "haproxyVersion": haproxy_version,
+            "haproxyVersion": haproxy_version.get(),
             "members": {"total": total, "up": up},
         })
     })
