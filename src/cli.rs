@@ -55,6 +55,11 @@ pub struct RegistryArgs {
     /// registry keeps its registrations itself (snapshot file in --data-dir).
     #[arg(long, env = "THALASSA_STORE", value_parser = parse_store_url)]
     pub store: Option<StoreUrl>,
+    /// Also publish changes on an axon 1.0 PUB socket at this address, as the original
+    /// registry did on port 5001, for subscribers of the original stack (its Node client's
+    /// `subscribe()`, an original aqueduct). Off by default; it has no authentication.
+    #[arg(long, env = "THALASSA_AXON_LISTEN")]
+    pub axon_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -255,6 +260,10 @@ pub struct UpArgs {
     /// Most registrations held at once (see `thalassa registry --help`).
     #[arg(long, env = "THALASSA_MAX_REGISTRATIONS", default_value_t = DEFAULT_MAX_REGISTRATIONS)]
     pub max_registrations: usize,
+    /// Publish the registry's changes on an axon PUB socket too (see `thalassa registry
+    /// --help`); off by default.
+    #[arg(long, env = "THALASSA_AXON_LISTEN")]
+    pub axon_listen: Option<SocketAddr>,
     /// The same tokens guard the registry and the aqueduct.
     #[command(flatten)]
     pub common: AqueductCommon,

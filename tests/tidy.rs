@@ -371,7 +371,9 @@ struct CiInstalls {
 impl CiInstalls {
     fn read() -> CiInstalls {
         let text = std::fs::read_to_string(Path::new(ROOT).join(".ci/run")).unwrap();
-        let packages = text
+        // A shell line continued with a backslash is one line.
+        let joined = text.replace("\\\n", " ");
+        let packages = joined
             .lines()
             .find_map(|line| line.trim().strip_prefix("for pkg in "))
             .and_then(|rest| rest.split(';').next())

@@ -4,6 +4,7 @@
 
 use crate::BoxError;
 use crate::cli::RegistryArgs;
+use crate::registry::axon::AxonPublisher;
 use crate::registry::handle::Registry;
 use crate::registry::local_ip::first_non_loopback_ipv4;
 use crate::registry::model::RegistrationKey;
@@ -37,6 +38,7 @@ pub struct RunningRegistry {
     stop_self_refresh: CancellationToken,
     server: JoinHandle<()>,
     self_refresh: JoinHandle<()>,
+    axon: Option<AxonPublisher>,
 }
 
 impl RunningRegistry {
@@ -47,6 +49,11 @@ impl RunningRegistry {
     /// The bound address (the real port when `--listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The axon push socket's address, when `--axon-listen` asked for one.
+    pub fn axon_addr(&self) -> Option<SocketAddr> {
+        self.axon.as_ref().map(AxonPublisher::local_addr)
     }
 
     /// The registry's own registration id, `/thalassa/<version>/<host>/<port>`.
@@ -62,6 +69,9 @@ impl RunningRegistry {
         self.stop_self_refresh.cancel();
         let _ = (&mut self.self_refresh).await;
         self.stop_serving.cancel();
+        if let Some(axon) = self.axon.take() {
+            axon.stop().await;
+        }
         // End the followers' streams so the server's graceful shutdown does not wait on them.
         self.registry.closing().cancel();
         match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.server).await {
@@ -95,6 +105,18 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
         }
     };
 
+    // Bound before the registry announces itself, so its meta can name the socket's port.
+    let axon = match args.axon_listen {
+        None => None,
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|err| format!("cannot listen on {address} (--axon-listen): {err}"))?;
+            Some(AxonPublisher::start(listener, registry.clone())?)
+        }
+    };
+    let meta = self_meta(axon.as_ref().map(|axon| axon.local_addr().port()));
+
     let self_key = RegistrationKey::parse(
         "thalassa",
         env!("CARGO_PKG_VERSION"),
@@ -106,7 +128,7 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
     // Registered before the first request is served, so no client ever sees the registry
     // without its own registration.
     if let Err(err) = registry
-        .register(self_key.clone(), self_meta(), SELF_LEASE)
+        .register(self_key.clone(), meta.clone(), SELF_LEASE)
         .await
     {
         tracing::warn!(error = %err, "cannot announce the registry itself yet");
@@ -114,6 +136,15 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
 
     let policy = args.auth.policy()?;
     crate::auth::warn_if_exposed("registry", local_addr, &policy);
+    if let Some(axon) = &axon
+        && (policy.read.is_some() || policy.admin.is_some())
+        && !axon.local_addr().ip().is_loopback()
+    {
+        tracing::warn!(
+            listen = %axon.local_addr(),
+            "the axon socket has no authentication (the original protocol has none): whoever reaches it sees every registration the tokens guard on the API"
+        );
+    }
     let stop_serving = CancellationToken::new();
     let app = crate::auth::guard(router(registry.clone()), policy);
     let server = tokio::spawn(crate::http_server::serve(
@@ -127,6 +158,7 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
     let self_refresh = tokio::spawn(refresh_self(
         registry.clone(),
         self_key,
+        meta,
         stop_self_refresh.clone(),
     ));
     tracing::info!(
@@ -143,6 +175,7 @@ pub async fn start(args: &RegistryArgs) -> Result<RunningRegistry, BoxError> {
         stop_self_refresh,
         server,
         self_refresh,
+        axon,
     })
 }
 
@@ -166,21 +199,31 @@ fn advertised_host(listen: SocketAddr) -> String {
     }
 }
 
-fn self_meta() -> Map<String, Value> {
+/// The registry's own meta: where its change feed is, and (as the original announced it) the
+/// axon socket's port when there is one.
+fn self_meta(axon_port: Option<u16>) -> Map<String, Value> {
     let mut meta = Map::new();
     meta.insert("eventsPath".to_owned(), Value::String("/events".to_owned()));
+    if let Some(port) = axon_port {
+        meta.insert("axonSocket".to_owned(), Value::from(port));
+    }
     meta
 }
 
 /// Renews the registry's own lease until `stop` (the first registration is made by `start`).
-async fn refresh_self(registry: Registry, key: RegistrationKey, stop: CancellationToken) {
+async fn refresh_self(
+    registry: Registry,
+    key: RegistrationKey,
+    meta: Map<String, Value>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(SELF_REFRESH_EVERY) => {}
         }
         if let Err(err) = registry
-            .register(key.clone(), self_meta(), SELF_LEASE)
+            .register(key.clone(), meta.clone(), SELF_LEASE)
             .await
         {
             tracing::warn!(error = %err, "cannot renew the registry's own registration");

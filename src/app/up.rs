@@ -13,6 +13,7 @@ pub async fn run(args: UpArgs) -> Result<(), BoxError> {
         max_registrations: args.max_registrations,
         // `thalassa up` is the single-node stack: its registry keeps its own registrations.
         store: None,
+        axon_listen: args.axon_listen,
         auth: args.common.auth.clone(),
         http: args.common.http.clone(),
     })

@@ -14,7 +14,7 @@ use super::status::{MemoryUsage, Stats, Status, StoreStatus, ThalassaStats, resi
 use super::store::{
     Freshness, Lease, ListFilter, RegistrationStore, StoreError, StoreExport, UpsertOutcome,
 };
-use super::telemetry::Counters;
+use super::telemetry::{AxonCounters, Counters};
 use super::{event_log, fanout, ttl};
 use crate::api_error::ApiError;
 use serde_json::{Map, Value};
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,13 @@ struct Inner {
     /// `close` already ran (or is running).
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Plain heartbeats (no event) for the axon publisher, which relays them as the original
+    /// did; sent only while someone listens.
+    refreshes: broadcast::Sender<Registration>,
 }
+
+/// Heartbeats buffered for a slow listener of [`Registry::refreshes`] before it lags.
+const REFRESHES_BUFFER: usize = 4096;
 
 impl Registry {
     /// Opens the registry: loads the snapshot from `config.data_dir` (a corrupt one is reported
@@ -127,6 +133,7 @@ impl Registry {
                 shutdown: CancellationToken::new(),
                 closed: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
+                refreshes: broadcast::channel(REFRESHES_BUFFER).0,
             }),
         };
         let mut tasks = vec![
@@ -192,12 +199,21 @@ impl Registry {
         meta: Map<String, Value>,
         lease: Duration,
     ) -> Result<UpsertOutcome, StoreError> {
+        // Kept only while a heartbeat listener exists: the common path clones nothing.
+        let tapped =
+            (self.inner.refreshes.receiver_count() > 0).then(|| (key.clone(), meta.clone()));
         let upserted = self
             .inner
             .store
             .upsert(key, meta, lease)
             .await
             .inspect_err(|_| self.inner.counters.store_errors.inc())?;
+        if let (Some((key, meta)), UpsertOutcome::Refreshed) = (tapped, upserted.outcome) {
+            let _ = self
+                .inner
+                .refreshes
+                .send(Registration::new(key, now_ms(), meta));
+        }
         if upserted.earliest_deadline_changed {
             self.inner.expiry_wake.notify_one();
         }
@@ -275,6 +291,17 @@ impl Registry {
             self.inner.shutdown.clone(),
             SubscriberCount(self.clone()),
         )
+    }
+
+    /// This node's plain heartbeats (refreshes that change nothing, so are not feed events),
+    /// as registrations with `lastKnown` = now. A listener that falls behind lags (loses the
+    /// oldest), it never slows a heartbeat.
+    pub fn refreshes(&self) -> broadcast::Receiver<Registration> {
+        self.inner.refreshes.subscribe()
+    }
+
+    pub fn axon_counters(&self) -> &AxonCounters {
+        &self.inner.counters.axon
     }
 
     /// The `GET /status` document.

@@ -24,6 +24,7 @@
 //!   writer persists at most once per second (and on graceful shutdown).
 //! - Invalid input changes nothing: keys and bodies are validated before the store is called.
 
+pub mod axon;
 pub mod clock;
 pub mod event_log;
 pub mod events;

@@ -3,7 +3,7 @@
 //! when rendering.
 
 use super::store::UpsertOutcome;
-use crate::metrics::{Counter, CounterVec, PromText};
+use crate::metrics::{Counter, CounterVec, Gauge, PromText};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -23,6 +23,24 @@ pub struct Counters {
     pub refused_at_capacity: Counter,
     /// Store operations that failed (unreachable, timed out, unconfirmed): each answered 503.
     pub store_errors: Counter,
+    /// The axon push socket (`--axon-listen`), for the original stack's subscribers.
+    pub axon: AxonCounters,
+}
+
+/// What the axon publisher reports; all zero when it is off.
+#[derive(Debug, Default)]
+pub struct AxonCounters {
+    /// Messages published (each to every subscriber connected at the time).
+    pub messages: Counter,
+    /// Subscribers disconnected because their queue was full.
+    pub dropped_slow: Counter,
+    subscribers: Gauge,
+}
+
+impl AxonCounters {
+    pub fn set_subscribers(&self, n: usize) {
+        self.subscribers.set(n as f64);
+    }
 }
 
 impl Counters {
@@ -120,6 +138,21 @@ impl Counters {
             "thalassa_registry_subscribers",
             "Followers of the change feed (in-process and GET /events).",
             subscribers as f64,
+        );
+        text.gauge(
+            "thalassa_registry_axon_subscribers",
+            "Subscribers connected to the axon push socket (the original stack's clients).",
+            self.axon.subscribers.get(),
+        );
+        text.counter(
+            "thalassa_registry_axon_messages_total",
+            "Messages published on the axon push socket.",
+            &self.axon.messages,
+        );
+        text.counter(
+            "thalassa_registry_axon_dropped_slow_total",
+            "Axon subscribers disconnected because they did not read fast enough.",
+            &self.axon.dropped_slow,
         );
         text.counter_vec(
             "thalassa_registry_snapshot_writes_total",

@@ -1,0 +1,283 @@
+//! The original registry's push channel, for subscribers that still speak it (the original
+//! `thalassa` Node client's `subscribe()`, an original aqueduct, Crowsnest): an axon 1.0 PUB
+//! socket (`--axon-listen`), fed from the same change feed as `GET /events`.
+//!
+//! What a subscriber receives, as the original sent it ([`frame`] has the bytes):
+//! - `[id, "online", registration JSON]` for a new registration or changed meta (from any node
+//!   of a cluster), **and for every plain heartbeat POSTed to this node**: original subscribers
+//!   de-duplicate by id and meta, and repair a missed `online` from the next heartbeat;
+//! - `[id, "offline"]` for a delete or an expiry.
+//!
+//! Differences from the original, on purpose: a subscriber that does not read fast enough is
+//! disconnected (its queue holds [`SUBSCRIBER_QUEUE`] messages) rather than buffered without
+//! bound; when this publisher itself falls behind the feed it re-announces the whole set
+//! (`online` for every registration, `offline` for those gone) instead of missing changes.
+//! Heartbeats POSTed to another node of a cluster are not relayed (each node relays its own,
+//! as each original node published its own).
+
+pub mod frame;
+
+use super::feed::{FeedItem, RegistryEvent};
+use super::handle::Registry;
+use super::model::Registration;
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Messages queued for one subscriber before it counts as too slow and is disconnected.
+pub const SUBSCRIBER_QUEUE: usize = 4096;
+
+/// The running publisher. Stops with [`AxonPublisher::stop`] or when the registry closes.
+#[derive(Debug)]
+pub struct AxonPublisher {
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AxonPublisher {
+    /// Starts publishing `registry`'s changes to every subscriber that connects to `listener`.
+    pub fn start(listener: TcpListener, registry: Registry) -> std::io::Result<AxonPublisher> {
+        let local_addr = listener.local_addr()?;
+        let stop = registry.closing().child_token();
+        let subscribers = Subscribers::default();
+        // Subscribe before accepting anyone, so no change between the two is missed.
+        let feed = registry.subscribe(None);
+        let refreshes = registry.refreshes();
+        let tasks = vec![
+            tokio::spawn(accept(listener, subscribers.clone(), stop.clone())),
+            tokio::spawn(publish(
+                feed,
+                refreshes,
+                subscribers,
+                registry,
+                stop.clone(),
+            )),
+        ];
+        tracing::info!(listen = %local_addr, "axon publisher listening (the original registry's push socket)");
+        Ok(AxonPublisher {
+            local_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, disconnects every subscriber and waits for the tasks.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// One connected subscriber: its queue, and a token that disconnects it at once.
+struct Subscriber {
+    peer: SocketAddr,
+    queue: mpsc::Sender<Bytes>,
+    disconnect: CancellationToken,
+}
+
+/// The connected subscribers. The accept loop adds; the publisher sends and removes.
+#[derive(Clone, Default)]
+struct Subscribers(Arc<Mutex<Vec<Subscriber>>>);
+
+impl Subscribers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `message` for every subscriber; drops those gone or too slow. Returns how many
+    /// were dropped for being slow.
+    fn send(&self, message: &Bytes) -> u64 {
+        let mut slow = 0;
+        self.lock().retain(|subscriber| {
+            match subscriber.queue.try_send(message.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        peer = %subscriber.peer,
+                        queued = SUBSCRIBER_QUEUE,
+                        "axon subscriber too slow: disconnecting it (it reconnects and resyncs from heartbeats)"
+                    );
+                    subscriber.disconnect.cancel();
+                    slow += 1;
+                    false
+                }
+            }
+        });
+        slow
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+async fn accept(listener: TcpListener, subscribers: Subscribers, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %err, "axon publisher cannot accept a subscriber");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (queue, queued) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let disconnect = stop.child_token();
+        subscribers.lock().push(Subscriber {
+            peer,
+            queue,
+            disconnect: disconnect.clone(),
+        });
+        tracing::debug!(%peer, "axon subscriber connected");
+        tokio::spawn(serve_subscriber(stream, peer, queued, disconnect));
+    }
+}
+
+/// Writes the subscriber's queue to its socket until it disconnects, is disconnected, or the
+/// publisher stops. Whatever a subscriber sends is read and ignored (axon subscribers send
+/// nothing; reading is how its close is noticed while all is quiet).
+async fn serve_subscriber(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut queued: mpsc::Receiver<Bytes>,
+    disconnect: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut sink = [0u8; 512];
+    loop {
+        tokio::select! {
+            _ = disconnect.cancelled() => break,
+            message = queued.recv() => {
+                let Some(message) = message else { break };
+                if writer.write_all(&message).await.is_err() {
+                    break;
+                }
+            }
+            read = reader.read(&mut sink) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(%peer, "axon subscriber disconnected");
+}
+
+/// Turns the change feed and this node's heartbeats into axon messages for every subscriber.
+async fn publish(
+    mut feed: mpsc::Receiver<FeedItem>,
+    mut refreshes: broadcast::Receiver<Registration>,
+    subscribers: Subscribers,
+    registry: Registry,
+    stop: CancellationToken,
+) {
+    let counters = registry.axon_counters();
+    let mut known = Known::default();
+    loop {
+        let messages = tokio::select! {
+            _ = stop.cancelled() => break,
+            item = feed.recv() => match item {
+                Some(item) => known.messages_for(item),
+                None => break,
+            },
+            refreshed = refreshes.recv() => match refreshed {
+                Ok(registration) => vec![online(&registration)],
+                // Missed heartbeats only delay a repair; the feed itself lost nothing.
+                Err(broadcast::error::RecvError::Lagged(_)) => Vec::new(),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        };
+        for message in messages.into_iter().flatten() {
+            let slow = subscribers.send(&message);
+            counters.dropped_slow.add(slow);
+            counters.messages.inc();
+        }
+        counters.set_subscribers(subscribers.len());
+    }
+    for subscriber in subscribers.lock().drain(..) {
+        subscriber.disconnect.cancel();
+    }
+    counters.set_subscribers(0);
+}
+
+/// The ids the subscribers were told are online: a fresh snapshot (after the publisher fell
+/// behind the feed) becomes `offline` for those gone and `online` for every one present.
+#[derive(Default)]
+struct Known {
+    ids: HashSet<String>,
+    /// The first snapshot is the state before any subscriber could connect: the original
+    /// announced nothing at start-up either.
+    started: bool,
+}
+
+impl Known {
+    fn messages_for(&mut self, item: FeedItem) -> Vec<Option<Bytes>> {
+        match item {
+            FeedItem::Snapshot { registrations, .. } => {
+                let now: HashSet<String> = registrations.iter().map(|r| r.id.clone()).collect();
+                let mut messages = Vec::new();
+                if self.started {
+                    messages.extend(self.ids.difference(&now).map(|id| offline(id)));
+                    messages.extend(registrations.iter().map(online));
+                }
+                self.started = true;
+                self.ids = now;
+                messages
+            }
+            FeedItem::Event {
+                event: RegistryEvent::Online(registration),
+                ..
+            } => {
+                self.ids.insert(registration.id.clone());
+                vec![online(&registration)]
+            }
+            FeedItem::Event {
+                event: RegistryEvent::Offline { id, .. },
+                ..
+            } => {
+                self.ids.remove(&id);
+                vec![offline(&id)]
+            }
+        }
+    }
+}
+
+/// `[id, "online", registration JSON]`; `None` (logged) for a registration too large for the
+/// 24-bit length (a meta of 16 MiB cannot pass the API's body limit, so this is defensive).
+fn online(registration: &Registration) -> Option<Bytes> {
+    let json = serde_json::to_vec(registration).ok()?;
+    encoded(&[registration.id.as_bytes(), b"online", &json])
+}
+
+/// `[id, "offline"]`.
+fn offline(id: &str) -> Option<Bytes> {
+    encoded(&[id.as_bytes(), b"offline"])
+}
+
+fn encoded(parts: &[&[u8]]) -> Option<Bytes> {
+    frame::multipart(parts)
+        .inspect_err(|err| tracing::warn!(error = %err, "axon message not sent"))
+        .ok()
+}
