@@ -272,6 +272,10 @@ pub struct UpArgs {
 /// Settings shared by `aqueduct` and `up`.
 #[derive(Debug, Clone, Args)]
 pub struct AqueductCommon {
+    /// A free-form label added to this aqueduct's own registration meta (`meta.label`), as
+    /// the original's `--label` did.
+    #[arg(long, env = "THALASSA_LABEL")]
+    pub label: Option<String>,
     /// Directory for state, the rendered haproxy.cfg and HAProxy's sockets.
     #[arg(long, env = "THALASSA_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

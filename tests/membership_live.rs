@@ -431,9 +431,27 @@ async fn static_member_changes_are_live_and_reload_nothing() {
     })
     .await;
     assert_eq!(get_once(port, "/").await, Ok((200, "b".to_owned())));
-    // GET returns the members as sent (port stays a string).
+    // GET returns exactly the members as sent (port stays a string, no live fields), as the
+    // original did: a client comparing what it PUT with what it GETs sees no difference.
+    let sent = serde_json::json!([{"host": "127.0.0.1", "port": b.port().to_string()}]);
     let members = stack.get_json("/backends/pool/members").await;
-    assert_eq!(members[0]["port"], b.port().to_string());
+    assert_eq!(members, sent);
+    assert_eq!(stack.get_json("/backends/pool").await["members"], sent);
+    // Their live status on request.
+    let live = eventually(Duration::from_secs(10), "b UP with ?live=true", || async {
+        let live = stack.get_json("/backends/pool/members?live=true").await;
+        (live[0]["status"] == "UP").then_some(live)
+    })
+    .await;
+    assert_eq!(live[0]["port"], b.port().to_string(), "{live}");
+    assert_eq!(
+        live[0]["check_status"].as_str().map(|s| s.starts_with("L")),
+        Some(true),
+        "{live}"
+    );
+    let row = stack.get_json("/backends/pool?live=true").await;
+    assert_eq!(row["members"][0]["host"], "127.0.0.1", "{row}");
+    assert!(row["members"][0].get("status").is_some(), "{row}");
     assert_eq!(
         stack.metric_total("thalassa_haproxy_reloads_total").await,
         reloads_before,

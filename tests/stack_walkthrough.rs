@@ -160,6 +160,15 @@ async fn walkthrough_serves_traffic_and_shows_the_dead_member_down() {
     )
     .await;
     assert_eq!(aqueducts[0]["port"], aqueduct_port, "{aqueducts}");
+    // Its meta as the original's: the machine's name first (not the IP), then the rest.
+    let meta = aqueducts[0]["meta"].as_object().unwrap();
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(meta["hostname"], machine.trim(), "{aqueducts}");
+    assert_eq!(
+        meta.keys().collect::<Vec<_>>(),
+        ["hostname", "secondsToExpire", "pid", "registered"],
+        "{aqueducts}"
+    );
     // Reloads: one per structural change (plus startup), none for membership.
     let reloads = stack.metric_total("thalassa_haproxy_reloads_total").await;
     assert!(reloads <= 5, "{reloads} reloads");

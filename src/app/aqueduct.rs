@@ -354,6 +354,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         &registry,
         registry_token.as_deref(),
         local_addr,
+        common.label.as_deref(),
         announce.clone(),
     );
     hub.activity(Activity::now(
@@ -379,9 +380,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
 
 /// This machine's host name (the fleet's default node id), `aqueduct` when it has none.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
+    machine_name()
         .and_then(|name| crate::cli::parse_node_id(&name).ok())
         .unwrap_or_else(|| "aqueduct".to_owned())
 }
@@ -440,6 +439,7 @@ fn announce_self(
     registry: &RegistryNodes,
     registry_token: Option<&str>,
     local_addr: SocketAddr,
+    label: Option<&str>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let host = if local_addr.ip().is_unspecified() {
@@ -455,9 +455,11 @@ fn announce_self(
         &local_addr.port().to_string(),
     )
     .ok()?;
-    let mut meta = serde_json::Map::new();
-    meta.insert("secondsToExpire".into(), json!(60));
-    meta.insert("pid".into(), json!(std::process::id()));
+    let meta = self_meta(
+        machine_name().as_deref(),
+        label,
+        crate::registry::clock::now_ms(),
+    );
     match crate::registry::register::spawn_heartbeat(
         registry,
         registry_token,
@@ -472,6 +474,34 @@ fn announce_self(
             None
         }
     }
+}
+
+/// This aqueduct's registration meta, in the original's order: `hostname` (the machine's name;
+/// the registry falls back to the host when there is none), `label` (`--label`),
+/// `secondsToExpire`, `pid`, `registered` (when this process first registered, epoch ms).
+fn self_meta(
+    hostname: Option<&str>,
+    label: Option<&str>,
+    registered_ms: u64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut meta = serde_json::Map::new();
+    if let Some(hostname) = hostname {
+        meta.insert("hostname".into(), json!(hostname));
+    }
+    if let Some(label) = label {
+        meta.insert("label".into(), json!(label));
+    }
+    meta.insert("secondsToExpire".into(), json!(60));
+    meta.insert("pid".into(), json!(std::process::id()));
+    meta.insert("registered".into(), json!(registered_ms));
+    meta
+}
+
+/// The machine's name as the kernel has it (what the original's `os.hostname()` returned).
+fn machine_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Starts HAProxy on the persisted config; if HAProxy refuses it (say a port is now taken),

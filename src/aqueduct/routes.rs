@@ -196,31 +196,64 @@ async fn delete_frontend(
     submit(&state, Change::DeleteFrontend(key), query).await
 }
 
+/// Whether a GET asks for static members' live status (`?live=true`). Static members are
+/// otherwise exactly what was PUT, as the original answered, so a client comparing what it PUT
+/// with what it GETs sees no difference; dynamic members always carry their live status.
+fn live_requested(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut live = false;
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("live", "" | "true" | "1") => live = true,
+            ("live", "false" | "0") => live = false,
+            ("live", _) => {
+                return Err(ApiError::bad_field("live", "live must be true or false"));
+            }
+            _ => {}
+        }
+    }
+    Ok(live)
+}
+
+/// Adds live status to a backend row's members: always for a dynamic backend, for a static
+/// one when `live`.
+fn decorate_row(board: &StatusBoard, row: &mut Value, live: bool) {
+    let dynamic = row.get("type").and_then(Value::as_str) == Some("dynamic");
+    if dynamic || live {
+        board.decorate_backend_row(row);
+    } else {
+        board.decorate_backend_row_without_members(row);
+    }
+}
+
 async fn list_backends(
     State(controller): State<Controller>,
     State(board): State<Option<StatusBoard>>,
-) -> Response {
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let live = live_requested(query.as_deref())?;
     let mut rows = controller.read_model().backends();
     if let Some(board) = &board {
         for row in &mut rows {
-            board.decorate_backend_row(row);
+            decorate_row(board, row, live);
         }
     }
-    axum::Json(Value::Array(rows)).into_response()
+    Ok(axum::Json(Value::Array(rows)).into_response())
 }
 
 async fn get_backend(
     State(controller): State<Controller>,
     State(board): State<Option<StatusBoard>>,
     path: KeyPath,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let live = live_requested(query.as_deref())?;
     let key = key_of(path)?;
     let mut row = controller
         .read_model()
         .backend(&key)
         .ok_or_else(|| backend_not_found(&key))?;
     if let Some(board) = &board {
-        board.decorate_backend_row(&mut row);
+        decorate_row(board, &mut row, live);
     }
     Ok(axum::Json(row).into_response())
 }
@@ -229,19 +262,23 @@ async fn get_members(
     State(controller): State<Controller>,
     State(board): State<Option<StatusBoard>>,
     path: KeyPath,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let live = live_requested(query.as_deref())?;
     let key = key_of(path)?;
     let mut members = controller
         .read_model()
         .members(&key)
         .ok_or_else(|| backend_not_found(&key))?;
-    if let Some(board) = &board {
+    let dynamic = controller
+        .config()
+        .backends
+        .get(&key)
+        .is_some_and(|b| b.kind == BackendType::Dynamic);
+    if let Some(board) = &board
+        && (dynamic || live)
+    {
         board.decorate_members(&key, &mut members);
-        let dynamic = controller
-            .config()
-            .backends
-            .get(&key)
-            .is_some_and(|b| b.kind == BackendType::Dynamic);
         if dynamic {
             board.append_leaving(&key, &mut members);
         }
@@ -333,4 +370,28 @@ async fn method_not_allowed() -> ApiError {
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::live_requested;
+
+    #[test]
+    fn live_is_a_boolean_query_flag_and_anything_else_names_the_field() {
+        for (query, expected) in [
+            (None, false),
+            (Some(""), false),
+            (Some("live"), true),
+            (Some("live=true"), true),
+            (Some("wait=fleet&live=1"), true),
+            (Some("live=false"), false),
+            (Some("live=0"), false),
+            (Some("other=x"), false),
+        ] {
+            assert_eq!(live_requested(query).unwrap(), expected, "{query:?}");
+        }
+        let err = live_requested(Some("live=maybe")).unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(err.field.as_deref(), Some("live"));
+    }
 }

@@ -13,7 +13,7 @@
 //!   [`snapshot`] writer (embedded store only).
 //! - [`routes`] + [`events`]: the HTTP API and `GET /events`; [`server`]: `thalassa registry`.
 //! - [`feed`] + [`fanout`] + [`follow`] + [`sse_decoder`]: the change feed, in-process or over
-//!   HTTP; [`register`]: `thalassa register`; [`nodes`]: the registry nodes those clients fail
+//!   HTTP; [`axon`]: the same feed on the original's axon push socket (`--axon-listen`); [`register`]: `thalassa register`; [`nodes`]: the registry nodes those clients fail
 //!   over between.
 //!
 //! Invariants:

@@ -78,6 +78,15 @@ impl StatusBoard {
                 self.append_leaving(&key, members);
             }
         }
+        self.decorate_backend_row_without_members(row);
+    }
+
+    /// The backend-level part of [`StatusBoard::decorate_backend_row`] (`degraded`), leaving
+    /// its `members` as they are.
+    pub fn decorate_backend_row_without_members(&self, row: &mut Value) {
+        let Some(key) = row.get("key").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
         // Only degraded backends carry the field, last, so every other row stays as it was.
         if let (Some(degraded), Some(object)) = (self.brake.degraded(&key), row.as_object_mut()) {
             object.insert(
