@@ -5,6 +5,7 @@
 //! `[id, "online", registration JSON]` on every POST and `[id, "offline"]` on a delete or an
 //! expiry, and announced the socket as `meta.axonSocket` of its own registration.
 
+mod redis_support;
 mod registry_support;
 mod support;
 
@@ -16,6 +17,10 @@ use tokio::net::TcpStream;
 
 /// The protocol's promise in the issue: each message within 50 ms of its cause.
 const PROMPT: Duration = Duration::from_millis(50);
+
+/// The timed test and the flood test do not run at the same time: the flood's thousands of
+/// 16 KiB POSTs would measure the machine's two cores, not the publisher.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One axon subscriber, decoding by the book.
 struct Subscriber {
@@ -129,6 +134,7 @@ async fn subscribed(registry: &Registry, axon_port: u16) -> Subscriber {
 
 #[tokio::test]
 async fn online_offline_and_heartbeats_arrive_as_the_original_sent_them() {
+    let _alone = ALONE.lock().await;
     let (registry, axon_port) = start_registry().await;
     let mut subscriber = subscribed(&registry, axon_port).await;
     let path = "/registrations/api/1.0.0/127.0.0.1/8080";
@@ -243,6 +249,7 @@ async fn the_registry_announces_its_axon_port_and_counts_subscribers() {
 /// receiving everything and the registry keeps answering.
 #[tokio::test]
 async fn a_subscriber_that_does_not_read_is_dropped_not_buffered() {
+    let _alone = ALONE.lock().await;
     let (registry, axon_port) = start_registry().await;
     let stalled = subscribed(&registry, axon_port).await;
     let mut reader = subscribed(&registry, axon_port).await;
@@ -297,4 +304,55 @@ async fn a_subscriber_that_does_not_read_is_dropped_not_buffered() {
     drop(registry);
     let received = reading.await.unwrap();
     assert_eq!(received, posted, "the reading subscriber missed heartbeats");
+}
+
+/// In a registry cluster every node's socket carries every node's changes (the original's
+/// nodes published only their own): a registration POSTed and deleted on node B reaches a
+/// subscriber of node A, and its expiry too, whichever node reaps it.
+#[tokio::test]
+async fn in_a_cluster_each_socket_carries_every_nodes_changes() {
+    if !redis_support::require_redis() {
+        return;
+    }
+    let redis = redis_support::RedisCluster::single().await;
+    let url = redis.primary.url();
+    let axon_port = free_port();
+    let listen = format!("127.0.0.1:{axon_port}");
+    let a = Registry::start(&["--store", &url, "--axon-listen", &listen]).await;
+    let b = Registry::start(&["--store", &url]).await;
+    let mut subscriber = subscribed(&a, axon_port).await;
+
+    let path = "/registrations/api/2.0.0/127.0.0.1/8081";
+    let id = "/api/2.0.0/127.0.0.1/8081";
+    b.post(path, r#"{"secondsToExpire": 60}"#).await;
+    assert!(
+        matches!(
+            subscriber.next_about(id, Duration::from_secs(2)).await,
+            Some(Message::Online { .. })
+        ),
+        "node B's new registration on node A's socket"
+    );
+    b.delete(path).await;
+    assert_eq!(
+        subscriber.next_about(id, Duration::from_secs(2)).await,
+        Some(Message::Offline { id: id.to_owned() }),
+        "node B's delete on node A's socket"
+    );
+    b.post(
+        "/registrations/api/2.0.0/127.0.0.1/8082",
+        r#"{"secondsToExpire": 1}"#,
+    )
+    .await;
+    let short = "/api/2.0.0/127.0.0.1/8082";
+    assert!(matches!(
+        subscriber.next_about(short, Duration::from_secs(2)).await,
+        Some(Message::Online { .. })
+    ));
+    assert_eq!(
+        subscriber.next_about(short, Duration::from_secs(3)).await,
+        Some(Message::Offline {
+            id: short.to_owned()
+        }),
+        "the expiry on node A's socket"
+    );
 }
