@@ -1,0 +1,208 @@
+//! `haproxy -c` on the imported items. The whole config is checked first; when HAProxy refuses
+//! it, items are added one at a time (backends, then frontends, in file order), each checked
+//! with those accepted before it, so a refusal is the item's own and the rest are imported. A
+//! refusal on a line of one of the item's natives names that native.
+
+use super::{Item, ItemKind, ItemState};
+use crate::config::{Config, Mode};
+use crate::haproxy::ConfigRejected;
+use crate::haproxy::render::{RenderMembers, RenderSettings, render};
+use std::collections::BTreeSet;
+use std::future::Future;
+
+/// HAProxy's closing lines, which say nothing about the item.
+const GENERIC_ALERTS: &[&str] = &["Error(s) found in configuration file", "Fatal errors found"];
+
+/// Checks every valid item with `check` (`haproxy -c` on a rendered config), refuses those
+/// HAProxy refuses, notes the frontends left waiting for a backend, and returns the config of
+/// the items imported.
+pub async fn check_items<F, Fut>(
+    items: &mut [Item],
+    settings: &RenderSettings,
+    mut check: F,
+) -> Config
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(), ConfigRejected>>,
+{
+    let whole = config_of(items);
+    let config = if check(render(&whole, &RenderMembers::new(), settings))
+        .await
+        .is_ok()
+    {
+        whole
+    } else {
+        one_by_one(items, settings, &mut check).await
+    };
+    note_waiting_frontends(items, &config);
+    config
+}
+
+async fn one_by_one<F, Fut>(items: &mut [Item], settings: &RenderSettings, check: &mut F) -> Config
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(), ConfigRejected>>,
+{
+    let mut accepted = Config::default();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    // Backends first: a frontend is checked against the backends it will really have.
+    order.sort_by_key(|&i| std::cmp::Reverse(items[i].kind));
+    for index in order {
+        let item = &mut items[index];
+        let mut candidate = accepted.clone();
+        let natives = match &item.state {
+            ItemState::Frontend(frontend) => {
+                candidate
+                    .frontends
+                    .insert(frontend.key.clone(), frontend.clone());
+                frontend.natives.clone()
+            }
+            ItemState::Backend(backend) => {
+                candidate
+                    .backends
+                    .insert(backend.key.clone(), backend.clone());
+                backend.natives.clone()
+            }
+            ItemState::Refused(_) => continue,
+        };
+        let text = render(&candidate, &RenderMembers::new(), settings);
+        match check(text.clone()).await {
+            Ok(()) => accepted = candidate,
+            Err(rejected) => {
+                item.conversions.clear();
+                item.state = ItemState::Refused(describe(&rejected, &text, &natives));
+            }
+        }
+    }
+    accepted
+}
+
+/// HAProxy's alert lines, prefixed with `natives[i] "<line>"` where an alert names the line of
+/// one of the item's natives.
+fn describe(rejected: &ConfigRejected, text: &str, natives: &[String]) -> String {
+    let lines: Vec<&String> = rejected
+        .lines
+        .iter()
+        .filter(|line| !GENERIC_ALERTS.iter().any(|g| line.contains(g)))
+        .collect();
+    let lines = if lines.is_empty() {
+        rejected.lines.iter().collect()
+    } else {
+        lines
+    };
+    let described: Vec<String> = lines
+        .into_iter()
+        .map(|line| {
+            let native = config_line_number(line)
+                .and_then(|number| text.lines().nth(number.checked_sub(1)?))
+                .map(str::trim)
+                .and_then(|config_line| natives.iter().position(|n| n.trim() == config_line));
+            match native {
+                Some(i) => format!("natives[{i}] \"{}\": haproxy -c: {line}", natives[i]),
+                None => format!("haproxy -c: {line}"),
+            }
+        })
+        .collect();
+    described.join("; ")
+}
+
+/// The line number in `parsing [haproxy.cfg:57] : ...`.
+fn config_line_number(alert: &str) -> Option<usize> {
+    let start = alert.find(".cfg:")? + ".cfg:".len();
+    let digits: String = alert[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    alert[start + digits.len()..]
+        .starts_with(']')
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+fn config_of(items: &[Item]) -> Config {
+    let mut config = Config::default();
+    for item in items {
+        match &item.state {
+            ItemState::Frontend(frontend) => {
+                config
+                    .frontends
+                    .insert(frontend.key.clone(), frontend.clone());
+            }
+            ItemState::Backend(backend) => {
+                config.backends.insert(backend.key.clone(), backend.clone());
+            }
+            ItemState::Refused(_) => {}
+        }
+    }
+    config
+}
+
+/// A frontend whose backend is not imported still binds (see `haproxy::render`): say so.
+fn note_waiting_frontends(items: &mut [Item], config: &Config) {
+    let refused: BTreeSet<String> = items
+        .iter()
+        .filter(|item| item.kind == ItemKind::Backend && item.is_refused())
+        .map(|item| item.key.clone())
+        .collect();
+    for item in items.iter_mut() {
+        let ItemState::Frontend(frontend) = &item.state else {
+            continue;
+        };
+        let answer = match frontend.mode {
+            Mode::Http => "answers 503",
+            Mode::Tcp => "closes connections",
+        };
+        for missing in config.missing_backends_of(frontend) {
+            let why = if refused.contains(&missing) {
+                "was refused"
+            } else {
+                "is not in the file"
+            };
+            item.remarks.push(format!(
+                "backend {missing} {why}: the frontend is imported, binds and {answer} for \
+                 its requests (waitingForBackend) until a backend {missing} is created"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_numbers_of_alerts() {
+        for (alert, expected) in [
+            (
+                "config : parsing [haproxy.cfg:57] : The 'reqirep' directive is not supported",
+                Some(57),
+            ),
+            (
+                "config : parsing [haproxy.cfg:11]: option 'forceclose' is not supported",
+                Some(11),
+            ),
+            ("config : Fatal errors found in configuration.", None),
+            ("parsing [haproxy.cfg:x]", None),
+            ("parsing [haproxy.cfg:", None),
+        ] {
+            assert_eq!(config_line_number(alert), expected, "{alert}");
+        }
+    }
+
+    #[test]
+    fn an_alert_on_a_native_names_it() {
+        let text = "frontend f\n    bind :80\n    reqadd X-A:\\ b\n";
+        let rejected = ConfigRejected {
+            lines: vec![
+                "config : parsing [haproxy.cfg:3] : The 'reqadd' directive is not supported anymore since HAProxy 2.1.".to_owned(),
+                "config : Fatal errors found in configuration.".to_owned(),
+            ],
+        };
+        let natives = vec!["option forwardfor".to_owned(), "reqadd X-A:\\ b".to_owned()];
+        assert_eq!(
+            describe(&rejected, text, &natives),
+            "natives[1] \"reqadd X-A:\\ b\": haproxy -c: config : parsing [haproxy.cfg:3] : \
+             The 'reqadd' directive is not supported anymore since HAProxy 2.1."
+        );
+    }
+}
