@@ -170,6 +170,82 @@ fn note_waiting_frontends(items: &mut [Item], config: &Config) {
 mod tests {
     use super::*;
 
+    /// A stand-in for `haproxy -c` that refuses every `reqadd` line, naming its line.
+    async fn refuse_reqadd(text: String) -> Result<(), ConfigRejected> {
+        match text
+            .lines()
+            .position(|line| line.trim().starts_with("reqadd"))
+        {
+            None => Ok(()),
+            Some(index) => Err(ConfigRejected {
+                lines: vec![
+                    format!("config : parsing [haproxy.cfg:{}] : no reqadd", index + 1),
+                    "config : Fatal errors found in configuration.".to_owned(),
+                ],
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_item_leaves_the_others_and_its_frontends_wait() {
+        let mut items = super::super::parse(
+            br#"{"version":1,
+            "frontends":[{"key":"f","bind":":80","backend":"b","natives":["reqadd X:\\ y"]},
+                         {"key":"g","bind":":81","backend":"b"},
+                         {"key":"h","bind":":82","backend":"c","mode":"tcp"}],
+            "backends":[{"key":"b","type":"static","natives":["option forwardfor","reqadd Z:\\ z"]}]}"#,
+        )
+        .unwrap();
+        let settings = RenderSettings::new("/run/a.sock".into(), "/run/state".into());
+        let mut checks = 0;
+        let config = check_items(&mut items, &settings, |text| {
+            checks += 1;
+            refuse_reqadd(text)
+        })
+        .await;
+        // The whole config, then each of the four items.
+        assert_eq!(checks, 5);
+        assert_eq!(config.frontends.keys().collect::<Vec<_>>(), ["g", "h"]);
+        assert!(config.backends.is_empty());
+        let refusal = |i: usize| match &items[i].state {
+            ItemState::Refused(error) => error.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            refusal(0).starts_with("natives[0] \"reqadd X:\\ y\": haproxy -c: config : parsing")
+        );
+        assert!(refusal(3).starts_with("natives[1] \"reqadd Z:\\ z\": haproxy -c:"));
+        assert!(!refusal(3).contains("Fatal errors"));
+        assert_eq!(items[1].remarks.len(), 1);
+        assert!(
+            items[1].remarks[0].starts_with(
+                "backend b was refused: the frontend is imported, binds and answers 503"
+            )
+        );
+        assert!(items[2].remarks[0].starts_with(
+            "backend c is not in the file: the frontend is imported, binds and closes connections"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_config_haproxy_accepts_is_checked_once() {
+        let mut items = super::super::parse(
+            br#"{"version":1,"frontends":[{"key":"f","bind":":80","backend":"b"}],
+                 "backends":[{"key":"b","type":"static"}]}"#,
+        )
+        .unwrap();
+        let settings = RenderSettings::new("/run/a.sock".into(), "/run/state".into());
+        let mut checks = 0;
+        let config = check_items(&mut items, &settings, |text| {
+            checks += 1;
+            refuse_reqadd(text)
+        })
+        .await;
+        assert_eq!(checks, 1);
+        assert_eq!((config.frontends.len(), config.backends.len()), (1, 1));
+        assert!(items.iter().all(|item| item.remarks.is_empty()));
+    }
+
     #[test]
     fn line_numbers_of_alerts() {
         for (alert, expected) in [

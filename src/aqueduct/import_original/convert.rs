@@ -139,6 +139,13 @@ fn backend(key: &str, mut body: Map<String, Value>, notes: &mut Vec<String>) -> 
     }
     let backend = match validate::backend(key, &Value::Object(body)) {
         Ok(backend) => backend,
+        Err(err) if is_member_host(err.field.as_deref()) && err.message.contains("address") => {
+            return ItemState::Refused(format!(
+                "{err} (the original let HAProxy resolve a static member's name when it \
+                 loaded the config; here a static member is an address: give its address, or \
+                 make the backend dynamic and register the service, by name if need be)"
+            ));
+        }
         Err(err) => return ItemState::Refused(err.to_string()),
     };
     if had_health && backend.health.is_none() {
@@ -182,6 +189,11 @@ fn rendering_notes(backend: &Backend) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// `members[<i>].host`.
+fn is_member_host(field: Option<&str>) -> bool {
+    field.is_some_and(|field| field.starts_with("members[") && field.ends_with("].host"))
 }
 
 /// A string of decimal digits as its number (the original accepted `"5000"` and kept it).

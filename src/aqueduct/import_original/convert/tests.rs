@@ -112,7 +112,8 @@ fn invalid_rows_are_refused_naming_the_field() {
         (
             ItemKind::Backend,
             json!({"key":"b","type":"static","members":[{"host":"db1.internal","port":5432}]}),
-            "members[0].host:",
+            "members[0].host: host must be an IPv4 or IPv6 address (the original let HAProxy \
+             resolve",
         ),
         (
             ItemKind::Frontend,
