@@ -94,11 +94,17 @@ fn describe(rejected: &ConfigRejected, text: &str, natives: &[String]) -> String
         .into_iter()
         .map(|line| {
             let native = config_line_number(line)
-                .and_then(|number| text.lines().nth(number.checked_sub(1)?))
-                .map(str::trim)
-                .and_then(|config_line| natives.iter().position(|n| n.trim() == config_line));
+                .and_then(|(number, rest)| Some((text.lines().nth(number.checked_sub(1)?)?, rest)))
+                .and_then(|(config_line, rest)| {
+                    let i = natives
+                        .iter()
+                        .position(|n| n.trim() == config_line.trim())?;
+                    Some((i, rest))
+                });
+            // The line number is the candidate config's, which the operator never sees: the
+            // native names the place instead.
             match native {
-                Some(i) => format!("natives[{i}] \"{}\": haproxy -c: {line}", natives[i]),
+                Some((i, rest)) => format!("natives[{i}] \"{}\": haproxy -c: {rest}", natives[i]),
                 None => format!("haproxy -c: {line}"),
             }
         })
@@ -106,17 +112,16 @@ fn describe(rejected: &ConfigRejected, text: &str, natives: &[String]) -> String
     described.join("; ")
 }
 
-/// The line number in `parsing [haproxy.cfg:57] : ...`.
-fn config_line_number(alert: &str) -> Option<usize> {
+/// The line number in `config : parsing [haproxy.cfg:57] : <message>`, and the message.
+fn config_line_number(alert: &str) -> Option<(usize, &str)> {
     let start = alert.find(".cfg:")? + ".cfg:".len();
-    let digits: String = alert[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    alert[start + digits.len()..]
-        .starts_with(']')
-        .then(|| digits.parse().ok())
-        .flatten()
+    let digits = alert[start..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    let number = alert[start..start + digits].parse().ok()?;
+    let rest = alert[start + digits..].strip_prefix(']')?;
+    Some((number, rest.trim_start_matches([' ', ':'])))
 }
 
 fn config_of(items: &[Item]) -> Config {
@@ -211,9 +216,7 @@ mod tests {
             ItemState::Refused(error) => error.clone(),
             other => panic!("{other:?}"),
         };
-        assert!(
-            refusal(0).starts_with("natives[0] \"reqadd X:\\ y\": haproxy -c: config : parsing")
-        );
+        assert!(refusal(0) == "natives[0] \"reqadd X:\\ y\": haproxy -c: no reqadd");
         assert!(refusal(3).starts_with("natives[1] \"reqadd Z:\\ z\": haproxy -c:"));
         assert!(!refusal(3).contains("Fatal errors"));
         assert_eq!(items[1].remarks.len(), 1);
@@ -251,11 +254,11 @@ mod tests {
         for (alert, expected) in [
             (
                 "config : parsing [haproxy.cfg:57] : The 'reqirep' directive is not supported",
-                Some(57),
+                Some((57, "The 'reqirep' directive is not supported")),
             ),
             (
                 "config : parsing [haproxy.cfg:11]: option 'forceclose' is not supported",
-                Some(11),
+                Some((11, "option 'forceclose' is not supported")),
             ),
             ("config : Fatal errors found in configuration.", None),
             ("parsing [haproxy.cfg:x]", None),
@@ -277,8 +280,8 @@ mod tests {
         let natives = vec!["option forwardfor".to_owned(), "reqadd X-A:\\ b".to_owned()];
         assert_eq!(
             describe(&rejected, text, &natives),
-            "natives[1] \"reqadd X-A:\\ b\": haproxy -c: config : parsing [haproxy.cfg:3] : \
-             The 'reqadd' directive is not supported anymore since HAProxy 2.1."
+            "natives[1] \"reqadd X-A:\\ b\": haproxy -c: The 'reqadd' directive is not \
+             supported anymore since HAProxy 2.1."
         );
     }
 }
