@@ -180,3 +180,113 @@ fn garbage_files_are_errors_never_panics() {
     assert_eq!(refused, [true, true, true, true, true, true, false, true]);
     assert!(matches!(&items[7].state, ItemState::Refused(e) if e.contains("appears twice")));
 }
+
+mod never_panics {
+    use super::super::super::parse;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    const FIXTURE: &str =
+        include_str!("../../../../tests/fixtures/aqueduct/original-persistence.json");
+
+    /// Fields of the original's rows, nested ones with a dot (the first element of an array).
+    const FIELDS: &[&str] = &[
+        "id",
+        "_type",
+        "key",
+        "bind",
+        "backend",
+        "mode",
+        "keepalive",
+        "rules",
+        "natives",
+        "type",
+        "name",
+        "version",
+        "balance",
+        "host",
+        "members",
+        "health",
+        "rules.type",
+        "rules.header",
+        "rules.operation",
+        "rules.value",
+        "rules.backend",
+        "members.host",
+        "members.port",
+        "health.method",
+        "health.uri",
+        "health.httpVersion",
+        "health.interval",
+        "natives.0",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[0-9]{0,12}".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            "[a-z_]{1,8}( [a-z\\\\:-]{1,8}){0,3}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn set(row: &mut Value, field: &str, value: Value) {
+        let (top, nested) = match field.split_once('.') {
+            Some((top, nested)) => (top, Some(nested)),
+            None => (field, None),
+        };
+        let Some(object) = row.as_object_mut() else {
+            return;
+        };
+        match nested {
+            None => {
+                object.insert(top.to_owned(), value);
+            }
+            Some(nested) => match object.get_mut(top) {
+                Some(Value::Array(items)) if !items.is_empty() => match &mut items[0] {
+                    Value::Object(inner) => {
+                        inner.insert(nested.to_owned(), value);
+                    }
+                    other => *other = value,
+                },
+                Some(Value::Object(inner)) => {
+                    inner.insert(nested.to_owned(), value);
+                }
+                _ => {}
+            },
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn mutated_rows_of_an_original_file_are_items_never_panics(
+            mutations in prop::collection::vec(
+                (0..8usize, prop::sample::select(FIELDS), json_value()),
+                1..5,
+            ),
+        ) {
+            let mut file: Value = serde_json::from_str(FIXTURE).unwrap();
+            for (row, field, value) in mutations {
+                let (list, index) = if row < 4 { ("frontends", row) } else { ("backends", row - 4) };
+                set(&mut file[list][index], field, value);
+            }
+            let items = parse(file.to_string().as_bytes()).unwrap();
+            prop_assert_eq!(items.len(), 8);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_an_error_or_items(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            let _ = parse(&bytes);
+        }
+    }
+}
