@@ -130,7 +130,11 @@ fn check_report(report: &Value) {
     assert!(
         legacy_frontend
             .starts_with("natives[1] \"reqadd X-Forwarded-Proto:\\ https\": haproxy -c:")
-            && legacy_frontend.contains("The 'reqadd' directive is not supported anymore"),
+            && legacy_frontend.contains("The 'reqadd' directive is not supported anymore")
+            && legacy_frontend.contains(
+                "; natives[2] \"option forceclose\": haproxy -c: option 'forceclose' is not \
+                 supported any more since HAProxy 2.0"
+            ),
         "{legacy_frontend}"
     );
 
