@@ -33,6 +33,31 @@ pub enum Command {
     Aqueduct(AqueductArgs),
     /// Run registry, aqueduct and HAProxy together in one process.
     Up(UpArgs),
+    /// Import the original Thalassa Aqueduct's `--persistence` file into
+    /// `<data-dir>/aqueduct.json`, checking every item with `haproxy -c` and reporting what
+    /// was imported, converted or refused. Exits 3 when some items were refused.
+    ImportOriginal(ImportOriginalArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportOriginalArgs {
+    /// The original aqueduct's persistence file (what its `--persistence` named).
+    pub file: PathBuf,
+    /// The data dir of the aqueduct that will run the imported config.
+    #[arg(long, env = "THALASSA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The HAProxy binary that checks each item (`haproxy -c`).
+    #[arg(long, env = "THALASSA_HAPROXY_BIN", default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+    /// Report only: write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace an `aqueduct.json` that already holds frontends or backends.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -222,6 +247,11 @@ pub struct AqueductArgs {
     /// `:` and `-`, at most 64.
     #[arg(long, env = "THALASSA_NODE_ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,
+    /// The original aqueduct's persistence file, imported (as `thalassa import-original`
+    /// does) when the data dir has no `aqueduct.json` yet; ignored, with a warning, when it
+    /// has one. Refused items are logged and left out.
+    #[arg(long, env = "THALASSA_IMPORT_ORIGINAL", conflicts_with = "store")]
+    pub import_original: Option<PathBuf>,
     #[command(flatten)]
     pub common: AqueductCommon,
 }

@@ -23,14 +23,17 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Registry(args) => thalassa::app::registry::run(args).await,
-            Command::Register(args) => thalassa::registry::register::run(args.into()).await,
-            Command::Aqueduct(args) => thalassa::app::aqueduct::run(args).await,
-            Command::Up(args) => thalassa::app::up::run(args).await,
+            Command::Registry(args) => thalassa::app::registry::run(args).await.map(|()| 0),
+            Command::Register(args) => thalassa::registry::register::run(args.into())
+                .await
+                .map(|()| 0),
+            Command::Aqueduct(args) => thalassa::app::aqueduct::run(args).await.map(|()| 0),
+            Command::Up(args) => thalassa::app::up::run(args).await.map(|()| 0),
+            Command::ImportOriginal(args) => thalassa::app::import_original::run(args).await,
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("thalassa: {err}");

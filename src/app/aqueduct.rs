@@ -105,6 +105,9 @@ impl RunningAqueduct {
 }
 
 pub async fn run(args: AqueductArgs) -> Result<(), BoxError> {
+    if let Some(file) = &args.import_original {
+        crate::app::import_original::import_at_startup(file, &args.common).await?;
+    }
     let feed =
         crate::registry::follow::over_http(args.registry.clone(), args.registry_token.clone());
     let running = start(AqueductStart {

@@ -5,5 +5,6 @@
 
 pub mod aqueduct;
 pub mod control_plane;
+pub mod import_original;
 pub mod registry;
 pub mod up;

@@ -5,6 +5,8 @@
 //! `ConfigTarget::reload`, `state_file::save`, swap) -> the answer to the request. In a fleet
 //! (`--store`), `routes` -> `fleet` (check on this node, commit to the shared store, apply as
 //! `Change::Adopt`) -> the answer; every node's `fleet::sync` adopts the versions others commit.
+//! `import_original` turns the original Aqueduct's persistence file into a config, item by
+//! item (`thalassa import-original`).
 //!
 //! Invariants:
 //! - only the controller's worker changes the live config, and only after HAProxy runs it;
@@ -17,6 +19,7 @@ pub mod apply_metrics;
 pub mod bind_check;
 pub mod controller;
 pub mod fleet;
+pub mod import_original;
 pub mod member_book;
 pub mod routes;
 pub mod rows;

@@ -95,6 +95,17 @@ impl SupervisorSettings {
     }
 }
 
+/// `haproxy -c` on a config text without a supervised HAProxy, for offline tools such as the
+/// import of the original aqueduct's data: the same check every change passes before it is
+/// applied. `settings.run_dir` must exist (the check runs there; its scratch copy falls back
+/// to the temp dir); messages name the config `haproxy.cfg`.
+pub async fn check_config_offline(
+    settings: &SupervisorSettings,
+    config_text: &str,
+) -> Result<(), ConfigRejected> {
+    check::check_config(settings, config_text).await
+}
+
 /// A `show servers state` file that carries nothing: written when there is no fresh state, so
 /// HAProxy never applies stale states (and does not warn about a missing file).
 const EMPTY_SERVER_STATE: &str = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n";
