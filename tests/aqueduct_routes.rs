@@ -910,6 +910,24 @@ async fn a_bind_on_a_port_in_use_is_refused_before_any_reload() {
     )
     .await;
     assert_eq!(api.target.reload_count(), 2);
+    // Another frontend on exactly that address would bind too (SO_REUSEPORT) and take half of
+    // its connections at random: refused, naming both.
+    let (status, answer) = api
+        .put(
+            "/frontends/twin",
+            json!({"bind": format!("{ours},127.0.0.9:1"), "backend":"be"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["field"], "bind");
+    assert_eq!(
+        answer["error"],
+        format!(
+            "frontend twin: {ours} is already bound by frontend fe (HAProxy would split its connections between the two at random)"
+        )
+    );
+    assert_eq!(api.get("/frontends/twin").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.target.reload_count(), 2, "nothing applied");
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use super::state_file;
 use super::validate::VersionSwitch;
 use crate::api_error::ApiError;
 use crate::config::{Backend, BackendType, Config, Frontend};
-use crate::haproxy::render::{RenderMembers, RenderSettings, render};
+use crate::haproxy::render::{RenderMembers, RenderSettings, effective_bind, render};
 use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,6 +135,17 @@ pub enum ApplyError {
     /// A new `bind` address that another process already listens on.
     #[error("frontend {frontend}: cannot bind {address}: address already in use")]
     BindInUse { frontend: String, address: String },
+    /// A `bind` address another frontend of this config already binds: HAProxy would accept
+    /// it (its listeners use SO_REUSEPORT) and the kernel would split connections between the
+    /// two frontends at random.
+    #[error(
+        "frontend {frontend}: {address} is already bound by frontend {other} (HAProxy would split its connections between the two at random)"
+    )]
+    BindShared {
+        frontend: String,
+        other: String,
+        address: String,
+    },
     #[error("{0}")]
     Persist(String),
 }
@@ -157,7 +168,9 @@ impl From<ApplyError> for ApiError {
                 ApiError::not_found(message)
             }
             ApplyError::Rejected(_) | ApplyError::ReloadFailed(_) => ApiError::bad_request(message),
-            ApplyError::BindInUse { .. } => ApiError::bad_field("bind", message),
+            ApplyError::BindInUse { .. } | ApplyError::BindShared { .. } => {
+                ApiError::bad_field("bind", message)
+            }
             ApplyError::Unavailable(_) => ApiError::unavailable(message),
             ApplyError::Persist(_) => ApiError::internal(message),
         }
@@ -477,7 +490,12 @@ impl Shared {
                     accepted.push(pending);
                 }
                 Err(err) => {
-                    if matches!(err, ApplyError::Rejected(_) | ApplyError::BindInUse { .. }) {
+                    if matches!(
+                        err,
+                        ApplyError::Rejected(_)
+                            | ApplyError::BindInUse { .. }
+                            | ApplyError::BindShared { .. }
+                    ) {
                         tracing::warn!(change = %pending.change.describe(), error = %err,
                             "a change was refused; it is dropped");
                         self.metrics.changes.inc(&["rejected"]);
@@ -534,6 +552,9 @@ impl Shared {
         candidate_text: &str,
         change: &Change,
     ) -> Result<(Config, String), ApplyError> {
+        if let Change::PutFrontend(frontend) = change {
+            shared_bind(frontend, candidate, self.wildcard_host())?;
+        }
         let mut next = candidate.clone();
         change.apply_to(&mut next)?;
         let new_frontends: Vec<&Frontend> = match change {
@@ -688,4 +709,26 @@ fn members_of_deleted_backends(members: &dyn MemberBook, config: &Config) -> Vec
         .into_iter()
         .filter(|key| !config.backends.contains_key(key))
         .collect()
+}
+
+/// Refuses `frontend` when one of its addresses is exactly one another frontend of `config`
+/// binds (a wildcard and a specific address on one port are fine: the kernel prefers the
+/// specific one).
+fn shared_bind(
+    frontend: &Frontend,
+    config: &Config,
+    wildcard_host: Option<std::net::IpAddr>,
+) -> Result<(), ApplyError> {
+    let mine = bind_check::tcp_addresses(&effective_bind(&frontend.bind, wildcard_host));
+    for other in config.frontends.values().filter(|f| f.key != frontend.key) {
+        let theirs = bind_check::tcp_addresses(&effective_bind(&other.bind, wildcard_host));
+        if let Some(address) = mine.iter().find(|a| theirs.contains(a)) {
+            return Err(ApplyError::BindShared {
+                frontend: frontend.key.clone(),
+                other: other.key.clone(),
+                address: address.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
