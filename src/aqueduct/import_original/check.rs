@@ -6,7 +6,7 @@
 use super::{Item, ItemKind, ItemState};
 use crate::config::{Config, Mode};
 use crate::haproxy::ConfigRejected;
-use crate::haproxy::render::{RenderMembers, RenderSettings, render};
+use crate::haproxy::render::{RenderMembers, RenderSettings, effective_bind, render};
 use std::collections::BTreeSet;
 use std::future::Future;
 
@@ -25,6 +25,7 @@ where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = Result<(), ConfigRejected>>,
 {
+    refuse_shared_binds(items, settings);
     let whole = config_of(items);
     let config = if check(render(&whole, &RenderMembers::new(), settings))
         .await
@@ -122,6 +123,38 @@ fn config_line_number(alert: &str) -> Option<(usize, &str)> {
     let number = alert[start..start + digits].parse().ok()?;
     let rest = alert[start + digits..].strip_prefix(']')?;
     Some((number, rest.trim_start_matches([' ', ':'])))
+}
+
+/// Refuses a frontend binding exactly an address an earlier frontend of the file binds: HAProxy
+/// accepts both and the kernel would split connections between them at random (the API refuses
+/// it the same way).
+fn refuse_shared_binds(items: &mut [Item], settings: &RenderSettings) {
+    let mut bound: Vec<(std::net::SocketAddr, String)> = Vec::new();
+    for item in items.iter_mut() {
+        let ItemState::Frontend(frontend) = &item.state else {
+            continue;
+        };
+        let addresses = crate::aqueduct::bind_check::tcp_addresses(&effective_bind(
+            &frontend.bind,
+            settings.wildcard_bind_host,
+        ));
+        let shared = addresses.iter().find_map(|a| {
+            bound
+                .iter()
+                .find(|(b, _)| b == a)
+                .map(|(_, key)| (*a, key.clone()))
+        });
+        match shared {
+            Some((address, other)) => {
+                item.conversions.clear();
+                item.state = ItemState::Refused(format!(
+                    "bind: {address} is already bound by frontend {other} (HAProxy would split \
+                     its connections between the two at random)"
+                ));
+            }
+            None => bound.extend(addresses.into_iter().map(|a| (a, frontend.key.clone()))),
+        }
+    }
 }
 
 fn config_of(items: &[Item]) -> Config {
@@ -228,6 +261,29 @@ mod tests {
         assert!(items[2].remarks[0].starts_with(
             "backend c is not in the file: the frontend is imported, binds and closes connections"
         ));
+    }
+
+    #[tokio::test]
+    async fn a_frontend_on_an_address_an_earlier_one_binds_is_refused() {
+        let mut items = super::super::parse(
+            br#"{"version":1,
+            "frontends":[{"key":"a","bind":"127.0.0.1:80,127.0.0.1:81","backend":"b"},
+                         {"key":"b","bind":"127.0.0.2:80","backend":"b"},
+                         {"key":"c","bind":"127.0.0.3:82,127.0.0.1:81","backend":"b"}],
+            "backends":[{"key":"b","type":"static"}]}"#,
+        )
+        .unwrap();
+        let settings = RenderSettings::new("/run/a.sock".into(), "/run/state".into());
+        let config = check_items(&mut items, &settings, refuse_reqadd).await;
+        assert_eq!(config.frontends.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            items[2].state,
+            ItemState::Refused(
+                "bind: 127.0.0.1:81 is already bound by frontend a (HAProxy would split its \
+                 connections between the two at random)"
+                    .to_owned()
+            )
+        );
     }
 
     #[tokio::test]
