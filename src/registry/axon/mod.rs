@@ -36,6 +36,9 @@ pub const SUBSCRIBER_QUEUE: usize = 4096;
 /// Most queued messages written to a subscriber in one write.
 const WRITE_BATCH: usize = 256;
 
+/// Pause before following the change feed again after it ended.
+const RESUBSCRIBE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The running publisher. Stops with [`AxonPublisher::stop`] or when the registry closes.
 #[derive(Debug)]
 pub struct AxonPublisher {
@@ -213,7 +216,16 @@ async fn publish(
             _ = stop.cancelled() => break,
             item = feed.recv() => match item {
                 Some(item) => known.messages_for(item),
-                None => break,
+                // The feed ends when a shared store could not start it (or the registry
+                // closes): follow it again; its first item, a snapshot, tells what changed.
+                None => {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                    }
+                    feed = registry.subscribe(None);
+                    continue;
+                }
             },
             refreshed = refreshes.recv() => match refreshed {
                 Ok(registration) => vec![online(&registration)],
@@ -293,4 +305,72 @@ fn encoded(parts: &[&[u8]]) -> Option<Bytes> {
     frame::multipart(parts)
         .inspect_err(|err| tracing::warn!(error = %err, "axon message not sent"))
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::model::RegistrationKey;
+
+    fn registration(port: u16) -> Registration {
+        let key = RegistrationKey::parse("web", "1", "127.0.0.1", &port.to_string()).unwrap();
+        Registration::new(key, 0, Default::default())
+    }
+
+    /// The parts of each message, as text, for readable assertions.
+    fn parts(messages: Vec<Option<Bytes>>) -> Vec<Vec<String>> {
+        messages
+            .into_iter()
+            .map(|message| {
+                let message = message.unwrap();
+                let mut rest = &message[4..];
+                let mut parts = Vec::new();
+                while !rest.is_empty() {
+                    let length = u32::from_be_bytes([0, rest[1], rest[2], rest[3]]) as usize;
+                    let part = String::from_utf8(rest[4..4 + length].to_vec()).unwrap();
+                    parts.push(if part.starts_with('{') {
+                        "{json}".into()
+                    } else {
+                        part
+                    });
+                    rest = &rest[4 + length..];
+                }
+                parts
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_snapshot_is_silent_and_a_later_one_resyncs_subscribers() {
+        let mut known = Known::default();
+        let first = FeedItem::Snapshot {
+            seq: 1,
+            registrations: vec![registration(1), registration(2)],
+        };
+        assert!(
+            known.messages_for(first).is_empty(),
+            "the original announced nothing at start"
+        );
+        let online = FeedItem::Event {
+            seq: 2,
+            event: RegistryEvent::Online(registration(3)),
+        };
+        assert_eq!(
+            parts(known.messages_for(online)),
+            [["/web/1/127.0.0.1/3", "online", "{json}"]]
+        );
+        // The publisher fell behind (or followed the feed again): 1 went away meanwhile.
+        let resync = FeedItem::Snapshot {
+            seq: 9,
+            registrations: vec![registration(2), registration(3)],
+        };
+        assert_eq!(
+            parts(known.messages_for(resync)),
+            [
+                vec!["/web/1/127.0.0.1/1", "offline"],
+                vec!["/web/1/127.0.0.1/2", "online", "{json}"],
+                vec!["/web/1/127.0.0.1/3", "online", "{json}"],
+            ]
+        );
+    }
 }
