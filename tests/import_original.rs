@@ -374,14 +374,7 @@ async fn the_aqueduct_imports_at_startup_into_an_empty_data_dir() {
     );
     let api = format!("http://127.0.0.1:{api_port}");
     support::wait_http(&format!("{api}/frontends"), &mut aqueduct).await;
-    let frontends: Value = support::client()
-        .get(format!("{api}/frontends"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let frontends = support::get_json_at(&format!("{api}/frontends")).await;
     let keys: Vec<&str> = frontends
         .as_array()
         .unwrap()

@@ -244,6 +244,12 @@ pub fn spawn_thalassa_stopping_haproxy(
     Proc { child, log }
 }
 
+/// GETs `url` and reads its JSON body (a test fails on any error).
+pub async fn get_json_at(url: &str) -> serde_json::Value {
+    let response = client().get(url).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -498,12 +504,7 @@ impl Stack {
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        let response = client()
-            .get(format!("{}{path}", self.aqueduct))
-            .send()
-            .await
-            .unwrap();
-        response.json().await.unwrap()
+        get_json_at(&format!("{}{path}", self.aqueduct)).await
     }
 
     pub async fn get_text(&self, path: &str) -> String {
