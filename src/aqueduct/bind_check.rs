@@ -4,7 +4,7 @@
 //! running config already binds are skipped (HAProxy itself holds them), and so is anything
 //! this check cannot parse; the reload's own verification still catches what slips through.
 
-use crate::config::Config;
+use crate::config::{Config, Frontend};
 use crate::haproxy::render::effective_bind;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -65,6 +65,39 @@ pub fn first_in_use(
         })
 }
 
+/// An address of a frontend that another frontend of the config already binds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SharedBind {
+    pub address: SocketAddr,
+    /// The frontend that binds it.
+    pub other: String,
+}
+
+/// The first address of `frontend` that exactly another frontend of `config` binds. HAProxy
+/// accepts both (its listeners use SO_REUSEPORT) and the kernel would split connections between
+/// them at random. A wildcard and a specific address on one port do not count: the kernel
+/// prefers the specific one.
+pub fn shared_with(
+    frontend: &Frontend,
+    config: &Config,
+    wildcard_host: Option<IpAddr>,
+) -> Option<SharedBind> {
+    let mine = tcp_addresses(&effective_bind(&frontend.bind, wildcard_host));
+    config
+        .frontends
+        .values()
+        .filter(|other| other.key != frontend.key)
+        .find_map(|other| {
+            let theirs = tcp_addresses(&effective_bind(&other.bind, wildcard_host));
+            mine.iter()
+                .find(|a| theirs.contains(a))
+                .map(|address| SharedBind {
+                    address: *address,
+                    other: other.key.clone(),
+                })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +122,41 @@ mod tests {
         check("unix@/tmp/x.sock", &[]);
         check("example.com:80", &[]);
         check("", &[]);
+    }
+
+    #[test]
+    fn only_an_address_another_frontend_binds_exactly_is_shared() {
+        let frontend = |key: &str, bind: &str| Frontend {
+            key: key.into(),
+            bind: bind.into(),
+            backend: "b".into(),
+            mode: Default::default(),
+            keepalive: Default::default(),
+            rules: Vec::new(),
+            natives: Vec::new(),
+        };
+        let mut config = Config::default();
+        for f in [
+            frontend("a", "127.0.0.1:80,127.0.0.1:81"),
+            frontend("w", "*:90"),
+        ] {
+            config.frontends.insert(f.key.clone(), f);
+        }
+        let shared = |f: &Frontend, host| shared_with(f, &config, host);
+        assert_eq!(
+            shared(&frontend("c", "127.0.0.2:82,127.0.0.1:81"), None),
+            Some(SharedBind {
+                address: "127.0.0.1:81".parse().unwrap(),
+                other: "a".into()
+            })
+        );
+        // Itself (a re-PUT), a specific address beside a wildcard, another port: not shared.
+        assert_eq!(shared(&frontend("a", "127.0.0.1:80"), None), None);
+        assert_eq!(shared(&frontend("c", "127.0.0.1:90"), None), None);
+        assert_eq!(shared(&frontend("c", "127.0.0.1:82"), None), None);
+        // With --bind-address, wildcards are compared on that address.
+        let host = Some("127.0.0.3".parse().unwrap());
+        assert!(shared(&frontend("c", "127.0.0.3:90"), host).is_some());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::state_file;
 use super::validate::VersionSwitch;
 use crate::api_error::ApiError;
 use crate::config::{Backend, BackendType, Config, Frontend};
-use crate::haproxy::render::{RenderMembers, RenderSettings, effective_bind, render};
+use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use crate::haproxy::{ConfigRejected, ConfigTarget, ReloadError, ReloadReport};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -552,8 +552,14 @@ impl Shared {
         candidate_text: &str,
         change: &Change,
     ) -> Result<(Config, String), ApplyError> {
-        if let Change::PutFrontend(frontend) = change {
-            shared_bind(frontend, candidate, self.wildcard_host())?;
+        if let Change::PutFrontend(frontend) = change
+            && let Some(shared) = bind_check::shared_with(frontend, candidate, self.wildcard_host())
+        {
+            return Err(ApplyError::BindShared {
+                frontend: frontend.key.clone(),
+                other: shared.other,
+                address: shared.address.to_string(),
+            });
         }
         let mut next = candidate.clone();
         change.apply_to(&mut next)?;
@@ -709,26 +715,4 @@ fn members_of_deleted_backends(members: &dyn MemberBook, config: &Config) -> Vec
         .into_iter()
         .filter(|key| !config.backends.contains_key(key))
         .collect()
-}
-
-/// Refuses `frontend` when one of its addresses is exactly one another frontend of `config`
-/// binds (a wildcard and a specific address on one port are fine: the kernel prefers the
-/// specific one).
-fn shared_bind(
-    frontend: &Frontend,
-    config: &Config,
-    wildcard_host: Option<std::net::IpAddr>,
-) -> Result<(), ApplyError> {
-    let mine = bind_check::tcp_addresses(&effective_bind(&frontend.bind, wildcard_host));
-    for other in config.frontends.values().filter(|f| f.key != frontend.key) {
-        let theirs = bind_check::tcp_addresses(&effective_bind(&other.bind, wildcard_host));
-        if let Some(address) = mine.iter().find(|a| theirs.contains(a)) {
-            return Err(ApplyError::BindShared {
-                frontend: frontend.key.clone(),
-                other: other.key.clone(),
-                address: address.to_string(),
-            });
-        }
-    }
-    Ok(())
 }

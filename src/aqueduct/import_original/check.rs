@@ -4,9 +4,10 @@
 //! refusal on a line of one of the item's natives names that native.
 
 use super::{Item, ItemKind, ItemState};
+use crate::aqueduct::bind_check;
 use crate::config::{Config, Mode};
 use crate::haproxy::ConfigRejected;
-use crate::haproxy::render::{RenderMembers, RenderSettings, effective_bind, render};
+use crate::haproxy::render::{RenderMembers, RenderSettings, render};
 use std::collections::BTreeSet;
 use std::future::Future;
 
@@ -129,30 +130,25 @@ fn config_line_number(alert: &str) -> Option<(usize, &str)> {
 /// accepts both and the kernel would split connections between them at random (the API refuses
 /// it the same way).
 fn refuse_shared_binds(items: &mut [Item], settings: &RenderSettings) {
-    let mut bound: Vec<(std::net::SocketAddr, String)> = Vec::new();
+    let mut earlier = Config::default();
     for item in items.iter_mut() {
         let ItemState::Frontend(frontend) = &item.state else {
             continue;
         };
-        let addresses = crate::aqueduct::bind_check::tcp_addresses(&effective_bind(
-            &frontend.bind,
-            settings.wildcard_bind_host,
-        ));
-        let shared = addresses.iter().find_map(|a| {
-            bound
-                .iter()
-                .find(|(b, _)| b == a)
-                .map(|(_, key)| (*a, key.clone()))
-        });
-        match shared {
-            Some((address, other)) => {
-                item.conversions.clear();
+        match bind_check::shared_with(frontend, &earlier, settings.wildcard_bind_host) {
+            Some(shared) => {
                 item.state = ItemState::Refused(format!(
-                    "bind: {address} is already bound by frontend {other} (HAProxy would split \
-                     its connections between the two at random)"
+                    "bind: {} is already bound by frontend {} (HAProxy would split its \
+                     connections between the two at random)",
+                    shared.address, shared.other
                 ));
+                item.conversions.clear();
             }
-            None => bound.extend(addresses.into_iter().map(|a| (a, frontend.key.clone()))),
+            None => {
+                earlier
+                    .frontends
+                    .insert(frontend.key.clone(), frontend.clone());
+            }
         }
     }
 }
