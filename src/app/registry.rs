@@ -51,11 +51,6 @@ impl RunningRegistry {
         self.local_addr
     }
 
-    /// The axon push socket's address, when `--axon-listen` asked for one.
-    pub fn axon_addr(&self) -> Option<SocketAddr> {
-        self.axon.as_ref().map(AxonPublisher::local_addr)
-    }
-
     /// The registry's own registration id, `/thalassa/<version>/<host>/<port>`.
     pub fn self_id(&self) -> &str {
         &self.self_id
