@@ -38,6 +38,7 @@ fn config(
                 .into(),
                 port: 8080,
                 id: Some(m as u32 + 1),
+                weight: 1,
             })
             .collect();
         members.set(&key, list);

@@ -41,6 +41,7 @@ fn sample(time_ms: u64) -> StatsSample {
                 last_change_s: Some(300),
                 scur: 2,
                 rate: 4,
+                ..MemberSample::default()
             })
             .collect();
         members.insert(key, servers);

@@ -30,6 +30,7 @@ fn member(host: &str, port: u16, id: u32) -> RenderMember {
         host: host.parse().unwrap(),
         port,
         id: Some(id),
+        weight: 1,
     }
 }
 

@@ -166,6 +166,7 @@ impl Stack {
                     last_change_s: Some(5),
                     scur: u64::from(up),
                     rate: if up { 3 } else { 0 },
+                    ..MemberSample::default()
                 });
         }
         self.hub.stats(sample);

@@ -11,6 +11,7 @@ mod membership;
 use super::apply_metrics::ApplyMetrics;
 use super::bind_check;
 use super::member_book::{MemberBook, NoMembers};
+use super::rollout::transition::{self, RolloutCommand, RolloutRefused};
 use super::rows::ReadModel;
 use super::state_file;
 use super::validate::VersionSwitch;
@@ -44,6 +45,13 @@ pub enum Change {
         key: String,
         switch: VersionSwitch,
     },
+    /// `POST/DELETE /backends/{key}/rollout...`, and the rollout engine's decisions, taken
+    /// at `at_ms` (epoch ms).
+    Rollout {
+        key: String,
+        command: RolloutCommand,
+        at_ms: u64,
+    },
     /// A fleet node takes the fleet's whole configuration (`version` in the shared store),
     /// committed by `origin` (a node id) for `reason`.
     Adopt {
@@ -67,6 +75,9 @@ impl Change {
                 switch.name.as_deref().unwrap_or("(same name)"),
                 switch.version
             ),
+            Change::Rollout { key, command, .. } => {
+                format!("rollout of backend {key}: {}", command.verb())
+            }
             Change::Adopt {
                 version,
                 origin,
@@ -90,7 +101,16 @@ impl Change {
                     .ok_or_else(|| ApplyError::FrontendNotFound(key.clone()))?;
             }
             Change::PutBackend(backend) => {
-                config.backends.insert(backend.key.clone(), backend.clone());
+                let mut backend = backend.clone();
+                // A PUT edits the backend's settings; its rollout goes on while it follows the
+                // same service and version (rollouts change through their own endpoints).
+                if let Some(current) = config.backends.get(&backend.key)
+                    && (current.kind, &current.name, &current.version)
+                        == (backend.kind, &backend.name, &backend.version)
+                {
+                    backend.rollout = current.rollout.clone();
+                }
+                config.backends.insert(backend.key.clone(), backend);
             }
             Change::DeleteBackend(key) => {
                 config
@@ -103,10 +123,31 @@ impl Change {
                     .backends
                     .get_mut(key)
                     .ok_or_else(|| ApplyError::BackendNotFound(key.clone()))?;
+                if let Some(rollout) = backend.active_rollout() {
+                    return Err(ApplyError::Rollout(RolloutRefused {
+                        field: None,
+                        message: format!(
+                            "backend {key} is rolling out {}: promote or abort the rollout \
+                             instead of switching",
+                            rollout.version
+                        ),
+                    }));
+                }
                 backend.version = Some(switch.version.clone());
                 if let Some(name) = &switch.name {
                     backend.name = Some(name.clone());
                 }
+            }
+            Change::Rollout {
+                key,
+                command,
+                at_ms,
+            } => {
+                let backend = config
+                    .backends
+                    .get_mut(key)
+                    .ok_or_else(|| ApplyError::BackendNotFound(key.clone()))?;
+                transition::apply(backend, command, *at_ms).map_err(ApplyError::Rollout)?;
             }
             Change::Adopt { config: fleet, .. } => {
                 config.frontends = fleet.frontends.clone();
@@ -148,6 +189,9 @@ pub enum ApplyError {
     },
     #[error("{0}")]
     Persist(String),
+    /// A rollout command the backend's rollout state or settings refuse.
+    #[error(transparent)]
+    Rollout(RolloutRefused),
 }
 
 impl From<ReloadError> for ApplyError {
@@ -173,6 +217,12 @@ impl From<ApplyError> for ApiError {
             }
             ApplyError::Unavailable(_) => ApiError::unavailable(message),
             ApplyError::Persist(_) => ApiError::internal(message),
+            ApplyError::Rollout(RolloutRefused { field: Some(field), .. }) => {
+                ApiError::bad_field(field, message)
+            }
+            ApplyError::Rollout(RolloutRefused { field: None, .. }) => {
+                ApiError::new(axum::http::StatusCode::CONFLICT, message)
+            }
         }
     }
 }

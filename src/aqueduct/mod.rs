@@ -21,6 +21,7 @@ pub mod controller;
 pub mod fleet;
 pub mod import_original;
 pub mod member_book;
+pub mod rollout;
 pub mod routes;
 pub mod rows;
 pub mod state_file;

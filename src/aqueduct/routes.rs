@@ -5,12 +5,14 @@
 
 use super::controller::{Change, Controller};
 use super::fleet::{Fleet, WaitFor};
+use super::rollout::engine::RolloutLive;
+use super::rollout::transition::RolloutCommand;
 use super::validate;
 use crate::api_error::{ApiError, ok_200, route_not_found};
 use crate::config::BackendType;
 use crate::json_body::JsonBody;
 use crate::metrics::MetricsRegistry;
-use crate::status::StatusBoard;
+use crate::status::{StatusBoard, now_ms};
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRef, Path, RawQuery, State};
@@ -34,18 +36,27 @@ pub fn router_with_options(
     let metrics = MetricsRegistry::new();
     let pipeline = controller.clone();
     metrics.add(Arc::new(move |text| pipeline.metrics().render(text)));
-    router_with_metrics(controller, board, max_members, metrics, None)
+    router_with_metrics(
+        controller,
+        board,
+        max_members,
+        metrics,
+        None,
+        RolloutLive::new(),
+    )
 }
 
 /// [`router_with_options`] whose `GET /metrics` answers with every source of `metrics` (the
 /// application registers the controller's, the supervisor's and membership's); with `fleet`,
 /// writes go through the fleet's shared store (see [`super::fleet`]) and `GET /fleet` shows it.
+/// `rollouts` has the rollout engine's figures of each rollout's current step.
 pub fn router_with_metrics(
     controller: Controller,
     board: Option<StatusBoard>,
     max_members: usize,
     metrics: MetricsRegistry,
     fleet: Option<Fleet>,
+    rollouts: RolloutLive,
 ) -> Router {
     let state = ApiState {
         controller,
@@ -53,6 +64,7 @@ pub fn router_with_metrics(
         max_members,
         metrics,
         fleet,
+        rollouts,
     };
     Router::new()
         .route("/frontends", get(list_frontends))
@@ -69,6 +81,14 @@ pub fn router_with_metrics(
                 .post(switch_version),
         )
         .route("/backends/{key}/members", get(get_members))
+        .route(
+            "/backends/{key}/rollout",
+            axum::routing::post(start_rollout).delete(abort_rollout),
+        )
+        .route(
+            "/backends/{key}/rollout/{action}",
+            axum::routing::post(rollout_action),
+        )
         .route(
             "/backends/{key}/confirm-removal",
             axum::routing::post(confirm_removal),
@@ -91,6 +111,7 @@ struct ApiState {
     metrics: MetricsRegistry,
     /// Set when this aqueduct is a node of a fleet (`--store`).
     fleet: Option<Fleet>,
+    rollouts: RolloutLive,
 }
 
 /// Applies `change`: alone, through the apply pipeline (answering the original's `200`); in a
@@ -107,16 +128,17 @@ async fn submit(
             Ok(ok_200())
         }
         Some(fleet) => {
-            let wait = match query
-                .as_deref()
-                .map(|q| q.split('&').any(|p| p == "wait=fleet"))
-            {
-                Some(true) => WaitFor::Fleet,
-                _ => WaitFor::ThisNode,
-            };
-            let answer = fleet.submit(change, wait).await?;
+            let answer = fleet.submit(change, wait_for(query.as_deref())).await?;
             Ok(axum::Json(answer).into_response())
         }
+    }
+}
+
+/// `?wait=fleet` waits for every live node of a fleet, otherwise for this one.
+fn wait_for(query: Option<&str>) -> WaitFor {
+    match query.map(|q| q.split('&').any(|p| p == "wait=fleet")) {
+        Some(true) => WaitFor::Fleet,
+        _ => WaitFor::ThisNode,
     }
 }
 
@@ -131,6 +153,12 @@ async fn get_fleet(State(state): State<ApiState>) -> Result<Response, ApiError> 
 impl FromRef<ApiState> for Controller {
     fn from_ref(state: &ApiState) -> Controller {
         state.controller.clone()
+    }
+}
+
+impl FromRef<ApiState> for RolloutLive {
+    fn from_ref(state: &ApiState) -> RolloutLive {
+        state.rollouts.clone()
     }
 }
 
@@ -228,32 +256,121 @@ fn decorate_row(board: &StatusBoard, row: &mut Value, live: bool) {
 async fn list_backends(
     State(controller): State<Controller>,
     State(board): State<Option<StatusBoard>>,
+    State(rollouts): State<RolloutLive>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let live = live_requested(query.as_deref())?;
     let mut rows = controller.read_model().backends();
-    if let Some(board) = &board {
-        for row in &mut rows {
+    for row in &mut rows {
+        if let Some(board) = &board {
             decorate_row(board, row, live);
         }
+        rollouts.decorate_backend_row(row);
     }
     Ok(axum::Json(Value::Array(rows)).into_response())
 }
 
 async fn get_backend(
-    State(controller): State<Controller>,
-    State(board): State<Option<StatusBoard>>,
+    State(state): State<ApiState>,
     path: KeyPath,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let live = live_requested(query.as_deref())?;
     let key = key_of(path)?;
-    let mut row = controller
+    Ok(axum::Json(backend_answer(&state, &key, live)?).into_response())
+}
+
+/// A backend's row as `GET /backends/{key}` answers it.
+fn backend_answer(state: &ApiState, key: &str, live: bool) -> Result<Value, ApiError> {
+    let mut row = state
+        .controller
         .read_model()
-        .backend(&key)
-        .ok_or_else(|| backend_not_found(&key))?;
-    if let Some(board) = &board {
+        .backend(key)
+        .ok_or_else(|| backend_not_found(key))?;
+    if let Some(board) = &state.board {
         decorate_row(board, &mut row, live);
+    }
+    state.rollouts.decorate_backend_row(&mut row);
+    Ok(row)
+}
+
+/// `POST /backends/{key}/rollout`: `{"version","weight"}` (manual) or `{"version","steps",
+/// "interval","abort"}` (a plan), optionally `"sticky": false`.
+async fn start_rollout(
+    State(state): State<ApiState>,
+    path: KeyPath,
+    RawQuery(query): RawQuery,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let request = validate::rollout_request(&body)?;
+    rollout_change(&state, key, RolloutCommand::Start(request), query).await
+}
+
+/// `DELETE /backends/{key}/rollout`: roll back to the backend's version at once.
+async fn abort_rollout(
+    State(state): State<ApiState>,
+    path: KeyPath,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let command = RolloutCommand::Abort {
+        reason: "rolled back by API".to_owned(),
+        figures: None,
+    };
+    rollout_change(&state, key, command, query).await
+}
+
+/// `POST /backends/{key}/rollout/{pause|resume|promote|abort}`.
+async fn rollout_action(
+    State(state): State<ApiState>,
+    Path((key, action)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    validate::key(&key)?;
+    let command = match action.as_str() {
+        "pause" => RolloutCommand::Pause {
+            reason: "paused by API".to_owned(),
+            figures: None,
+        },
+        "resume" => RolloutCommand::Resume,
+        "promote" => RolloutCommand::Promote,
+        "abort" => RolloutCommand::Abort {
+            reason: "rolled back by API".to_owned(),
+            figures: None,
+        },
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no rollout action {action:?}: use pause, resume, promote or abort"
+            )));
+        }
+    };
+    rollout_change(&state, key, command, query).await
+}
+
+/// Applies a rollout command; answers the backend's row (in a fleet, with the fleet's
+/// answer under `fleet`).
+async fn rollout_change(
+    state: &ApiState,
+    key: String,
+    command: RolloutCommand,
+    query: Option<String>,
+) -> Result<Response, ApiError> {
+    let change = Change::Rollout {
+        key: key.clone(),
+        command,
+        at_ms: now_ms(),
+    };
+    let fleet_answer = match &state.fleet {
+        None => {
+            state.controller.submit(change).await?;
+            None
+        }
+        Some(fleet) => Some(fleet.submit(change, wait_for(query.as_deref())).await?),
+    };
+    let mut row = backend_answer(state, &key, false)?;
+    if let (Some(answer), Value::Object(fields)) = (fleet_answer, &mut row) {
+        fields.insert("fleet".into(), answer);
     }
     Ok(axum::Json(row).into_response())
 }

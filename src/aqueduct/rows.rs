@@ -122,6 +122,15 @@ pub fn backend_row(backend: &Backend, dynamic_members: &[Registration]) -> Value
     if let Some(health) = &backend.health {
         row.insert("health".into(), health_json(health));
     }
+    if let Some(cookie) = &backend.sticky_cookie {
+        row.insert("stickyCookie".into(), cookie.clone().into());
+    }
+    if let Some(rollout) = &backend.rollout {
+        row.insert(
+            "rollout".into(),
+            serde_json::to_value(rollout).unwrap_or(Value::Null),
+        );
+    }
     Value::Object(row)
 }
 

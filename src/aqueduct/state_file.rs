@@ -15,6 +15,7 @@
 
 use super::validate;
 use crate::atomic_file::write_atomic;
+use crate::config::rollout::Rollout;
 use crate::config::{Backend, Config, Frontend, Health};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -159,6 +160,11 @@ struct BackendRecord {
     natives: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<HealthRecord>,
+    #[serde(rename = "stickyCookie", skip_serializing_if = "Option::is_none")]
+    sticky_cookie: Option<String>,
+    /// Not part of a PUT body: read back by `validate::stored_backend`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<Rollout>,
 }
 
 #[derive(Serialize)]
@@ -211,6 +217,8 @@ impl From<&Backend> for BackendRecord {
                 .collect(),
             natives: backend.natives.clone(),
             health: backend.health.as_ref().map(HealthRecord::from),
+            sticky_cookie: backend.sticky_cookie.clone(),
+            rollout: backend.rollout.clone(),
         }
     }
 }
@@ -252,7 +260,7 @@ fn parse(bytes: &[u8]) -> Result<Config, String> {
     for (i, row) in rows(&top, "backends")?.iter().enumerate() {
         let key = row_key(row).ok_or_else(|| format!("backends[{i}] has no string \"key\""))?;
         let backend =
-            validate::backend(key, row).map_err(|err| format!("backends[{i}] ({key}): {err}"))?;
+            validate::stored_backend(key, row).map_err(|err| format!("backends[{i}] ({key}): {err}"))?;
         if config.backends.insert(key.to_owned(), backend).is_some() {
             return Err(format!("backends[{i}]: backend {key} appears twice"));
         }

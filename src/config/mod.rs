@@ -4,8 +4,10 @@
 //! JSON rows of these values) and membership all read one model.
 
 pub mod balance;
+pub mod rollout;
 
 use balance::Balance;
+use rollout::Rollout;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -162,6 +164,11 @@ pub struct Backend {
     pub natives: Vec<String>,
     /// HTTP health check; only ever set in HTTP mode.
     pub health: Option<Health>,
+    /// Cookie name that keeps HTTP clients on one server (HAProxy's dynamic cookies, one
+    /// value per server address): what makes a rollout sticky on a non-hash balance.
+    pub sticky_cookie: Option<String>,
+    /// A rollout to another version, active or the last one ended (kept to show why).
+    pub rollout: Option<Rollout>,
 }
 
 impl Backend {
@@ -179,6 +186,8 @@ impl Backend {
             static_members: Vec::new(),
             natives: Vec::new(),
             health: None,
+            sticky_cookie: None,
+            rollout: None,
         }
     }
 
@@ -204,6 +213,18 @@ impl Backend {
             static_members,
             ..Backend::dynamic(key, "", "")
         }
+    }
+
+    /// The rollout in progress (running or paused), if any.
+    pub fn active_rollout(&self) -> Option<&Rollout> {
+        self.rollout.as_ref().filter(|r| r.is_active())
+    }
+
+    /// Whether this dynamic backend's members include registrations of `version`: its own
+    /// version, and during a rollout the version it moves to.
+    pub fn follows_version(&self, version: &str) -> bool {
+        self.version.as_deref() == Some(version)
+            || self.active_rollout().is_some_and(|r| r.version == version)
     }
 
     /// Check interval of every server, in milliseconds.

@@ -2,6 +2,7 @@
 //! `name` and `version`; for a static one, the members of its config. Pure functions.
 
 use super::plan::{CheckOptions, DesiredMember, ServerRef};
+use crate::config::rollout::DEFAULT_WEIGHT;
 use crate::config::{Backend, BackendType, Config};
 use crate::haproxy::render::{RenderMembers, server_name};
 use crate::registry::model::Registration;
@@ -52,14 +53,30 @@ impl ServiceIndex {
     }
 }
 
-/// The registrations a dynamic backend follows (none without a name and version).
+/// The registrations a dynamic backend follows (none without a name and version): those of
+/// its version and, during a rollout, those of the version it moves to; sorted by id.
 pub fn registrations_of(backend: &Backend, index: &ServiceIndex) -> Vec<Registration> {
     match (&backend.name, &backend.version) {
         (Some(name), Some(version)) if backend.kind == BackendType::Dynamic => {
-            index.members(name, version)
+            let mut members = index.members(name, version);
+            if let Some(rollout) = backend.active_rollout() {
+                members.extend(index.members(name, &rollout.version));
+                members.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            members
         }
         _ => Vec::new(),
     }
+}
+
+/// Whether the fast lane adds this backend's new members. It leaves to the manager the
+/// backends whose algorithm needs stable server ids, those with a sticky cookie (each add
+/// needs `enable dynamic-cookie` after it) and those in a rollout (a member's weight
+/// depends on how many of each version there are).
+pub fn lane_joins(backend: &Backend) -> bool {
+    !backend.balance.needs_explicit_server_ids()
+        && backend.sticky_cookie.is_none()
+        && backend.active_rollout().is_none()
 }
 
 /// Every server HAProxy should have in the backends `only`. Dynamic members come from `render_members` (which carries
@@ -76,19 +93,19 @@ pub fn desired_servers(
         }
         let check = check_options(backend);
         let explicit_ids = backend.balance.needs_explicit_server_ids();
-        let members: Vec<(std::net::IpAddr, u16, Option<u32>)> = match backend.kind {
+        let members: Vec<(std::net::IpAddr, u16, Option<u32>, u16)> = match backend.kind {
             BackendType::Dynamic => render_members
                 .get(&backend.key)
                 .iter()
-                .map(|m| (m.host, m.port, m.id))
+                .map(|m| (m.host, m.port, m.id, m.weight))
                 .collect(),
             BackendType::Static => backend
                 .static_members
                 .iter()
-                .map(|m| (m.host, m.port, None))
+                .map(|m| (m.host, m.port, None, DEFAULT_WEIGHT))
                 .collect(),
         };
-        for (addr, port, id) in members {
+        for (addr, port, id, weight) in members {
             let server = ServerRef {
                 backend: backend.key.clone(),
                 server: server_name(&backend.key, addr, port),
@@ -100,6 +117,8 @@ pub fn desired_servers(
                     port,
                     check: check.clone(),
                     id: if explicit_ids { id } else { None },
+                    weight,
+                    dynamic_cookie: backend.sticky_cookie.is_some(),
                 },
             );
         }
@@ -142,20 +161,19 @@ fn following<'a>(
     let backends = config.backends.values().filter(move |b| {
         b.kind == BackendType::Dynamic
             && b.name.as_deref() == Some(name.as_str())
-            && b.version.as_deref() == Some(version.as_str())
+            && b.follows_version(&version)
     });
     Some((addr, backends))
 }
 
 /// The servers a brand-new registration becomes, for the fast lane: one per dynamic backend
-/// following its `name@version`, except where the balance algorithm needs the controller's
-/// stable server ids (those joins wait for the manager's round).
+/// following its `name@version`, except where [`lane_joins`] says the manager adds them.
 pub fn joins_of(config: &Config, registration: &Registration) -> Vec<(ServerRef, DesiredMember)> {
     let Some((addr, backends)) = following(config, registration) else {
         return Vec::new();
     };
     backends
-        .filter(|b| !b.balance.needs_explicit_server_ids())
+        .filter(|b| lane_joins(b))
         .map(|backend| {
             let server = ServerRef {
                 backend: backend.key.clone(),
@@ -166,6 +184,8 @@ pub fn joins_of(config: &Config, registration: &Registration) -> Vec<(ServerRef,
                 port: registration.port,
                 check: check_options(backend),
                 id: None,
+                weight: DEFAULT_WEIGHT,
+                dynamic_cookie: false,
             };
             (server, member)
         })

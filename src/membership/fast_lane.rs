@@ -53,6 +53,7 @@ pub fn join_commands(backend: &str, server: &str, member: &DesiredMember) -> [Se
         rise: member.check.rise,
         fall: member.check.fall,
         id: member.id,
+        weight: member.weight,
         ..ServerOptions::default()
     };
     [

@@ -288,8 +288,10 @@ impl Manager {
             .phases()
             .map(|(s, p)| ((s.backend.clone(), s.server.clone()), *p))
             .collect();
+        let config = self.controller.config();
         let request = StatsRequest {
-            config: self.controller.config(),
+            versions: self.sync.rollout_versions(&config),
+            config,
             phases,
         };
         if self.stats.try_send(request).is_err() {

@@ -8,6 +8,7 @@ use super::desired;
 use super::expiry_brake::{BackendRound, BrakeEvent, ExpiryBrake, NothingHeld};
 use super::plan::ServerRef;
 use crate::config::{BackendType, Config};
+use crate::haproxy::render::server_name;
 use crate::registry::feed::{FeedItem, OfflineReason, RegistryEvent};
 use crate::registry::model::Registration;
 use serde_json::{Value, json};
@@ -178,6 +179,24 @@ impl MemberSync {
         notes
     }
 
+    /// `(backend, server)` -> version of every member of the backends in a rollout: what
+    /// the stats poller labels each server's counters with.
+    pub fn rollout_versions(&self, config: &Config) -> BTreeMap<(String, String), String> {
+        let mut versions = BTreeMap::new();
+        for backend in config.backends.values() {
+            if backend.active_rollout().is_none() {
+                continue;
+            }
+            for registration in self.members_set.get(&backend.key).into_iter().flatten() {
+                if let Some(addr) = registration.ip() {
+                    let server = server_name(&backend.key, addr, registration.port);
+                    versions.insert((backend.key.clone(), server), registration.version.clone());
+                }
+            }
+        }
+        versions
+    }
+
     /// Decides each changed dynamic backend's members. `None` until the registry's first
     /// snapshot. `held` says which backends the controller holds members for now (a backend
     /// deleted and re-created since the last look lost them there: what was handed to it
@@ -208,10 +227,15 @@ impl MemberSync {
         let everything = outcome.config_changed || self.all_dirty;
         for backend in config.backends.values() {
             let service = backend.name.clone().zip(backend.version.clone());
+            let rollout_service = backend
+                .active_rollout()
+                .zip(backend.name.clone())
+                .map(|(rollout, name)| (name, rollout.version.clone()));
             let touched = everything
                 || service
-                    .as_ref()
-                    .is_some_and(|s| self.dirty_services.contains(s));
+                    .iter()
+                    .chain(rollout_service.iter())
+                    .any(|s| self.dirty_services.contains(s));
             let Some(service) = service else { continue };
             if !touched || backend.kind != BackendType::Dynamic {
                 continue;
@@ -243,6 +267,13 @@ impl MemberSync {
                 .push((backend.key.clone(), registered - registrations.len()));
             let before = self.members_set.get(&backend.key);
             if before == Some(&registrations) {
+                // Same members, new split: their weights are the plan's to change now.
+                let rollout_moved = self.last_config.as_ref().is_some_and(|last| {
+                    last.backends.get(&backend.key).map(|b| &b.rollout) != Some(&backend.rollout)
+                });
+                if outcome.config_changed && rollout_moved {
+                    outcome.plan_now.insert(backend.key.clone());
+                }
                 continue;
             }
             // The fast lane has added this backend's new members already; adopting them can
@@ -267,7 +298,7 @@ impl MemberSync {
                 && !expired
                 && leavers.is_empty()
                 && registered == registrations.len()
-                && !backend.balance.needs_explicit_server_ids();
+                && desired::lane_joins(backend);
             if lane_covers {
                 outcome.lane_handled.insert(backend.key.clone());
             } else {

@@ -4,6 +4,7 @@
 mod inherited;
 pub use inherited::inherited_from;
 
+use crate::config::rollout::DEFAULT_WEIGHT;
 use crate::config::{BackendType, Config};
 use crate::haproxy::render::{RenderMember, RenderMembers, server_name};
 use crate::haproxy::stat::{AdminState, ServerStateRow};
@@ -373,12 +374,14 @@ impl DynamicMembers {
                 .get(key)
                 .is_some_and(|b| b.kind == BackendType::Dynamic);
             if dynamic {
+                let weight_of = member_weights(config.backends.get(key), members);
                 let render = members
                     .iter()
                     .map(|m| RenderMember {
                         host: m.host,
                         port: m.registration.port,
                         id: Some(m.server_id),
+                        weight: weight_of(&m.registration.version),
                     })
                     .collect();
                 out.set(key, render);
@@ -408,6 +411,7 @@ impl DynamicMembers {
                         host,
                         port,
                         id: ids.and_then(|ids| ids.get(&(host, port)).copied()),
+                        weight: DEFAULT_WEIGHT,
                     })
                     .collect();
                 out.set_leaving(key, render);
@@ -415,6 +419,23 @@ impl DynamicMembers {
         }
         out
     }
+}
+
+/// Each member's weight by its version: the rollout's split when the backend has one in
+/// progress (by how many members each version has), HAProxy's default otherwise.
+fn member_weights<'a>(
+    backend: Option<&'a crate::config::Backend>,
+    members: &[Member],
+) -> impl Fn(&str) -> u16 + 'a {
+    let rollout = backend.and_then(|b| b.active_rollout());
+    let new = rollout.map_or(0, |r| {
+        members
+            .iter()
+            .filter(|m| m.registration.version == r.version)
+            .count()
+    });
+    let old = members.len() - new;
+    move |version: &str| rollout.map_or(DEFAULT_WEIGHT, |r| r.member_weight(version, old, new))
 }
 
 #[cfg(test)]

@@ -56,6 +56,10 @@ pub struct DesiredMember {
     pub check: CheckOptions,
     /// Explicit numeric server id, for algorithms that need one (random, consistent hashing).
     pub id: Option<u32>,
+    /// 0..=256; [`crate::config::rollout::DEFAULT_WEIGHT`] outside a rollout.
+    pub weight: u16,
+    /// The backend has a sticky cookie: each add is followed by `enable dynamic-cookie`.
+    pub dynamic_cookie: bool,
 }
 
 pub use crate::haproxy::stat::AdminState;
@@ -76,6 +80,8 @@ pub struct ObservedServer {
     /// The fast lane drained it for a deleted registration whose `offline` event may not
     /// have reached the tracker yet: a drain to keep, not drift to undo.
     pub drained_by_lane: bool,
+    /// Its current weight (`srv_uweight`), when known.
+    pub weight: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +106,8 @@ pub enum RuntimeOp {
     /// Removes a server in maintenance. `force` first shuts down its remaining sessions (only
     /// after the drain timeout).
     Delete { server: ServerRef, force: bool },
+    /// `set server ... weight`: a rollout's split changed, or HAProxy's weight drifted.
+    SetWeight { server: ServerRef, weight: u16 },
 }
 
 impl RuntimeOp {
@@ -107,7 +115,8 @@ impl RuntimeOp {
         match self {
             RuntimeOp::Add { server, .. }
             | RuntimeOp::SetState { server, .. }
-            | RuntimeOp::Delete { server, .. } => server,
+            | RuntimeOp::Delete { server, .. }
+            | RuntimeOp::SetWeight { server, .. } => server,
         }
     }
 
@@ -128,6 +137,7 @@ impl RuntimeOp {
                 ..
             } => "maint",
             RuntimeOp::Delete { .. } => "delete",
+            RuntimeOp::SetWeight { .. } => "weight",
         }
     }
 }
@@ -269,6 +279,15 @@ impl Tracker {
             self.phases.insert(server.clone(), Phase::Joining);
             return;
         };
+        // Weights are applied whatever the phase (a joining member joins at its share); a
+        // server about to be re-added below gets its weight from the add.
+        let re_added = seen.admin == AdminState::Maint && seen.check_paused;
+        if !re_added && seen.weight.is_some_and(|w| w != member.weight) {
+            plan.ops.push(RuntimeOp::SetWeight {
+                server: server.clone(),
+                weight: member.weight,
+            });
+        }
         match (phase, seen.admin) {
             // Serving and ready: HAProxy's checks own it now.
             (Some(Phase::Serving), AdminState::Ready) => {}
@@ -397,6 +416,8 @@ mod tests {
                 fall: 2,
             },
             id: None,
+            weight: 1,
+            dynamic_cookie: false,
         }
     }
 
@@ -407,6 +428,7 @@ mod tests {
             check_paused: false,
             drained_by_lane: false,
             connections,
+            weight: None,
         }
     }
 

@@ -9,11 +9,13 @@ use crate::status::{MemberSample, ProxySample, StatsSample};
 use std::collections::BTreeMap;
 
 /// Builds one sample from `show stat` rows. `phases` says which servers are joining or
-/// leaving; `frontends`/`backends` are the configured keys (other proxies, like `stats` or a
+/// leaving, `versions` which version each member of a backend in a rollout is;
+/// `frontends`/`backends` are the configured keys (other proxies, like `stats` or a
 /// placeholder, are left out).
 pub fn sample_from_rows(
     rows: &[StatRow],
     phases: &BTreeMap<(String, String), Phase>,
+    versions: &BTreeMap<(String, String), String>,
     frontends: &[String],
     backends: &[String],
     time_ms: u64,
@@ -35,12 +37,14 @@ pub fn sample_from_rows(
                     .insert(row.pxname.clone(), proxy_sample(row));
             }
             ProxyKind::Server if backends.contains(&row.pxname) => {
-                let phase = phases.get(&(row.pxname.clone(), row.svname.clone()));
+                let server = (row.pxname.clone(), row.svname.clone());
+                let mut member = member_sample(row, phases.get(&server));
+                member.version = versions.get(&server).cloned();
                 sample
                     .members
                     .entry(row.pxname.clone())
                     .or_default()
-                    .push(member_sample(row, phase));
+                    .push(member);
             }
             _ => {}
         }
@@ -70,6 +74,13 @@ fn member_sample(row: &StatRow, phase: Option<&Phase>) -> MemberSample {
         last_change_s: row.lastchg_secs,
         scur: row.scur.unwrap_or(0),
         rate: row.rate.unwrap_or(0),
+        version: None,
+        // HAProxy counts its own 503s (no server answered) on the backend only; a connection
+        // that failed is charged to the server and never became a request there.
+        requests: row.req_tot.or(row.stot).unwrap_or(0) + row.econ.unwrap_or(0),
+        errors: row.hrsp_5xx.unwrap_or(0) + row.econ.unwrap_or(0) + row.eresp.unwrap_or(0),
+        rtime_ms: row.rtime_ms,
+        weight: row.weight,
     }
 }
 

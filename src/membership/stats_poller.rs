@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 pub struct StatsRequest {
     pub config: Arc<Config>,
     pub phases: BTreeMap<(String, String), Phase>,
+    /// `(backend, server)` -> version, for the members of backends in a rollout.
+    pub versions: BTreeMap<(String, String), String>,
 }
 
 pub struct StatsPoller {
@@ -64,6 +66,7 @@ impl StatsPoller {
         Ok(sample_from_rows(
             &rows,
             &request.phases,
+            &request.versions,
             &frontends,
             &backends,
             now_ms(),

@@ -73,6 +73,22 @@ pub struct MemberSample {
     pub scur: u64,
     /// Sessions per second.
     pub rate: u64,
+    /// The registry version the server is a member for, in a backend with a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Requests since HAProxy's last reload (`req_tot`; sessions in TCP mode, plus failed
+    /// connections, which never became a request).
+    #[serde(default)]
+    pub requests: u64,
+    /// 5xx answers, failed connections and broken responses since the last reload.
+    #[serde(default)]
+    pub errors: u64,
+    /// HAProxy's average response time over the server's last 1,024 responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtime_ms: Option<u64>,
+    /// The server's current weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u64>,
 }
 
 #[cfg(test)]
@@ -91,10 +107,15 @@ mod tests {
             last_change_s: Some(12),
             scur: 0,
             rate: 3,
+            version: Some("2".into()),
+            requests: 10,
+            errors: 1,
+            rtime_ms: Some(4),
+            weight: Some(256),
         };
         assert_eq!(
             serde_json::to_string(&member).unwrap(),
-            r#"{"server":"web_127.0.0.1:8080","host":"127.0.0.1","port":8080,"status":"UP","checkStatus":"L7OK","checkDurationMs":1,"lastChangeS":12,"scur":0,"rate":3}"#
+            r#"{"server":"web_127.0.0.1:8080","host":"127.0.0.1","port":8080,"status":"UP","checkStatus":"L7OK","checkDurationMs":1,"lastChangeS":12,"scur":0,"rate":3,"version":"2","requests":10,"errors":1,"rtimeMs":4,"weight":256}"#
         );
         let web = ProxySample {
             status: "OPEN".into(),

@@ -291,6 +291,12 @@ impl Origin {
     }
 
     pub async fn start_on(name: &str, port: u16) -> Origin {
+        Self::start_failing(name, port, 0).await
+    }
+
+    /// An origin that answers `500` to every `one_in`-th request (0: never) whose path does
+    /// not start with `/health` (so its health checks keep passing).
+    pub async fn start_failing(name: &str, port: u16, one_in: u64) -> Origin {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
@@ -309,7 +315,9 @@ impl Origin {
                 }
                 let (body, req_count, stop_flag) =
                     (body.clone(), req_count.clone(), stop_flag.clone());
-                tokio::spawn(serve_connection(stream, body, req_count, stop_flag));
+                tokio::spawn(serve_connection(
+                    stream, body, req_count, stop_flag, one_in,
+                ));
             }
         });
         Origin {
@@ -342,6 +350,7 @@ async fn serve_connection(
     body: String,
     req_count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    fail_one_in: u64,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::with_capacity(4096);
@@ -363,7 +372,9 @@ async fn serve_connection(
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         buf.drain(..head_end);
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        req_count.fetch_add(1, Ordering::SeqCst);
+        let served = req_count.fetch_add(1, Ordering::SeqCst) + 1;
+        let fails =
+            fail_one_in > 0 && !path.starts_with("/health") && served.is_multiple_of(fail_one_in);
         if let Some(ms) = path
             .strip_prefix("/slow/")
             .and_then(|v| v.parse::<u64>().ok())
@@ -372,7 +383,8 @@ async fn serve_connection(
         }
         let close = head.to_ascii_lowercase().contains("connection: close");
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+            "HTTP/1.1 {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+            if fails { "500 Internal Server Error" } else { "200 OK" },
             body.len(),
             if close { "connection: close\r\n" } else { "" },
             body

@@ -78,7 +78,7 @@ pub fn from_items(items: &[(String, String)]) -> (Config, Vec<String>) {
                 Err(err) => errors.push(format!("{field}: {}", err.message)),
             }
         } else if let Some(key) = field.strip_prefix(BACKEND) {
-            match validate::backend(key, &row) {
+            match validate::stored_backend(key, &row) {
                 Ok(backend) => {
                     config.backends.insert(key.to_owned(), backend);
                 }

@@ -304,7 +304,9 @@ fn writes_of(change: &Change, candidate: &Config) -> Vec<ItemWrite> {
         Change::PutFrontend(f) => items::frontend_item(candidate, &f.key),
         Change::DeleteFrontend(key) => items::frontend_item(candidate, key),
         Change::PutBackend(b) => items::backend_item(candidate, &b.key),
-        Change::DeleteBackend(key) | Change::SwitchVersion { key, .. } => {
+        Change::DeleteBackend(key)
+        | Change::SwitchVersion { key, .. }
+        | Change::Rollout { key, .. } => {
             items::backend_item(candidate, key)
         }
         Change::Adopt { .. } => return Vec::new(),

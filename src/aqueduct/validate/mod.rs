@@ -14,14 +14,17 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 mod fields;
+mod rollout;
 #[cfg(test)]
 mod tests;
+
+pub use rollout::{RolloutRequest, rollout_request, stored_backend};
 
 use fields::Fields;
 
 /// Body fields that a GET returns but a PUT ignores, so a GET-then-PUT round trip works. The
 /// path key always wins over a body `key`. Add read-only fields a GET grows here, nowhere else.
-pub const READ_ONLY_FIELDS: &[&str] = &["key", "id", "_type", "waitingForBackend"];
+pub const READ_ONLY_FIELDS: &[&str] = &["key", "id", "_type", "waitingForBackend", "rollout"];
 
 /// Fields a GET adds to each member (live status); dropped from static members on PUT.
 pub const MEMBER_READ_ONLY_FIELDS: &[&str] = &[
@@ -174,6 +177,25 @@ pub fn backend(path_key: &str, body: &Value) -> Result<Backend, ApiError> {
         None | Some(Value::Null) => None,
         Some(value) => Some(parse_health(&value)?),
     };
+    let sticky_cookie = match fields.string("stickyCookie")? {
+        None => None,
+        Some(name) if name.is_empty() => None,
+        Some(_) if mode != Mode::Http => {
+            return Err(ApiError::bad_field(
+                "stickyCookie",
+                "stickyCookie needs mode http (a TCP backend has no cookies)",
+            ));
+        }
+        Some(name) => {
+            if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(ApiError::bad_field(
+                    "stickyCookie",
+                    "stickyCookie must be a cookie name of at most 64 letters, digits, _ and -",
+                ));
+            }
+            Some(name)
+        }
+    };
     fields.finish()?;
     // Checked whatever the mode, as the original did (checklist 26).
     if health
@@ -198,6 +220,10 @@ pub fn backend(path_key: &str, body: &Value) -> Result<Backend, ApiError> {
         natives,
         // A TCP backend checks at layer 4 (or through its natives); an HTTP check is dropped.
         health: if mode == Mode::Http { health } else { None },
+        sticky_cookie,
+        // Rollouts are started through their own endpoint; a PUT keeps the one in progress
+        // (see the controller) and a stored one is read by `stored_backend`.
+        rollout: None,
     })
 }
 

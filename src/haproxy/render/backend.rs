@@ -1,6 +1,7 @@
 //! One `backend` section, or the placeholder of a backend a frontend waits for.
 
 use super::{HEALTH_RING, RenderMember, RenderMembers, Waiting, line, server_address, server_name};
+use crate::config::rollout::DEFAULT_WEIGHT;
 use crate::config::{Backend, BackendType, HttpVersion, Mode};
 
 pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMembers) {
@@ -11,6 +12,18 @@ pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMember
     // haproxy/base.cfg); HAProxy prints them to the supervisor's log as warnings as well.
     line(out, format_args!("log ring@{HEALTH_RING} local0 info"));
     line(out, format_args!("option log-health-checks"));
+    if let (Mode::Http, Some(cookie)) = (backend.mode, &backend.sticky_cookie) {
+        // One cookie value per server address, derived from this key: every node of a fleet
+        // (and every reload) gives a server the same value, so a client stays where it was.
+        line(
+            out,
+            format_args!("cookie {cookie} insert indirect nocache dynamic"),
+        );
+        line(
+            out,
+            format_args!("dynamic-cookie-key thalassa-{}", backend.key),
+        );
+    }
     if backend.balance.needs_consistent_hashing() {
         // Map-based hashing refuses `add server`; consistent hashing lets members join live.
         line(out, format_args!("hash-type consistent"));
@@ -57,6 +70,7 @@ pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMember
                 host: m.host,
                 port: m.port,
                 id: None,
+                weight: DEFAULT_WEIGHT,
             })
             .collect(),
         BackendType::Dynamic => members.get(&backend.key).to_vec(),
@@ -87,10 +101,15 @@ pub(super) fn render(out: &mut String, backend: &Backend, members: &RenderMember
         } else {
             ""
         };
+        let weight = if server.weight == DEFAULT_WEIGHT {
+            String::new()
+        } else {
+            format!(" weight {}", server.weight)
+        };
         line(
             out,
             format_args!(
-                "server {name} {} check inter {interval}{id}{disabled}",
+                "server {name} {} check inter {interval}{weight}{id}{disabled}",
                 server_address(server.host, server.port),
             ),
         );

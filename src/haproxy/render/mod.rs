@@ -98,6 +98,8 @@ pub struct RenderMember {
     pub port: u16,
     /// Explicit server id, for algorithms that need one (random, consistent hashing).
     pub id: Option<u32>,
+    /// Rendered when not HAProxy's default (a rollout's split survives a reload).
+    pub weight: u16,
 }
 
 /// The current members of each dynamic backend, by backend key. Static backends list their
@@ -326,6 +328,7 @@ mod tests {
             host: host.parse().unwrap(),
             port,
             id,
+            weight: 1,
         };
         let mut members = RenderMembers::new();
         members.set(
@@ -350,6 +353,7 @@ mod tests {
             host: host.parse().unwrap(),
             port: 80,
             id: Some(id),
+            weight: 1,
         };
         let mut config = Config::default();
         let backend = crate::config::Backend {

@@ -86,6 +86,13 @@ pub enum ServerCommand {
         backend: String,
         server: String,
     },
+    /// `enable dynamic-cookie backend`, sent right after `server` was added to a backend with
+    /// a sticky cookie: HAProxy 2.6 gives a server added at runtime no cookie value until this
+    /// is sent again (3.x does it by itself; the command is harmless there).
+    EnableDynamicCookie {
+        backend: String,
+        server: String,
+    },
 }
 
 /// Why HAProxy refused a command, recognised from its reply text.
@@ -152,7 +159,8 @@ impl ServerCommand {
             | ServerCommand::DisableHealth { backend, .. }
             | ServerCommand::SetWeight { backend, .. }
             | ServerCommand::Delete { backend, .. }
-            | ServerCommand::ShutdownSessions { backend, .. } => backend,
+            | ServerCommand::ShutdownSessions { backend, .. }
+            | ServerCommand::EnableDynamicCookie { backend, .. } => backend,
         }
     }
 
@@ -164,7 +172,8 @@ impl ServerCommand {
             | ServerCommand::DisableHealth { server, .. }
             | ServerCommand::SetWeight { server, .. }
             | ServerCommand::Delete { server, .. }
-            | ServerCommand::ShutdownSessions { server, .. } => server,
+            | ServerCommand::ShutdownSessions { server, .. }
+            | ServerCommand::EnableDynamicCookie { server, .. } => server,
         }
     }
 
@@ -193,6 +202,9 @@ impl ServerCommand {
             }
             ServerCommand::Delete { .. } => format!("del server {target}"),
             ServerCommand::ShutdownSessions { .. } => format!("shutdown sessions server {target}"),
+            ServerCommand::EnableDynamicCookie { backend, .. } => {
+                format!("enable dynamic-cookie backend {backend}")
+            }
         })
     }
 

@@ -89,6 +89,7 @@ impl Manager {
                         check_paused: row.check_flags.paused(),
                         connections: None,
                         drained_by_lane,
+                        weight: u16::try_from(row.weight).ok(),
                     },
                 )
             })
@@ -302,6 +303,23 @@ impl Manager {
                     kinds.push("add");
                     kinds.push("enable-health");
                     servers.push(op.server().clone());
+                    if member.dynamic_cookie {
+                        commands.push(ServerCommand::EnableDynamicCookie {
+                            backend: backend.clone(),
+                            server: server.clone(),
+                        });
+                        kinds.push("dynamic-cookie");
+                        servers.push(op.server().clone());
+                    }
+                }
+                RuntimeOp::SetWeight { weight, .. } => {
+                    tracing::info!(backend = %backend, server = %server, weight, "member weight");
+                    commands.push(ServerCommand::SetWeight {
+                        backend,
+                        server,
+                        weight: *weight,
+                    });
+                    kinds.push(op.kind());
                 }
                 RuntimeOp::SetState { state, .. } => {
                     tracing::info!(backend = %backend, server = %server, state = state.keyword(), "member state");
@@ -344,13 +362,16 @@ impl Manager {
                     }
                     // After a refused add, `enable health` can only say "no such server":
                     // the add's answer is the one that tells why.
-                    let after_failed_add = *kind == "enable-health" && add_failed;
+                    let after_failed_add =
+                        matches!(*kind, "enable-health" | "dynamic-cookie") && add_failed;
                     if *kind == "add" {
                         add_failed = outcome == "error";
                     }
                     // Only what HAProxy refuses counts against the member: a server another
                     // writer added or deleted meanwhile is the next round's to observe.
-                    if matches!(outcome, "ok" | "error") && !after_failed_add {
+                    // A weight or cookie command says nothing about whether the member can join.
+                    let about_the_member = !matches!(*kind, "weight" | "dynamic-cookie");
+                    if matches!(outcome, "ok" | "error") && !after_failed_add && about_the_member {
                         self.note_outcome(server, *kind == "add", result);
                     }
                     self.metrics.runtime_commands.inc(&[kind, outcome]);
