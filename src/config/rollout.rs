@@ -273,8 +273,10 @@ mod tests {
                 for target in [5u8, 10, 25, 33, 50, 67, 75, 90, 95] {
                     let (w_old, w_new) = split_weights(target, old, new);
                     let got = share(w_old, w_new, old, new);
+                    // Whole weights round: with up to a dozen members a side, the share
+                    // is at most 1.6 points off (the issue allows 3 for the measured split).
                     assert!(
-                        (got - f64::from(target)).abs() < 1.0,
+                        (got - f64::from(target)).abs() < 2.0,
                         "{target}% with {old} old and {new} new: {w_old}/{w_new} give {got:.2}%"
                     );
                     assert!(w_old >= 1 && w_new >= 1 && w_old <= 256 && w_new <= 256);
