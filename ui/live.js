@@ -199,17 +199,7 @@ export async function switchVersion(backendKey, version) {
   store.switches[backendKey] = { state: 'pending', text: `switching to ${version}…` };
   changed('switch');
   try {
-    const response = await apiFetch(`/backends/${encodeURIComponent(backendKey)}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ version }),
-    });
-    const text = await response.text();
-    if (!response.ok) {
-      let message = text;
-      try { message = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
-      throw new Error(message || `HTTP ${response.status}`);
-    }
+    await post(`/backends/${encodeURIComponent(backendKey)}`, { version });
     store.switches[backendKey] = { state: 'ok', text: `switched to ${version}` };
   } catch (err) {
     store.switches[backendKey] = { state: 'failed', text: `switch failed: ${err.message || err}` };
@@ -224,17 +214,27 @@ export async function confirmRemoval(backendKey) {
   store.confirms[backendKey] = { state: 'pending', text: 'removing held members…' };
   changed('switch');
   try {
-    const response = await apiFetch(`/backends/${encodeURIComponent(backendKey)}/confirm-removal`, { method: 'POST' });
-    const text = await response.text();
-    if (!response.ok) {
-      let message = text;
-      try { message = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
-      throw new Error(message || `HTTP ${response.status}`);
-    }
-    const removing = (JSON.parse(text).removing || []).length;
+    const answer = await post(`/backends/${encodeURIComponent(backendKey)}/confirm-removal`);
+    const removing = ((answer && answer.removing) || []).length;
     store.confirms[backendKey] = { state: 'ok', text: `removing ${removing} held ${removing === 1 ? 'member' : 'members'}` };
   } catch (err) {
     store.confirms[backendKey] = { state: 'failed', text: `removal failed: ${err.message || err}` };
   }
   changed('switch');
+}
+
+/** POSTs `body` as JSON (no body when undefined) and returns the answer parsed, or null when it
+ *  is not JSON. Throws an Error with the API's own message (`{"error"}`) for an error status. */
+async function post(url, body) {
+  const options = { method: 'POST' };
+  if (body !== undefined) {
+    options.headers = { 'content-type': 'application/json' };
+    options.body = JSON.stringify(body);
+  }
+  const response = await apiFetch(url, options);
+  const text = await response.text();
+  let answer = null;
+  try { answer = JSON.parse(text); } catch (_) { /* plain text */ }
+  if (!response.ok) throw new Error((answer && answer.error) || text || `HTTP ${response.status}`);
+  return answer;
 }
