@@ -366,6 +366,19 @@ async fn a_running_rollout_shows_its_progress_decisions_and_each_versions_error_
             .as_deref(),
         Some(ADVANCE_REASON)
     );
+    let figures = browser
+        .js(
+            "return document.querySelector(arguments[0]).title;",
+            vec![json!(format!("{ROLLOUT} .decision.latest"))],
+        )
+        .await;
+    assert!(
+        figures
+            .as_str()
+            .unwrap()
+            .starts_with("new: 3 errors of 812 requests (0.4%), 2 ms · old: 7 errors of "),
+        "the figures behind the decision: {figures}"
+    );
     assert_eq!(
         browser.texts(&format!("{ROLLOUT} .decision .badge")).await,
         ["advance", "start"],

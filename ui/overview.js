@@ -361,7 +361,8 @@ function figuresText(figures) {
   if (!figures) return null;
   return ['new', 'old'].filter((side) => figures[side]).map((side) => {
     const f = figures[side];
-    return `${side}: ${num(f.errors)} errors of ${num(f.requests)} requests (${percent(f.errorRate)}), ${num(f.rtimeMs)} ms`;
+    const rtime = typeof f.rtimeMs === 'number' ? `, ${num(f.rtimeMs)} ms` : '';
+    return `${side}: ${num(f.errors)} errors of ${num(f.requests)} requests (${percent(f.errorRate)})${rtime}`;
   }).join(' · ');
 }
 
