@@ -8,12 +8,15 @@ const HEIGHT = 36;
 /**
  * A sparkline over `values` (numbers, or null where there was no sample), oldest first.
  * `label` names the series ("sessions", "req/s"); the current value and peak are printed beside it.
+ * Options: `format` prints a value (default: a count); `top` is the value at the top edge, so
+ * charts meant to be compared share a scale (default: the peak, at least 1); `mark` draws a
+ * dashed line at that value (a limit).
  */
-export function sparkline(values, label) {
+export function sparkline(values, label, { format = num, top: scaleTop, mark } = {}) {
   const present = values.filter((v) => v !== null && v !== undefined);
   const peak = present.length ? Math.max(...present) : 0;
   const current = present.length ? present[present.length - 1] : 0;
-  const top = Math.max(1, peak);
+  const top = scaleTop || Math.max(1, peak);
   const step = values.length > 1 ? WIDTH / (values.length - 1) : WIDTH;
   const y = (v) => (HEIGHT - 2 - (v / top) * (HEIGHT - 4)).toFixed(1);
 
@@ -28,9 +31,10 @@ export function sparkline(values, label) {
 
   const svg = s('svg', {
     class: 'spark', viewBox: `0 0 ${WIDTH} ${HEIGHT}`, preserveAspectRatio: 'none',
-    role: 'img', 'aria-label': `${label}: now ${num(current)}, peak ${num(peak)} over ${values.length} samples`,
+    role: 'img', 'aria-label': `${label}: now ${format(current)}, peak ${format(peak)} over ${values.length} samples`,
   });
   svg.append(s('line', { class: 'spark-base', x1: 0, x2: WIDTH, y1: HEIGHT - 1, y2: HEIGHT - 1 }));
+  if (typeof mark === 'number') svg.append(s('line', { class: 'spark-mark', x1: 0, x2: WIDTH, y1: y(mark), y2: y(mark) }));
   for (const points of runs) {
     if (points.length === 1) points.unshift([Math.max(0, points[0][0] - step).toFixed(1), points[0][1]]);
     const line = points.map(([x, yy]) => `${x},${yy}`).join(' ');
@@ -41,7 +45,7 @@ export function sparkline(values, label) {
   return h('figure', { class: 'chart', 'data-series': label },
     h('figcaption', null,
       h('span', { class: 'chart-label', text: label }),
-      h('span', { class: 'chart-value', text: present.length ? `${num(current)} now · ${num(peak)} peak` : 'no data' })),
+      h('span', { class: 'chart-value', text: present.length ? `${format(current)} now · ${format(peak)} peak` : 'no data' })),
     svg);
 }
 

@@ -1,11 +1,15 @@
 // live.js: the page's copy of the aqueduct's state, kept current by one stream on /events
 // (a snapshot, then deltas), plus the registry view fetched from /ui/api/registry and this
-// aqueduct's name from /ui/api/node. Pages
-// subscribe with onChange(); the connection indicator shows the stream's state in words.
+// aqueduct's name from /ui/api/node, and the per-version error rates of each backend computed
+// from its members' counters. Pages subscribe with onChange(); the connection indicator shows
+// the stream's state in words. The operator's actions (version switch, removal of held
+// members, rollout controls) are POSTs from here.
 
 import { apiFetch, readEventStream } from './auth.js';
 
 const ACTIVITY_KEPT = 1000;
+/** Points kept per error-rate series: two minutes at one poll every 2 s. */
+const ERROR_RATE_POINTS = 60;
 
 export const store = {
   config: { frontends: [], backends: [] },
@@ -19,6 +23,12 @@ export const store = {
   registryError: null,
   switches: {}, // backend key -> {state: 'pending'|'ok'|'failed', text}
   confirms: {}, // backend key -> {state: 'pending'|'ok'|'failed', text}: held-member removals
+  // backend key -> {rollout, action, state: 'armed'|'pending'|'ok'|'failed', text}: the last
+  // rollout control used, for the rollout named `rollout` ("from→to").
+  rolloutActions: {},
+  // backend key -> {times, versions: {version: [failed share or null]}, counters}: see
+  // appendErrorRates.
+  errorRates: {},
   lastStats: null, // {sampleTime, receivedAt} of the newest stats delta
   node: null, // /ui/api/node: {id, address, fleet}, the aqueduct this page shows
 };
@@ -40,6 +50,7 @@ const HANDLERS = {
     store.history = snap.history || { times: [], frontends: {}, backends: {} };
     store.historyCapacity = snap.historyCapacity || 150;
     store.serverOffsetMs = (snap.serverTime || Date.now()) - Date.now();
+    if (snap.stats) appendErrorRates(snap.stats);
     mergeActivity(snap.activity || [], true);
     retryDelay = 1000;
     setConnection('live');
@@ -51,6 +62,7 @@ const HANDLERS = {
   stats(sample) {
     store.lastStats = { sampleTime: sample.time, receivedAt: Date.now() };
     appendHistory(sample);
+    appendErrorRates(sample);
     store.stats = sample;
     changed('stats');
   },
@@ -136,6 +148,70 @@ function appendHistory(sample) {
   }
 }
 
+// ---- error rates per version ----------------------------------------------------------------
+
+/**
+ * Appends, per backend and version, the share of requests that failed since the previous
+ * sample: the sum over that version's members of Δerrors over the sum of Δrequests (null when
+ * there were no requests). Members' counters are cumulative since HAProxy's last reload, so a
+ * counter that went down restarted from 0 and its new value is the delta. A member seen for
+ * the first time (or a backend's first sample) only sets the baseline.
+ */
+function appendErrorRates(sample) {
+  const members = sample.members || {};
+  for (const key of Object.keys(store.errorRates)) if (!members[key]) delete store.errorRates[key];
+  for (const [key, rows] of Object.entries(members)) {
+    let track = store.errorRates[key];
+    const last = track && track.time;
+    if (last === sample.time) continue;
+    if (!track || last > sample.time) {
+      // First sight, or the server's clock stepped back: start over from this sample.
+      track = store.errorRates[key] = { time: null, times: [], versions: {}, counters: {} };
+    }
+    const { totals, counters } = versionDeltas(track.counters, rows);
+    const first = track.time === null;
+    track.time = sample.time;
+    track.counters = counters;
+    if (!first) pushErrorRates(track, sample.time, totals);
+  }
+}
+
+/** Per version, the requests and errors of `rows` since `before` (server -> counters); and the
+ *  counters now, the next call's `before`. */
+function versionDeltas(before, rows) {
+  const totals = {};
+  const counters = {};
+  for (const m of rows) {
+    if (typeof m.requests !== 'number' || typeof m.errors !== 'number') continue;
+    counters[m.server] = { requests: m.requests, errors: m.errors };
+    const then = before[m.server];
+    if (!then || !m.version) continue;
+    const restarted = m.requests < then.requests || m.errors < then.errors;
+    const total = totals[m.version] || (totals[m.version] = { requests: 0, errors: 0 });
+    total.requests += restarted ? m.requests : m.requests - then.requests;
+    total.errors += restarted ? m.errors : m.errors - then.errors;
+  }
+  return { totals, counters };
+}
+
+function pushErrorRates(track, time, totals) {
+  track.times.push(time);
+  for (const version of new Set([...Object.keys(track.versions), ...Object.keys(totals)])) {
+    const series = track.versions[version] || (track.versions[version] = new Array(track.times.length - 1).fill(null));
+    const t = totals[version];
+    // Connection errors can outnumber requests (TCP mode, refused connects): at most all failed.
+    series.push(t && t.requests > 0 ? Math.min(1, t.errors / t.requests) : null);
+  }
+  const extra = track.times.length - ERROR_RATE_POINTS;
+  if (extra > 0) {
+    track.times.splice(0, extra);
+    for (const [version, series] of Object.entries(track.versions)) {
+      series.splice(0, extra);
+      if (series.every((v) => v === null)) delete track.versions[version];
+    }
+  }
+}
+
 /** Adds records (deduplicated by id), keeping id order. A snapshot replaces the recent ones. */
 export function mergeActivity(records, fromSnapshot) {
   const byId = new Map(store.activity.map((r) => [r.id, r]));
@@ -199,17 +275,7 @@ export async function switchVersion(backendKey, version) {
   store.switches[backendKey] = { state: 'pending', text: `switching to ${version}…` };
   changed('switch');
   try {
-    const response = await apiFetch(`/backends/${encodeURIComponent(backendKey)}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ version }),
-    });
-    const text = await response.text();
-    if (!response.ok) {
-      let message = text;
-      try { message = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
-      throw new Error(message || `HTTP ${response.status}`);
-    }
+    await post(`/backends/${encodeURIComponent(backendKey)}`, { version });
     store.switches[backendKey] = { state: 'ok', text: `switched to ${version}` };
   } catch (err) {
     store.switches[backendKey] = { state: 'failed', text: `switch failed: ${err.message || err}` };
@@ -224,17 +290,64 @@ export async function confirmRemoval(backendKey) {
   store.confirms[backendKey] = { state: 'pending', text: 'removing held members…' };
   changed('switch');
   try {
-    const response = await apiFetch(`/backends/${encodeURIComponent(backendKey)}/confirm-removal`, { method: 'POST' });
-    const text = await response.text();
-    if (!response.ok) {
-      let message = text;
-      try { message = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
-      throw new Error(message || `HTTP ${response.status}`);
-    }
-    const removing = (JSON.parse(text).removing || []).length;
+    const answer = await post(`/backends/${encodeURIComponent(backendKey)}/confirm-removal`);
+    const removing = ((answer && answer.removing) || []).length;
     store.confirms[backendKey] = { state: 'ok', text: `removing ${removing} held ${removing === 1 ? 'member' : 'members'}` };
   } catch (err) {
     store.confirms[backendKey] = { state: 'failed', text: `removal failed: ${err.message || err}` };
   }
+  changed('switch');
+}
+
+/** POSTs `body` as JSON (no body when undefined) and returns the answer parsed, or null when it
+ *  is not JSON. Throws an Error with the API's own message (`{"error"}`) for an error status. */
+async function post(url, body) {
+  const options = { method: 'POST' };
+  if (body !== undefined) {
+    options.headers = { 'content-type': 'application/json' };
+    options.body = JSON.stringify(body);
+  }
+  const response = await apiFetch(url, options);
+  const text = await response.text();
+  let answer = null;
+  try { answer = JSON.parse(text); } catch (_) { /* plain text */ }
+  if (!response.ok) throw new Error((answer && answer.error) || text || `HTTP ${response.status}`);
+  return answer;
+}
+
+// ---- rollout controls -----------------------------------------------------------------------
+
+/** The words shown while a rollout control's request runs, and once it succeeded. */
+const ROLLOUT_ACTIONS = {
+  pause: ['pausing…', 'paused: the weight holds'],
+  resume: ['resuming…', 'resumed'],
+  promote: ['promoting…', 'promoted: every new session goes to the new version'],
+  abort: ['aborting…', 'aborted: every new session goes back to the old version'],
+};
+
+/** POST /backends/{key}/rollout/{action} (pause, resume, promote, abort) for the rollout
+ *  `rollout` names ("from→to"). */
+export async function rolloutAction(backendKey, action, rollout) {
+  const [doing, done] = ROLLOUT_ACTIONS[action];
+  store.rolloutActions[backendKey] = { rollout, action, state: 'pending', text: doing };
+  changed('switch');
+  try {
+    await post(`/backends/${encodeURIComponent(backendKey)}/rollout/${action}`, {});
+    store.rolloutActions[backendKey] = { rollout, action, state: 'ok', text: done };
+  } catch (err) {
+    store.rolloutActions[backendKey] = { rollout, action, state: 'failed', text: `${action} failed: ${err.message || err}` };
+  }
+  changed('switch');
+}
+
+/** The first click on Abort only asks for a second one (no browser dialog: the page says it).
+ *  `text` is what an abort would do, in words. */
+export function armAbort(backendKey, rollout, text) {
+  store.rolloutActions[backendKey] = { rollout, action: 'abort', state: 'armed', text };
+  changed('switch');
+}
+
+export function disarmAbort(backendKey) {
+  delete store.rolloutActions[backendKey];
   changed('switch');
 }

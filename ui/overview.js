@@ -2,11 +2,12 @@
 // default backend, rules, natives, and "waiting for backend" when its backend is missing. Per
 // backend: status (DOWN when no member is UP, DEGRADED while the mass-expiry brake holds expired
 // members in service, with the held members and a button to confirm their removal),
-// name@version with the live version switch, healthy/total ring, charts, and every member with
-// its HAProxy status and last check.
-import { h, reconcile, badge, plural, num, duration } from './dom.js';
+// name@version with the live version switch, a rollout of a new version (progress, plan,
+// decisions, each version's error rate, and its controls), healthy/total ring, charts, and every
+// member with its HAProxy status and last check.
+import { h, reconcile, badge, plural, num, duration, clock } from './dom.js';
 import { sparkline, ring } from './charts.js';
-import { store, switchVersion, confirmRemoval } from './live.js';
+import { store, switchVersion, confirmRemoval, rolloutAction, armAbort, disarmAbort } from './live.js';
 
 export function mount(main) {
   const summary = h('p', { class: 'summary', id: 'summary' });
@@ -108,8 +109,10 @@ function backendView(b) {
     const label = m.address ? `${m.host}:${m.port} (${m.address})` : address;
     members.push({ address, label, sample, leaving: false, unresolved: m.unresolved || null });
   }
-  // Servers HAProxy still has but the config no longer lists: leaving (draining) members.
-  for (const [address, sample] of byAddress) members.push({ address, sample, leaving: true });
+  // Servers HAProxy still has but the config does not list: leaving (draining) members, unless
+  // the sample names their version (the server names it for members only; during a rollout
+  // the new version's members may not be in the row's list).
+  for (const [address, sample] of byAddress) members.push({ address, sample, leaving: !sample.version });
   const current = members.filter((m) => !m.leaving);
   const healthy = current.filter((m) => m.sample && String(m.sample.status).startsWith('UP')).length;
   const sample = store.stats && store.stats.backends ? store.stats.backends[b.key] : null;
@@ -121,6 +124,9 @@ function backendView(b) {
     m.refused = refused[m.address] || null;
   }
   const status = healthy === 0 ? 'DOWN' : degraded ? 'DEGRADED' : (sample && sample.status) || 'UP';
+  // While two versions serve, each member says which one it runs.
+  const tagVersions = rolloutActive(b.rollout);
+  for (const m of members) m.version = tagVersions && m.sample ? m.sample.version || null : null;
   return { backend: b, members, healthy, total: current.length, sample, status, degraded };
 }
 
@@ -136,6 +142,9 @@ function fillBackend(el, v) {
       h('h3', { class: 'key', text: b.key }),
       dynamic ? versionPicker(b, versions, sw) : h('span', { class: 'kind', text: 'static' }))),
     block('degraded', [v.degraded, store.confirms[b.key] || null], () => degradedNote(b.key, v.degraded)),
+    block('rollout', [b.rollout || null, b.stickyCookie || null, store.rolloutActions[b.key] || null],
+      () => rolloutNote(b)),
+    block('rollout-charts', errorRateSig(b), () => errorRateCharts(b)),
     block('health', [v.healthy, v.total, v.sample], () => h('div', { class: 'health' },
       ring(v.healthy, v.total), traffic(v.sample, 'rate', 'sess/s'))),
     block('charts', chartSig('backends', b.key), () => charts('backends', b.key, 'rate', 'sess/s')),
@@ -200,7 +209,7 @@ function memberList(v) {
     return h('p', { class: 'empty', text: v.backend.type === 'dynamic'
       ? `No members: nothing registered as ${v.backend.name}@${v.backend.version} yet.` : 'No members.' });
   }
-  return h('ul', { class: 'members' }, v.members.map(({ address, label, sample, leaving, held, refused, unresolved }) => {
+  return h('ul', { class: 'members' }, v.members.map(({ address, label, sample, leaving, held, refused, unresolved, version }) => {
     // "DOWN" until a check has passed: HAProxy has not vouched for a member it has not checked;
     // "REFUSED" when HAProxy would not take it at all, "UNRESOLVED" when its DNS name has no
     // address (the reason is shown next to either).
@@ -210,7 +219,7 @@ function memberList(v) {
       : 'no check yet';
     return h('li', { class: 'member', 'data-member': address },
       badge(status),
-      h('span', { class: 'address mono', text: label || address }),
+      h('span', { class: 'address mono' }, label || address, version ? versionTag(version, sample) : null),
       h('span', { class: 'check', title: 'last health check, and how long the status has held',
         text: `${checkText}${sample && typeof sample.lastChangeS === 'number' ? ` · ${status} for ${duration(sample.lastChangeS)}` : ''}` }),
 
@@ -220,6 +229,199 @@ function memberList(v) {
       refused ? h('span', { class: 'refused', text: `HAProxy refused it: ${refused}` }) : null,
       unresolved ? h('span', { class: 'refused', text: unresolved }) : null);
   }));
+}
+
+function versionTag(version, sample) {
+  const weight = typeof sample.weight === 'number' ? `, HAProxy weight ${sample.weight}` : '';
+  return h('span', { class: 'member-version', title: `runs ${version}${weight}`, text: version });
+}
+
+// ---- rollouts -------------------------------------------------------------------------------
+
+const ROLLOUT_TONES = { running: 'info', paused: 'warn', aborted: 'bad', finished: 'ok' };
+const DECISION_TONES = { abort: 'bad', pause: 'warn', promote: 'ok', finish: 'ok' };
+/** Decisions a running rollout lists, newest first (the server keeps up to 50). */
+const DECISIONS_SHOWN = 4;
+
+function rolloutActive(rollout) {
+  return Boolean(rollout) && (rollout.state === 'running' || rollout.state === 'paused');
+}
+
+/** Names one rollout, so a control's outcome is shown only with the rollout it acted on. */
+function rolloutName(rollout) {
+  return `${rollout.from}→${rollout.version}`;
+}
+
+/** The last control used on this backend's rollout, if it was used on `rollout`. */
+function rolloutAct(key, rollout) {
+  const act = store.rolloutActions[key] || null;
+  return act && (!rollout || act.rollout === rolloutName(rollout)) ? act : null;
+}
+
+/**
+ * A rollout of a new version: how far it got (a progress bar of the new version's share), the
+ * plan, why it is where it is (the decisions, newest first) and the operator's controls. An
+ * ended one is one line: how and why it ended. No rollout: an empty slot, which keeps the
+ * card's block order stable.
+ */
+function rolloutNote(b) {
+  const r = b.rollout;
+  const act = rolloutAct(b.key, r);
+  if (!r) return h('div', { class: 'rollout-slot' }, act && act.state !== 'armed' ? actStatus(act) : null);
+  const title = `Rollout ${r.from} → ${r.version}`;
+  if (!rolloutActive(r)) {
+    const last = lastDecision(r);
+    return h('section', { class: `rollout rollout-ended rollout-${r.state}`, 'data-rollout': b.key, 'data-state': r.state,
+      'aria-label': `${title} ${r.state}` },
+      h('p', { class: 'rollout-summary' },
+        badge(String(r.state).toUpperCase(), ROLLOUT_TONES[r.state]), ' ',
+        h('strong', { text: `${title} ${r.state}${last ? ` at ${clock(last.time)}` : ''}` }),
+        last && last.reason ? [': ', h('span', { class: 'rollout-reason', text: last.reason })] : null),
+      act && act.state !== 'armed' ? actStatus(act) : null);
+  }
+  return h('section', { class: `rollout rollout-${r.state}`, 'data-rollout': b.key, 'data-state': r.state, 'aria-label': title },
+    h('header', { class: 'rollout-head' },
+      h('h4', { class: 'rollout-title', text: title }),
+      badge(String(r.state).toUpperCase(), ROLLOUT_TONES[r.state])),
+    progressBar(r),
+    h('dl', { class: 'facts' },
+      fact('plan', r.plan ? planSteps(r) : 'manual: the weight changes only through the API'),
+      r.plan && r.plan.abort ? fact('aborts on', abortText(r.plan.abort)) : null,
+      fact('sticky', stickiness(r.sticky, b.stickyCookie))),
+    decisionList(r.decisions || []),
+    rolloutControls(b.key, r, act));
+}
+
+/** The new version's share of new sessions, with the step it is at and when the next is due. */
+function progressBar(r) {
+  const weight = Math.max(0, Math.min(100, Number(r.weight) || 0));
+  const fill = h('span', { class: 'progress-fill' });
+  fill.style.width = `${weight}%`; // set through the DOM: the page's CSP refuses style attributes
+  const steps = r.plan && Array.isArray(r.plan.steps) ? r.plan.steps : null;
+  const step = steps && typeof r.step === 'number' ? r.step : null;
+  const next = step !== null && r.state === 'running' && step + 1 < steps.length && r.stepStarted && r.plan.intervalMs
+    ? `next: ${steps[step + 1]}% at ${clock(r.stepStarted + r.plan.intervalMs)}` : null;
+  return h('div', { class: 'rollout-progress' },
+    h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': weight,
+      'aria-label': `share of new sessions sent to ${r.version}` },
+      h('span', { class: 'progress-track' }, fill),
+      h('span', { class: 'progress-label', text: `${weight}% to ${r.version}` })),
+    h('p', { class: 'progress-facts' },
+      h('span', { class: 'rollout-step', text: step !== null ? `step ${step + 1} of ${steps.length}` : 'manual weight' }),
+      r.stepStarted ? h('span', { text: `since ${clock(r.stepStarted)}` }) : null,
+      next ? h('span', { text: next }) : null));
+}
+
+/** The plan's weights, the current one marked, and how long each step lasts. */
+function planSteps(r) {
+  const steps = r.plan.steps || [];
+  const every = r.plan.interval || (r.plan.intervalMs ? duration(r.plan.intervalMs / 1000) : null);
+  return [
+    h('ol', { class: 'steps', 'aria-label': 'weights of the plan' }, steps.map((weight, i) => h('li', {
+      class: i < r.step ? 'done' : null, 'aria-current': i === r.step ? 'step' : null, text: `${weight}%` }))),
+    every ? h('span', { class: 'muted', text: ` every ${every}` }) : null,
+  ];
+}
+
+/** "errors above 5.0% (of at least 200 requests) or p95 above 500 ms". */
+function abortText(abort) {
+  const parts = [];
+  if (typeof abort.errorRate === 'number') {
+    parts.push(`errors above ${percent(abort.errorRate)}${abort.minRequests ? ` (of at least ${num(abort.minRequests)} requests)` : ''}`);
+  }
+  if (typeof abort.latencyP95Ms === 'number') parts.push(`p95 above ${num(abort.latencyP95Ms)} ms`);
+  return parts.length ? parts.join(' or ') : 'nothing (no limits set)';
+}
+
+function stickiness(sticky, cookie) {
+  if (sticky === 'cookie') return `by cookie ${cookie || '(unnamed)'}: a client keeps the version it got`;
+  if (sticky === 'hash') return 'by hash: a client keeps the version it got';
+  if (sticky === 'none') return 'none: a client may get either version';
+  return sticky || '—';
+}
+
+function lastDecision(r) {
+  const decisions = r.decisions || [];
+  return decisions.length ? decisions[decisions.length - 1] : null;
+}
+
+/** The newest decisions, newest first: when, what, why (and the figures behind it, on hover). */
+function decisionList(decisions) {
+  if (!decisions.length) return null;
+  const shown = decisions.slice(-DECISIONS_SHOWN).reverse();
+  return h('ol', { class: 'decisions', 'aria-label': 'latest decisions, newest first' }, shown.map((d, i) => h('li', {
+    class: i === 0 ? 'decision latest' : 'decision', 'data-action': d.action, title: figuresText(d.figures) },
+    h('time', { datetime: new Date(d.time).toISOString(), text: clock(d.time) }),
+    badge(d.action, DECISION_TONES[d.action] || 'info'),
+    h('span', { class: 'reason', text: d.reason || '' }))));
+}
+
+/** "new: 3 errors of 812 requests (0.4%), 2 ms · old: …", or null without figures. */
+function figuresText(figures) {
+  if (!figures) return null;
+  return ['new', 'old'].filter((side) => figures[side]).map((side) => {
+    const f = figures[side];
+    const rtime = typeof f.rtimeMs === 'number' ? `, ${num(f.rtimeMs)} ms` : '';
+    return `${side}: ${num(f.errors)} errors of ${num(f.requests)} requests (${percent(f.errorRate)})${rtime}`;
+  }).join(' · ');
+}
+
+/** Pause (running) or Resume (paused), Promote, and Abort, which asks for a second click. */
+function rolloutControls(key, r, act) {
+  const name = rolloutName(r);
+  const pending = Boolean(act && act.state === 'pending');
+  const button = (action, text, onclick, danger) => h('button', {
+    type: 'button', class: danger ? 'danger' : null, 'data-action': action, disabled: pending, onclick, text });
+  const send = (action) => () => rolloutAction(key, action, name);
+  const armed = act && act.state === 'armed';
+  return h('div', { class: 'rollout-actions' },
+    r.state === 'running' ? button('pause', 'Pause', send('pause')) : null,
+    r.state === 'paused' ? button('resume', 'Resume', send('resume')) : null,
+    button('promote', `Promote ${r.version}`, send('promote')),
+    armed
+      ? [button('confirm-abort', 'Confirm abort', send('abort'), true), button('keep', 'Keep going', () => disarmAbort(key))]
+      : button('abort', 'Abort', () => armAbort(key, name, `Abort sends every new session back to ${r.from}.`), true),
+    act ? actStatus(act) : null);
+}
+
+function actStatus(act) {
+  const tone = act.state === 'armed' ? 'pending' : act.state;
+  return h('span', { class: `switch switch-${tone}`, role: 'status', text: act.text });
+}
+
+function errorRateSig(b) {
+  const r = b.rollout;
+  const track = store.errorRates[b.key];
+  if (!rolloutActive(r)) return null;
+  return [r.from, r.version, r.state, r.plan && r.plan.abort, track ? track.times.length : 0, track ? track.time : null];
+}
+
+/** The old and the new version's share of failed requests, poll by poll, on one scale, with
+ *  the plan's abort limit marked. Drawn as the bottom of the rollout's box: a block of its own,
+ *  so a new poll redraws the charts and never the buttons under the pointer. */
+function errorRateCharts(b) {
+  const r = b.rollout;
+  if (!rolloutActive(r)) return h('div', { class: 'rollout-slot' });
+  const track = store.errorRates[b.key] || { times: [], versions: {} };
+  const series = (version) => track.versions[version] || new Array(track.times.length).fill(null);
+  const limit = r.plan && r.plan.abort && typeof r.plan.abort.errorRate === 'number' ? r.plan.abort.errorRate : undefined;
+  const seen = [r.from, r.version].flatMap((v) => series(v).filter((x) => x !== null));
+  const top = Math.max(0.01, limit || 0, ...seen) * 1.1; // never flat at 0%, the limit in view
+  const chart = (version, age) => {
+    const figure = sparkline(series(version), `${version} (${age}) errors`, { format: percent, top, mark: limit });
+    figure.classList.add(`chart-${age}`);
+    figure.dataset.version = version;
+    return figure;
+  };
+  const span = track.times.length > 1 ? duration((track.times[track.times.length - 1] - track.times[0]) / 1000) : null;
+  return h('div', { class: `charts rollout-charts rollout-${r.state}`, 'data-rollout-charts': b.key, 'data-points': track.times.length },
+    chart(r.from, 'old'), chart(r.version, 'new'),
+    h('p', { class: 'chart-span', text: `failed share of requests between polls${limit !== undefined ? `, abort above ${percent(limit)}` : ''}${span ? ` · last ${span}` : ' · collecting…'}` }));
+}
+
+/** 0.2 -> "20.0%". */
+function percent(share) {
+  return `${(Number(share || 0) * 100).toFixed(1)}%`;
 }
 
 // ---- shared parts ---------------------------------------------------------------------------

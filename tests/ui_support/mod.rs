@@ -309,6 +309,36 @@ impl Browser {
         }
     }
 
+    /// Waits until `check` holds for what `script` (a function body) returns: for what a text
+    /// does not show (attributes, which elements exist). Returns the value that passed.
+    pub async fn wait_js(&self, script: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let value = self.js(script, vec![]).await;
+            if check(&value) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last value: {value}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Clicks the first element matching `css`, waiting up to 15 s for it to appear (a click
+    /// often makes the page render the next control).
+    pub async fn click(&self, css: &str) {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|err| panic!("no {css:?} to click: {err}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
     /// Saves a PNG of the window as `target/ui-screenshots/<name>.png`; returns the path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.unwrap();
