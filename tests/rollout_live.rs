@@ -73,7 +73,8 @@ async fn weighted_split(sticky: Stickiness) {
     let clients: Vec<Client> = (0..200).map(|i| Client::new(sticky, i)).collect();
     let mut homes: BTreeMap<usize, String> = BTreeMap::new();
     for target in [5u8, 25, 50] {
-        let (status, row) = rollout(&stack, &format!(r#"{{"version":"2","weight":{target}}}"#)).await;
+        let (status, row) =
+            rollout(&stack, &format!(r#"{{"version":"2","weight":{target}}}"#)).await;
         assert_eq!(status, 200, "{row}");
         assert_eq!(row["rollout"]["weight"], target, "{row}");
         weights_applied(&stack, target, old.len(), 1).await;
@@ -147,16 +148,31 @@ async fn a_plan_rolls_a_failing_version_back_by_itself() {
     .await;
     assert_eq!(status, 200, "{row}");
     let started = std::time::Instant::now();
-    let row = eventually(interval, "the plan to abort the failing version", || async {
-        let row = stack.get_json("/backends/app").await;
-        (row["rollout"]["state"] == "aborted").then_some(row)
-    })
+    let row = eventually(
+        interval,
+        "the plan to abort the failing version",
+        || async {
+            let row = stack.get_json("/backends/app").await;
+            (row["rollout"]["state"] == "aborted").then_some(row)
+        },
+    )
     .await;
-    assert!(started.elapsed() < interval, "aborted within the step's interval");
-    let decision = row["rollout"]["decisions"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        started.elapsed() < interval,
+        "aborted within the step's interval"
+    );
+    let decision = row["rollout"]["decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(decision["action"], "abort", "{row}");
     let measured = decision["figures"]["new"]["errorRate"].as_f64().unwrap();
-    assert!((0.1..=0.3).contains(&measured), "measured {measured}: {decision}");
+    assert!(
+        (0.1..=0.3).contains(&measured),
+        "measured {measured}: {decision}"
+    );
     let requests = decision["figures"]["new"]["requests"].as_u64().unwrap();
     assert!(requests >= 100, "judged after minRequests: {decision}");
     let shown = format!("{:.1}%", measured * 100.0);
@@ -216,7 +232,9 @@ async fn a_healthy_plan_resumes_after_a_restart_and_promotes() {
 
     let (status, row) = rollout(
         &stack,
-        r#"{"version":"2","steps":[10,50,100],"interval":"3s","abort":{"minRequests":20}}"#,
+        // Long enough that the restart (HAProxy left serving: about a second) ends inside
+        // the 50% step, so the step it resumes at is the one it left.
+        r#"{"version":"2","steps":[10,50,100],"interval":"10s","abort":{"minRequests":20}}"#,
     )
     .await;
     assert_eq!(status, 200, "{row}");
@@ -227,12 +245,15 @@ async fn a_healthy_plan_resumes_after_a_restart_and_promotes() {
     .await;
     stack.restart().await;
     let row = stack.get_json("/backends/app").await;
-    assert_eq!(row["rollout"]["state"], "running", "resumed after the restart: {row}");
+    assert_eq!(
+        row["rollout"]["state"], "running",
+        "resumed after the restart: {row}"
+    );
     assert!(
         row["rollout"]["weight"] == 50 || row["rollout"]["state"] == "finished",
         "resumed at the step it was at: {row}"
     );
-    let row = eventually(WAIT, "the plan to promote version 2", || async {
+    let row = eventually(2 * WAIT, "the plan to promote version 2", || async {
         let row = stack.get_json("/backends/app").await;
         (row["rollout"]["state"] == "finished").then_some(row)
     })
@@ -267,21 +288,38 @@ async fn rollout_requests_that_cannot_work_are_refused_naming_the_field() {
     .await;
     for (body, status, field) in [
         (r#"{"version":"2","weight":5}"#, 400, "sticky"),
-        (r#"{"version":"1","weight":5,"sticky":false}"#, 400, "version"),
+        (
+            r#"{"version":"1","weight":5,"sticky":false}"#,
+            400,
+            "version",
+        ),
         (r#"{"version":"2","weight":500}"#, 400, "weight"),
         (r#"{"version":"2","steps":[5,50]}"#, 400, "steps"),
     ] {
         let (got, row) = rollout(&stack, body).await;
-        assert_eq!((got, row["field"].as_str()), (status, Some(field)), "{body}: {row}");
+        assert_eq!(
+            (got, row["field"].as_str()),
+            (status, Some(field)),
+            "{body}: {row}"
+        );
     }
     let (got, row) = post(&stack, "/backends/app/rollout/pause", "{}").await;
     assert_eq!(got, 409, "no rollout to pause: {row}");
-    let (got, _) = post(&stack, "/backends/none/rollout", r#"{"version":"2","weight":5}"#).await;
+    let (got, _) = post(
+        &stack,
+        "/backends/none/rollout",
+        r#"{"version":"2","weight":5}"#,
+    )
+    .await;
     assert_eq!(got, 404);
     let (got, row) = post(&stack, "/backends/app/rollout/sideways", "{}").await;
     assert_eq!(got, 404, "{row}");
     let (got, row) = rollout(&stack, r#"{"version":"2","weight":5,"sticky":false}"#).await;
-    assert_eq!((got, &row["rollout"]["sticky"]), (200, &Value::from("none")), "{row}");
+    assert_eq!(
+        (got, &row["rollout"]["sticky"]),
+        (200, &Value::from("none")),
+        "{row}"
+    );
     let (got, row) = rollout(&stack, r#"{"version":"3","weight":5,"sticky":false}"#).await;
     assert_eq!(got, 409, "another version while one rolls out: {row}");
     let (got, row) = post(&stack, "/backends/app", r#"{"version":"3"}"#).await;
@@ -294,7 +332,10 @@ async fn rollout_requests_that_cannot_work_are_refused_naming_the_field() {
         )
         .await;
     assert_eq!(got, 200, "{answer}");
-    assert_eq!(stack.get_json("/backends/app").await["rollout"]["state"], "running");
+    assert_eq!(
+        stack.get_json("/backends/app").await["rollout"]["state"],
+        "running"
+    );
     let row = delete(&stack, "/backends/app/rollout").await;
     assert_eq!(row["rollout"]["state"], "aborted", "{row}");
     assert_eq!(row["version"], "1", "{row}");
@@ -312,7 +353,10 @@ async fn rollout(stack: &Stack, body: &str) -> (u16, Value) {
 
 async fn post(stack: &Stack, path: &str, body: &str) -> (u16, Value) {
     let (status, text) = stack.aqueduct_post(path, body).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn delete(stack: &Stack, path: &str) -> Value {
@@ -329,15 +373,19 @@ async fn delete(stack: &Stack, path: &str) -> Value {
 async fn serving(stack: &Stack, ports: &[u16]) {
     let client = RuntimeClient::new(stack.admin_socket());
     let expected: BTreeSet<String> = ports.iter().map(|p| format!("app_127.0.0.1:{p}")).collect();
-    eventually(WAIT, &format!("app to serve exactly {expected:?}"), || async {
-        let rows = client.show_servers_state(Some("app")).await.ok()?;
-        let ready: BTreeSet<String> = rows
-            .iter()
-            .filter(|r| r.admin_state() == thalassa::haproxy::stat::AdminState::Ready)
-            .map(|r| r.server.clone())
-            .collect();
-        (rows.len() == expected.len() && ready == expected).then_some(())
-    })
+    eventually(
+        WAIT,
+        &format!("app to serve exactly {expected:?}"),
+        || async {
+            let rows = client.show_servers_state(Some("app")).await.ok()?;
+            let ready: BTreeSet<String> = rows
+                .iter()
+                .filter(|r| r.admin_state() == thalassa::haproxy::stat::AdminState::Ready)
+                .map(|r| r.server.clone())
+                .collect();
+            (rows.len() == expected.len() && ready == expected).then_some(())
+        },
+    )
     .await;
 }
 
@@ -345,23 +393,27 @@ async fn serving(stack: &Stack, ports: &[u16]) {
 async fn weights_applied(stack: &Stack, target: u8, old: usize, new: usize) {
     let (w_old, w_new) = thalassa::config::rollout::split_weights(target, old, new);
     let client = RuntimeClient::new(stack.admin_socket());
-    eventually(WAIT, &format!("weights {w_old}/{w_new} for {target}%"), || async {
-        let rows = client.show_servers_state(Some("app")).await.ok()?;
-        let ready = rows
-            .iter()
-            .filter(|r| r.admin_state() == thalassa::haproxy::stat::AdminState::Ready)
-            .count();
-        let weights: Vec<u32> = rows.iter().map(|r| r.weight).collect();
-        let expected_new = u32::from(w_new);
-        let news = weights.iter().filter(|w| **w == expected_new).count();
-        let olds = weights.iter().filter(|w| **w == u32::from(w_old)).count();
-        let right = if w_old == w_new {
-            news == old + new
-        } else {
-            news == new && olds == old
-        };
-        (ready == old + new && right).then_some(())
-    })
+    eventually(
+        WAIT,
+        &format!("weights {w_old}/{w_new} for {target}%"),
+        || async {
+            let rows = client.show_servers_state(Some("app")).await.ok()?;
+            let ready = rows
+                .iter()
+                .filter(|r| r.admin_state() == thalassa::haproxy::stat::AdminState::Ready)
+                .count();
+            let weights: Vec<u32> = rows.iter().map(|r| r.weight).collect();
+            let expected_new = u32::from(w_new);
+            let news = weights.iter().filter(|w| **w == expected_new).count();
+            let olds = weights.iter().filter(|w| **w == u32::from(w_old)).count();
+            let right = if w_old == w_new {
+                news == old + new
+            } else {
+                news == new && olds == old
+            };
+            (ready == old + new && right).then_some(())
+        },
+    )
     .await;
 }
 

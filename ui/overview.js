@@ -183,7 +183,8 @@ function versionPicker(b, versions, sw) {
   const names = Object.keys(known).sort(compareVersions);
   const select = h('select', {
     class: 'version', 'aria-label': `version of ${b.name} for backend ${b.key}`,
-    disabled: sw && sw.state === 'pending',
+    // During a rollout the API refuses a switch (promote or abort it instead).
+    disabled: (sw && sw.state === 'pending') || rolloutActive(b.rollout),
     onchange: (e) => { const v = e.target.value; e.target.blur(); if (v !== b.version) switchVersion(b.key, v); },
   }, names.map((ver) => h('option', { value: ver, selected: ver === b.version,
     text: `${ver} (${plural(known[ver], 'instance')})` })));

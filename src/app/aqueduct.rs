@@ -3,9 +3,9 @@
 //! the UI hub, and one HTTP listener serving the API and the UI.
 
 use crate::BoxError;
+use crate::api_error::ApiError;
 use crate::aqueduct::controller::{ApplyEvent, Change, Controller, ControllerOptions};
 use crate::aqueduct::fleet::{Fleet, NodeFacts, NodeIdentity, StoreStart};
-use crate::api_error::ApiError;
 use crate::aqueduct::rollout::engine::{RolloutEngine, RolloutLive, Submit};
 use crate::aqueduct::{routes, state_file};
 use crate::cli::{AqueductArgs, AqueductCommon};
@@ -333,7 +333,9 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
     let rollouts = RolloutLive::new();
     {
         let (live, controller) = (rollouts.clone(), controller.clone());
-        metrics.add(Arc::new(move |text| live.render(&controller.config(), text)));
+        metrics.add(Arc::new(move |text| {
+            live.render(&controller.config(), text)
+        }));
     }
     background_tasks.push(
         RolloutEngine {
@@ -636,7 +638,7 @@ fn rollout_activity(controller: &Controller, key: &str, verb: &str) -> Activity 
     let decision = rollout.and_then(|r| r.decisions.last());
     let action = decision.map_or(verb, |d| d.action.as_str());
     Activity::now(
-        &format!("rollout-{action}"),
+        format!("rollout-{action}"),
         format!("backend/{key}"),
         json!({
             "version": rollout.map(|r| &r.version),

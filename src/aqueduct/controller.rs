@@ -217,9 +217,9 @@ impl From<ApplyError> for ApiError {
             }
             ApplyError::Unavailable(_) => ApiError::unavailable(message),
             ApplyError::Persist(_) => ApiError::internal(message),
-            ApplyError::Rollout(RolloutRefused { field: Some(field), .. }) => {
-                ApiError::bad_field(field, message)
-            }
+            ApplyError::Rollout(RolloutRefused {
+                field: Some(field), ..
+            }) => ApiError::bad_field(field, message),
             ApplyError::Rollout(RolloutRefused { field: None, .. }) => {
                 ApiError::new(axum::http::StatusCode::CONFLICT, message)
             }

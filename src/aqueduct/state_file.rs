@@ -164,7 +164,7 @@ struct BackendRecord {
     sticky_cookie: Option<String>,
     /// Not part of a PUT body: read back by `validate::stored_backend`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    rollout: Option<Rollout>,
+    rollout: Option<Box<Rollout>>,
 }
 
 #[derive(Serialize)]
@@ -259,8 +259,8 @@ fn parse(bytes: &[u8]) -> Result<Config, String> {
     }
     for (i, row) in rows(&top, "backends")?.iter().enumerate() {
         let key = row_key(row).ok_or_else(|| format!("backends[{i}] has no string \"key\""))?;
-        let backend =
-            validate::stored_backend(key, row).map_err(|err| format!("backends[{i}] ({key}): {err}"))?;
+        let backend = validate::stored_backend(key, row)
+            .map_err(|err| format!("backends[{i}] ({key}): {err}"))?;
         if config.backends.insert(key.to_owned(), backend).is_some() {
             return Err(format!("backends[{i}]: backend {key} appears twice"));
         }

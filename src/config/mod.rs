@@ -168,7 +168,7 @@ pub struct Backend {
     /// value per server address): what makes a rollout sticky on a non-hash balance.
     pub sticky_cookie: Option<String>,
     /// A rollout to another version, active or the last one ended (kept to show why).
-    pub rollout: Option<Rollout>,
+    pub rollout: Option<Box<Rollout>>,
 }
 
 impl Backend {
@@ -217,7 +217,7 @@ impl Backend {
 
     /// The rollout in progress (running or paused), if any.
     pub fn active_rollout(&self) -> Option<&Rollout> {
-        self.rollout.as_ref().filter(|r| r.is_active())
+        self.rollout.as_deref().filter(|r| r.is_active())
     }
 
     /// Whether this dynamic backend's members include registrations of `version`: its own

@@ -102,7 +102,11 @@ pub struct AbortRule {
     /// Bound on the new version's response time. HAProxy keeps no percentiles: this is
     /// compared with its per-server `rtime` (the average over each server's last 1,024
     /// responses), the closest figure `show stat` has.
-    #[serde(default, rename = "latencyP95Ms", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "latencyP95Ms",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub latency_p95_ms: Option<u64>,
 }
 
@@ -300,7 +304,10 @@ mod tests {
         let mut last = (FULL_WEIGHT, 0);
         for target in 0..=100u8 {
             let now = split_weights(target, 3, 2);
-            assert!(now.1 >= last.1 && now.0 <= last.0, "{target}: {last:?} -> {now:?}");
+            assert!(
+                now.1 >= last.1 && now.0 <= last.0,
+                "{target}: {last:?} -> {now:?}"
+            );
             last = now;
         }
     }
@@ -312,7 +319,15 @@ mod tests {
         assert_eq!(parse_interval("5m"), Some(300_000));
         assert_eq!(parse_interval("1h"), Some(3_600_000));
         assert_eq!(parse_interval("90"), Some(90_000));
-        for bad in ["", "s", "-1s", "1.5s", "60 s", "1d", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "1.5s",
+            "60 s",
+            "1d",
+            "99999999999999999999s",
+        ] {
             assert_eq!(parse_interval(bad), None, "{bad}");
         }
     }

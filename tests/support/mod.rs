@@ -315,9 +315,7 @@ impl Origin {
                 }
                 let (body, req_count, stop_flag) =
                     (body.clone(), req_count.clone(), stop_flag.clone());
-                tokio::spawn(serve_connection(
-                    stream, body, req_count, stop_flag, one_in,
-                ));
+                tokio::spawn(serve_connection(stream, body, req_count, stop_flag, one_in));
             }
         });
         Origin {
@@ -384,7 +382,11 @@ async fn serve_connection(
         let close = head.to_ascii_lowercase().contains("connection: close");
         let response = format!(
             "HTTP/1.1 {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
-            if fails { "500 Internal Server Error" } else { "200 OK" },
+            if fails {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            },
             body.len(),
             if close { "connection: close\r\n" } else { "" },
             body

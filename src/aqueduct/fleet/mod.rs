@@ -306,9 +306,7 @@ fn writes_of(change: &Change, candidate: &Config) -> Vec<ItemWrite> {
         Change::PutBackend(b) => items::backend_item(candidate, &b.key),
         Change::DeleteBackend(key)
         | Change::SwitchVersion { key, .. }
-        | Change::Rollout { key, .. } => {
-            items::backend_item(candidate, key)
-        }
+        | Change::Rollout { key, .. } => items::backend_item(candidate, key),
         Change::Adopt { .. } => return Vec::new(),
     };
     vec![ItemWrite { field, json }]

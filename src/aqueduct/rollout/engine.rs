@@ -20,8 +20,8 @@
 use super::transition::{RolloutCommand, describe};
 use crate::api_error::ApiError;
 use crate::aqueduct::controller::{Change, Controller};
-use crate::config::rollout::{Figures, Rollout, RolloutPlan, RolloutState, VersionFigures};
 use crate::config::Config;
+use crate::config::rollout::{Figures, Rollout, RolloutPlan, RolloutState, VersionFigures};
 use crate::metrics::{CounterVec, PromText};
 use crate::status::{MemberSample, StatusBoard, now_ms};
 use serde_json::{Value, json};
@@ -93,7 +93,9 @@ impl RolloutLive {
         let mut states = Vec::new();
         let mut steps = Vec::new();
         for backend in config.backends.values() {
-            let Some(rollout) = &backend.rollout else { continue };
+            let Some(rollout) = &backend.rollout else {
+                continue;
+            };
             let key = backend.key.clone();
             let new_share = f64::from(rollout.weight);
             weights.push((vec![key.clone(), rollout.version.clone()], new_share));
@@ -111,7 +113,10 @@ impl RolloutLive {
             let Some(rollout) = config.backends.get(key).and_then(|b| b.rollout.as_ref()) else {
                 continue;
             };
-            for (version, figures) in [(&rollout.version, &step.figures.new), (&rollout.from, &step.figures.old)] {
+            for (version, figures) in [
+                (&rollout.version, &step.figures.new),
+                (&rollout.from, &step.figures.old),
+            ] {
                 let labels = vec![key.clone(), version.clone()];
                 requests.push((labels.clone(), figures.requests as f64));
                 errors.push((labels, figures.error_rate));
@@ -201,16 +206,19 @@ impl RolloutEngine {
             ticker.tick().await;
             let config = self.controller.config();
             watches.retain(|key, _| {
-                config.backends.get(key).is_some_and(|b| {
-                    b.active_rollout().is_some_and(|r| r.plan.is_some())
-                })
+                config
+                    .backends
+                    .get(key)
+                    .is_some_and(|b| b.active_rollout().is_some_and(|r| r.plan.is_some()))
             });
             self.live.lock().retain(|key, _| watches.contains_key(key));
             let sample = self.board.latest();
             let fresh = sample.time_ms != last_sample_ms;
             last_sample_ms = sample.time_ms;
             for backend in config.backends.values() {
-                let Some(rollout) = backend.active_rollout() else { continue };
+                let Some(rollout) = backend.active_rollout() else {
+                    continue;
+                };
                 let Some(plan) = &rollout.plan else { continue };
                 let identity = (
                     rollout.version.clone(),
@@ -369,7 +377,9 @@ impl StepWatch {
 
     fn observe(&mut self, members: &[MemberSample]) {
         for member in members {
-            let Some(version) = &member.version else { continue };
+            let Some(version) = &member.version else {
+                continue;
+            };
             let now = (member.requests, member.errors);
             match self.servers.get_mut(&member.server) {
                 // First seen: its counters so far predate the window.

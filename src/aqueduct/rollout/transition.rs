@@ -34,7 +34,10 @@ pub enum RolloutCommand {
         figures: Option<Figures>,
     },
     /// The engine: step `from_step` held for its interval within the limits.
-    Advance { from_step: usize, figures: Figures },
+    Advance {
+        from_step: usize,
+        figures: Figures,
+    },
 }
 
 impl RolloutCommand {
@@ -86,7 +89,8 @@ pub fn apply(
         // Needs no rollout in progress, unlike every other command.
         return start(backend, request, at_ms);
     }
-    let not_in = |what: &str| RolloutRefused::conflict(format!("backend {key} has no rollout {what}"));
+    let not_in =
+        |what: &str| RolloutRefused::conflict(format!("backend {key} has no rollout {what}"));
     let rollout = backend
         .rollout
         .as_mut()
@@ -106,7 +110,12 @@ pub fn apply(
                 return Err(not_in("running"));
             }
             rollout.state = RolloutState::Paused;
-            decision(DecisionAction::Pause, rollout.weight, reason.clone(), figures.clone())
+            decision(
+                DecisionAction::Pause,
+                rollout.weight,
+                reason.clone(),
+                figures.clone(),
+            )
         }
         RolloutCommand::Resume => {
             if rollout.state != RolloutState::Paused {
@@ -115,7 +124,12 @@ pub fn apply(
             rollout.state = RolloutState::Running;
             // The step is measured afresh: what it saw before the pause was judged already.
             rollout.step_started = at_ms;
-            decision(DecisionAction::Resume, rollout.weight, "resumed by API".to_owned(), None)
+            decision(
+                DecisionAction::Resume,
+                rollout.weight,
+                "resumed by API".to_owned(),
+                None,
+            )
         }
         RolloutCommand::Abort { reason, figures } => {
             rollout.state = RolloutState::Aborted;
@@ -125,7 +139,13 @@ pub fn apply(
         }
         RolloutCommand::Promote => {
             let reason = format!("promoted by API at {}%", rollout.weight);
-            return Ok(finish(backend, DecisionAction::Promote, reason, None, at_ms));
+            return Ok(finish(
+                backend,
+                DecisionAction::Promote,
+                reason,
+                None,
+                at_ms,
+            ));
         }
         RolloutCommand::Advance { from_step, figures } => {
             let plan = rollout.plan.as_ref().ok_or_else(|| not_in("plan"))?;
@@ -157,7 +177,12 @@ pub fn apply(
             rollout.step = Some(next);
             rollout.weight = weight;
             rollout.step_started = at_ms;
-            decision(DecisionAction::Advance, weight, reason, Some(figures.clone()))
+            decision(
+                DecisionAction::Advance,
+                weight,
+                reason,
+                Some(figures.clone()),
+            )
         }
     };
     rollout.record(recorded.clone());
@@ -249,7 +274,7 @@ fn start(
         figures: None,
     };
     decisions.push(decision.clone());
-    backend.rollout = Some(Rollout {
+    backend.rollout = Some(Box::new(Rollout {
         version: request.version.clone(),
         from,
         state: RolloutState::Running,
@@ -259,7 +284,7 @@ fn start(
         step: request.plan.as_ref().map(|_| 0),
         step_started: at_ms,
         decisions,
-    });
+    }));
     if weight >= 100 {
         return Ok(finish(backend, DecisionAction::Finish, reason, None, at_ms));
     }
@@ -336,7 +361,10 @@ mod tests {
     fn a_plan_runs_to_the_end_and_switches_the_version() {
         let mut b = hashed();
         let start = request(json!({"version": "2", "steps": [5, 50, 100], "interval": "2s"}));
-        assert_eq!(apply(&mut b, &start, 1).unwrap().action, DecisionAction::Start);
+        assert_eq!(
+            apply(&mut b, &start, 1).unwrap().action,
+            DecisionAction::Start
+        );
         assert_eq!(b.active_rollout().unwrap().weight, 5);
         assert!(b.follows_version("1") && b.follows_version("2"));
         let advance = |from_step| RolloutCommand::Advance {
@@ -419,7 +447,8 @@ mod tests {
         assert_eq!(field(backend(lc), weight.clone()), Some("balance"));
         let same = json!({"version": "1", "weight": 10});
         assert_eq!(field(hashed(), same), Some("version"));
-        let fixed = backend(json!({"type": "static", "members": [{"host": "127.0.0.1", "port": 1}]}));
+        let fixed =
+            backend(json!({"type": "static", "members": [{"host": "127.0.0.1", "port": 1}]}));
         assert_eq!(field(fixed, weight), Some("type"));
     }
 }

@@ -187,7 +187,11 @@ pub fn backend(path_key: &str, body: &Value) -> Result<Backend, ApiError> {
             ));
         }
         Some(name) => {
-            if name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(ApiError::bad_field(
                     "stickyCookie",
                     "stickyCookie must be a cookie name of at most 64 letters, digits, _ and -",

@@ -47,7 +47,12 @@ pub fn rollout_request(body: &Value) -> Result<RolloutRequest, ApiError> {
     let sticky = match fields.take("sticky") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(sticky)) => sticky,
-        Some(_) => return Err(ApiError::bad_field("sticky", "sticky must be true or false")),
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "sticky",
+                "sticky must be true or false",
+            ));
+        }
     };
     fields.finish()?;
     let plan = match (weight, steps) {
@@ -114,7 +119,7 @@ pub fn stored_backend(key: &str, row: &Value) -> Result<Backend, ApiError> {
             return Err(bad("rollout step is not one of its plan's steps".to_owned()));
         }
     }
-    backend.rollout = Some(rollout);
+    backend.rollout = Some(Box::new(rollout));
     Ok(backend)
 }
 
@@ -122,13 +127,18 @@ fn percent(field: &str, value: &Value) -> Result<u8, ApiError> {
     number(value)
         .filter(|n| *n <= 100)
         .and_then(|n| u8::try_from(n).ok())
-        .ok_or_else(|| ApiError::bad_field(field, format!("{field} must be a whole percent, 0 to 100")))
+        .ok_or_else(|| {
+            ApiError::bad_field(field, format!("{field} must be a whole percent, 0 to 100"))
+        })
 }
 
 /// Ascending whole percents, each 1..=100, the last one 100.
 fn steps(value: &Value) -> Result<Vec<u8>, ApiError> {
     let Value::Array(items) = value else {
-        return Err(ApiError::bad_field("steps", "steps must be an array of percents"));
+        return Err(ApiError::bad_field(
+            "steps",
+            "steps must be an array of percents",
+        ));
     };
     if items.is_empty() || items.len() > MAX_STEPS {
         return Err(ApiError::bad_field(
@@ -199,7 +209,10 @@ fn abort_rule(value: Option<&Value>) -> Result<AbortRule, ApiError> {
     }
     if let Some(min) = fields.take("minRequests").filter(|v| !v.is_null()) {
         rule.min_requests = number(&min).filter(|n| *n >= 1).ok_or_else(|| {
-            ApiError::bad_field("abort.minRequests", "minRequests must be a whole number above 0")
+            ApiError::bad_field(
+                "abort.minRequests",
+                "minRequests must be a whole number above 0",
+            )
         })?;
     }
     if let Some(latency) = fields.take("latencyP95Ms").filter(|v| !v.is_null()) {
@@ -247,14 +260,32 @@ mod tests {
         assert_eq!(refused(json!({"version": "2"})), "weight");
         assert_eq!(refused(json!({"version": "2", "weight": 101})), "weight");
         assert_eq!(refused(json!({"version": "2", "weight": -1})), "weight");
-        assert_eq!(refused(json!({"version": "2", "weight": 5, "steps": [100]})), "steps");
-        assert_eq!(refused(json!({"version": "2", "weight": 5, "interval": "1s"})), "interval");
+        assert_eq!(
+            refused(json!({"version": "2", "weight": 5, "steps": [100]})),
+            "steps"
+        );
+        assert_eq!(
+            refused(json!({"version": "2", "weight": 5, "interval": "1s"})),
+            "interval"
+        );
         assert_eq!(refused(json!({"version": "2", "steps": [5, 50]})), "steps");
-        assert_eq!(refused(json!({"version": "2", "steps": [50, 5, 100]})), "steps[1]");
-        assert_eq!(refused(json!({"version": "2", "steps": [0, 100]})), "steps[0]");
+        assert_eq!(
+            refused(json!({"version": "2", "steps": [50, 5, 100]})),
+            "steps[1]"
+        );
+        assert_eq!(
+            refused(json!({"version": "2", "steps": [0, 100]})),
+            "steps[0]"
+        );
         assert_eq!(refused(json!({"version": "2", "steps": "5,100"})), "steps");
-        assert_eq!(refused(json!({"version": "2", "steps": [100], "interval": "0s"})), "interval");
-        assert_eq!(refused(json!({"version": "2", "steps": [100], "interval": "1d"})), "interval");
+        assert_eq!(
+            refused(json!({"version": "2", "steps": [100], "interval": "0s"})),
+            "interval"
+        );
+        assert_eq!(
+            refused(json!({"version": "2", "steps": [100], "interval": "1d"})),
+            "interval"
+        );
         assert_eq!(
             refused(json!({"version": "2", "steps": [100], "abort": {"errorRate": 2}})),
             "abort.errorRate"
@@ -267,8 +298,14 @@ mod tests {
             refused(json!({"version": "2", "steps": [100], "abort": {"other": 1}})),
             "abort.other"
         );
-        assert_eq!(refused(json!({"version": "2", "weight": 5, "sticky": "yes"})), "sticky");
-        assert_eq!(refused(json!({"version": "2", "weight": 5, "extra": 1})), "extra");
+        assert_eq!(
+            refused(json!({"version": "2", "weight": 5, "sticky": "yes"})),
+            "sticky"
+        );
+        assert_eq!(
+            refused(json!({"version": "2", "weight": 5, "extra": 1})),
+            "extra"
+        );
     }
 
     #[test]
