@@ -43,6 +43,11 @@
 //! - **Membership changes never reload HAProxy.** Registrations, expiries, static member edits
 //!   and version switches become `add server` / `set server ... state` / `del server` commands;
 //!   only frontend/backend structure (binds, rules, balance, health, natives) reloads.
+//! - **A rollout moves traffic by weight, live.** While a dynamic backend rolls out to another
+//!   version, HAProxy holds exactly the members of both versions, each with the weight that gives
+//!   the new version its share (`config::rollout::split_weights`); outside a rollout every member
+//!   has weight 1. Steps, pauses, aborts and promotions are `set server ... weight` and member
+//!   changes, never a reload; a plan's decision about a step that has moved on is refused.
 //! - **No traffic before a passing check.** A new member is added in maintenance with health
 //!   checks on and set `ready` only after HAProxy reports a passing check; a member the manager
 //!   has not seen serving is rendered `disabled` so a reload or restart cannot put it into
