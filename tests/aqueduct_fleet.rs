@@ -1,8 +1,9 @@
 //! A fleet of aqueducts on one Redis (`--store`), each with its own real HAProxy on its own
 //! loopback address (`--bind-address`): a change taken by any node serves through every
 //! node's HAProxy, concurrent changes of one item conflict (409) and converge, a change one
-//! node's HAProxy refuses is reported for that node while the others serve it, and a node
-//! cut off from the store keeps serving and refuses writes (503).
+//! node's HAProxy refuses is reported for that node while the others serve it, a node
+//! cut off from the store keeps serving and refuses writes (503), and a version switch or a
+//! rollout taken by one node moves every node's traffic without a reload.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure
 
 mod fleet_support;
@@ -416,32 +417,8 @@ async fn a_version_switch_on_one_node_moves_every_nodes_traffic() {
     if !require_haproxy() || !require_redis() {
         return;
     }
-    let fleet = start_fleet(2).await;
-    let (v1, v2) = (Origin::start("app-v1").await, Origin::start("app-v2").await);
-    for (version, origin) in [("1", &v1), ("2", &v2)] {
-        let url = format!(
-            "{}/registrations/app/{version}/127.0.0.1/{}",
-            fleet.registry_url,
-            origin.port()
-        );
-        let response = support::client()
-            .post(url)
-            .body(r#"{"secondsToExpire":600}"#)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-    let port = free_port();
-    let (first, second) = (&fleet.nodes[0], &fleet.nodes[1]);
-    let backend = json!({"type": "dynamic", "name": "app", "version": "1", "mode": "http",
-                         "health": {"interval": 100}});
-    assert_eq!(put(first, "/backends/app", backend).await.0, 200);
-    let (status, answer) = put(first, "/frontends/www?wait=fleet", frontend(port, "app")).await;
-    assert_eq!(status, 200, "{answer}");
-    for node in &fleet.nodes {
-        wait_serving(node, port, "app-v1").await;
-    }
+    let (fleet, _origins, port) = two_version_fleet(json!({})).await;
+    let second = &fleet.nodes[1];
     // The switch is taken by the second node; both move to version 2, without a reload.
     let mut reloads_before = Vec::new();
     for node in &fleet.nodes {
@@ -472,4 +449,110 @@ async fn a_version_switch_on_one_node_moves_every_nodes_traffic() {
             node.id
         );
     }
+}
+
+/// A rollout taken by one node splits every node's traffic (the rollout is part of the
+/// backend in the store), and a promotion on another node moves every node to the new version;
+/// no node reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_on_one_node_splits_every_nodes_traffic() {
+    if !require_haproxy() || !require_redis() {
+        return;
+    }
+    let (fleet, _origins, port) = two_version_fleet(json!({"stickyCookie": "SRV"})).await;
+    let (first, second) = (&fleet.nodes[0], &fleet.nodes[1]);
+    let mut reloads_before = Vec::new();
+    for node in &fleet.nodes {
+        reloads_before.push(fleet_support::reloads(node).await);
+    }
+    let (status, answer) = request(
+        reqwest::Method::POST,
+        &format!("{}/backends/app/rollout?wait=fleet", second.api),
+        Some(json!({"version": "2", "weight": 50})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rollout"]["weight"], 50, "{answer}");
+    assert!(
+        answer["fleet"]["version"].is_u64(),
+        "the fleet's answer: {answer}"
+    );
+    for node in &fleet.nodes {
+        // One old and one new member at equal weights: round robin alternates them.
+        let what = format!("{} to split new sessions between both versions", node.id);
+        eventually(Duration::from_secs(15), &what, || async {
+            let mut on_new = 0;
+            for _ in 0..40 {
+                match fleet_support::body_at(node.address, port).await?.as_str() {
+                    "app-v2" => on_new += 1,
+                    "app-v1" => {}
+                    _ => return None,
+                }
+            }
+            (on_new == 20).then_some(())
+        })
+        .await;
+    }
+    let (status, answer) = request(
+        reqwest::Method::POST,
+        &format!("{}/backends/app/rollout/promote?wait=fleet", first.api),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for node in &fleet.nodes {
+        wait_serving(node, port, "app-v2").await;
+        let (_, row) = request(
+            reqwest::Method::GET,
+            &format!("{}/backends/app", node.api),
+            None,
+        )
+        .await;
+        assert_eq!(row["version"], "2", "{}: {row}", node.id);
+        assert_eq!(row["rollout"]["state"], "finished", "{}: {row}", node.id);
+    }
+    for (node, before) in fleet.nodes.iter().zip(reloads_before) {
+        assert_eq!(
+            fleet_support::reloads(node).await,
+            before,
+            "{} reloaded",
+            node.id
+        );
+    }
+}
+
+/// Two nodes serving frontend `www` in front of dynamic backend `app` (following `app@1`, with
+/// the `extra` settings), PUT on the first node, and one origin registered for each of
+/// `app@1` and `app@2`; returns the fleet, the origins and the frontend's port.
+async fn two_version_fleet(extra: serde_json::Value) -> (fleet_support::Fleet, [Origin; 2], u16) {
+    let fleet = start_fleet(2).await;
+    let origins = [Origin::start("app-v1").await, Origin::start("app-v2").await];
+    for (version, origin) in [("1", &origins[0]), ("2", &origins[1])] {
+        let url = format!(
+            "{}/registrations/app/{version}/127.0.0.1/{}",
+            fleet.registry_url,
+            origin.port()
+        );
+        let response = support::client()
+            .post(url)
+            .body(r#"{"secondsToExpire":600}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let port = free_port();
+    let first = &fleet.nodes[0];
+    let mut backend = json!({"type": "dynamic", "name": "app", "version": "1", "mode": "http",
+                             "health": {"interval": 100}});
+    for (field, value) in extra.as_object().unwrap() {
+        backend[field] = value.clone();
+    }
+    assert_eq!(put(first, "/backends/app", backend).await.0, 200);
+    let (status, answer) = put(first, "/frontends/www?wait=fleet", frontend(port, "app")).await;
+    assert_eq!(status, 200, "{answer}");
+    for node in &fleet.nodes {
+        wait_serving(node, port, "app-v1").await;
+    }
+    (fleet, origins, port)
 }

@@ -10,6 +10,8 @@
 //!   and the decision and the activity entry name the measured error rate.
 //! - A healthy plan, with the aqueduct restarted mid-way, resumes at the step it was at and
 //!   promotes to 100 %; the old members leave.
+//! - A structural reload mid-rollout keeps the split: the new worker starts with every
+//!   member's weight (rendered into haproxy.cfg), never equal weights for a moment.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
@@ -274,6 +276,59 @@ async fn a_healthy_plan_resumes_after_a_restart_and_promotes() {
         "no request may fail during the rollout and the restart ({} ok): {:?}",
         stats.ok, stats.failures
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_split() {
+    if !require_haproxy() {
+        return;
+    }
+    let (stack, _port) = cookie_stack().await;
+    let old = [Origin::start("v1").await, Origin::start("v1").await];
+    let new = Origin::start("v2").await;
+    for origin in &old {
+        stack.register_origin("app", "1", origin).await;
+    }
+    stack.register_origin("app", "2", &new).await;
+    serving(&stack, &old.iter().map(Origin::port).collect::<Vec<_>>()).await;
+    let (status, row) = rollout(&stack, r#"{"version":"2","weight":25}"#).await;
+    assert_eq!(status, 200, "{row}");
+    weights_applied(&stack, 25, old.len(), 1).await;
+    let reloads = stack.metric_total("thalassa_haproxy_reloads_total").await;
+    // A structural change: HAProxy reloads, and its new worker must start with the split
+    // (every member's weight is in haproxy.cfg), not flash back to equal weights.
+    let (status, answer) = stack
+        .put(
+            "/frontends/other",
+            &format!(
+                r#"{{"bind":"127.0.0.1:{}","backend":"app","mode":"http"}}"#,
+                support::free_port()
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        stack.metric_total("thalassa_haproxy_reloads_total").await,
+        reloads + 1,
+        "the PUT reloaded"
+    );
+    let (w_old, w_new) = thalassa::config::rollout::split_weights(25, old.len(), 1);
+    let expected: BTreeMap<u16, u32> = old
+        .iter()
+        .map(|o| (o.port(), u32::from(w_old)))
+        .chain([(new.port(), u32::from(w_new))])
+        .collect();
+    let client = RuntimeClient::new(stack.admin_socket());
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        let rows = client.show_servers_state(Some("app")).await.unwrap();
+        let weights: BTreeMap<u16, u32> = rows
+            .iter()
+            .filter_map(|r| Some((r.port?, r.weight)))
+            .collect();
+        assert_eq!(weights, expected, "after the reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

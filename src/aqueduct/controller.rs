@@ -634,7 +634,13 @@ impl Shared {
             &self.options.render,
         );
         let checked = || self.checked_text.lock().unwrap_or_else(|p| p.into_inner());
-        if text != candidate_text && *checked() != text {
+        // A rollout command changes member weights, which only server lines carry (each a
+        // validated address and a weight of 0-256): there is nothing in it for `haproxy -c`
+        // to refuse, and skipping the check takes about 40 ms off every step.
+        let weights_only = matches!(change, Change::Rollout { .. })
+            && structure_text(&next, &self.options.render)
+                == structure_text(candidate, &self.options.render);
+        if text != candidate_text && *checked() != text && !weights_only {
             self.target
                 .check(&text)
                 .await
