@@ -113,6 +113,17 @@ async fn weighted_split(sticky: Stickiness) {
         metrics.contains(r#"thalassa_rollout_weight_percent{backend="app",version="2"} 50"#),
         "{metrics}"
     );
+    // The step's figures per version, as the engine measures them from the stats poller.
+    eventually(
+        WAIT,
+        "the step's live figures in GET /backends/app",
+        || async {
+            let live = &stack.get_json("/backends/app").await["rollout"]["live"];
+            let served = |side: &str| live[side]["requests"].as_u64().is_some_and(|n| n > 0);
+            (served("new") && served("old") && live["new"]["errors"] == 0).then_some(())
+        },
+    )
+    .await;
 
     let (status, row) = rollout(&stack, r#"{"version":"2","weight":100}"#).await;
     assert_eq!(status, 200, "{row}");

@@ -1,5 +1,6 @@
-//! The rollout engine: for every backend whose planned rollout is running, it sums the
-//! stats poller's per-server counters by version over the current step, and decides:
+//! The rollout engine: for every backend with a rollout in progress, it sums the stats
+//! poller's per-server counters by version over the current step (shown by the API and
+//! `/metrics`); for a plan that is running, it decides:
 //! - **abort** (the new version leaves at once, no reload) when the new version has served
 //!   `minRequests` and its error rate is above the plan's limit and above the old version's,
 //!   or its response time is above the latency limit and the old version's;
@@ -209,7 +210,7 @@ impl RolloutEngine {
                 config
                     .backends
                     .get(key)
-                    .is_some_and(|b| b.active_rollout().is_some_and(|r| r.plan.is_some()))
+                    .is_some_and(|b| b.active_rollout().is_some())
             });
             self.live.lock().retain(|key, _| watches.contains_key(key));
             let sample = self.board.latest();
@@ -219,7 +220,6 @@ impl RolloutEngine {
                 let Some(rollout) = backend.active_rollout() else {
                     continue;
                 };
-                let Some(plan) = &rollout.plan else { continue };
                 let identity = (
                     rollout.version.clone(),
                     rollout.step,
@@ -243,9 +243,11 @@ impl RolloutEngine {
                         measured_ms: watch.started.elapsed().as_millis() as u64,
                     },
                 );
-                if rollout.state != RolloutState::Running {
+                // A manual rollout is measured (for the API and /metrics), never judged.
+                let running = rollout.state == RolloutState::Running;
+                let Some(plan) = rollout.plan.as_ref().filter(|_| running) else {
                     continue;
-                }
+                };
                 if let Some(command) = judge(rollout, plan, watch, figures) {
                     if matches!(command, RolloutCommand::Pause { .. }) {
                         watch.judged = true;
