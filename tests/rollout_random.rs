@@ -21,7 +21,7 @@ use thalassa::config::rollout::split_weights;
 use thalassa::haproxy::runtime::RuntimeClient;
 use thalassa::haproxy::stat::AdminState;
 
-const STEPS: usize = 30;
+const STEPS: usize = 60;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// What the backend should be, as the test keeps it.
