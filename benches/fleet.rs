@@ -25,11 +25,14 @@ use std::time::{Duration, Instant};
 
 #[path = "common/admin_socket.rs"]
 mod admin_socket;
+#[path = "common/latency.rs"]
+mod latency;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/run_mode.rs"]
 mod run_mode;
 
+use latency::line;
 use process::{Process, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thalassa");
@@ -203,24 +206,6 @@ async fn membership_to_both(registry: &str, nodes: &[&Aqueduct], runs: usize) ->
         }
     }
     times
-}
-
-fn ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
-}
-
-fn line(label: &str, mut times: Vec<Duration>) -> (f64, f64) {
-    times.sort_unstable();
-    let (p50, p99) = (ms(&times, 50.0), ms(&times, 99.0));
-    println!(
-        "{label:<58} p50 {p50:>8.2} ms   p99 {p99:>8.2} ms   ({} runs)",
-        times.len()
-    );
-    (p50, p99)
 }
 
 fn main() {

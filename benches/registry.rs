@@ -457,17 +457,6 @@ async fn live_registrations(port: u16) -> String {
         .to_owned()
 }
 
-/// Whether `haproxy` can be run (the presence measurement needs it).
-fn haproxy_available() -> bool {
-    let bin = std::env::var("THALASSA_HAPROXY_BIN").unwrap_or_else(|_| "haproxy".to_owned());
-    Command::new(bin)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// An aqueduct (with its HAProxy) following `registry`, a frontend and a dynamic backend
 /// `presence@1`; returns it, its data dir and the admin socket.
 async fn start_aqueduct(registry: &str, dir: &Path) -> (Process, std::path::PathBuf) {
@@ -568,7 +557,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("client runtime");
-    let with_haproxy = haproxy_available();
+    let with_haproxy = process::haproxy_runs();
     if !with_haproxy {
         println!("haproxy not found: registration -> present is not measured");
     }

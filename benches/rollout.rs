@@ -24,27 +24,20 @@ use thalassa::config::rollout::split_weights;
 
 #[path = "common/admin_socket.rs"]
 mod admin_socket;
+#[path = "common/latency.rs"]
+mod latency;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/run_mode.rs"]
 mod run_mode;
 
+use latency::line;
 use process::{Process, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thalassa");
 
 /// The shares the steps cycle through.
 const SHARES: [u8; 6] = [5, 25, 50, 75, 95, 50];
-
-fn haproxy_installed() -> bool {
-    let bin = std::env::var("THALASSA_HAPROXY_BIN").unwrap_or_else(|_| "haproxy".to_owned());
-    Command::new(bin)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 async fn send(method: reqwest::Method, url: &str, body: serde_json::Value) {
     let response = reqwest::Client::new()
@@ -81,29 +74,11 @@ async fn until_weights(
     }
 }
 
-fn ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
-}
-
-fn line(label: &str, mut times: Vec<Duration>) -> (f64, f64) {
-    times.sort_unstable();
-    let (p50, p99) = (ms(&times, 50.0), ms(&times, 99.0));
-    println!(
-        "{label:<52} p50 {p50:>8.2} ms   p99 {p99:>8.2} ms   ({} runs)",
-        times.len()
-    );
-    (p50, p99)
-}
-
 fn main() {
     let Some(mode) = run_mode::run_mode("rollout") else {
         return;
     };
-    if !haproxy_installed() {
+    if !process::haproxy_runs() {
         assert!(
             !std::env::var("CI").is_ok_and(|v| v == "true"),
             "the rollout bench needs haproxy (.ci/run installs it)"

@@ -431,24 +431,7 @@ async fn a_version_switch_on_one_node_moves_every_nodes_traffic() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    for node in &fleet.nodes {
-        wait_serving(node, port, "app-v2").await;
-        let (_, row) = request(
-            reqwest::Method::GET,
-            &format!("{}/backends/app", node.api),
-            None,
-        )
-        .await;
-        assert_eq!(row["version"], "2", "{}: {row}", node.id);
-    }
-    for (node, before) in fleet.nodes.iter().zip(reloads_before) {
-        assert_eq!(
-            fleet_support::reloads(node).await,
-            before,
-            "{} reloaded",
-            node.id
-        );
-    }
+    on_version_2_without_a_reload(&fleet, port, &reloads_before).await;
 }
 
 /// A rollout taken by one node splits every node's traffic (the rollout is part of the
@@ -500,6 +483,20 @@ async fn a_rollout_on_one_node_splits_every_nodes_traffic() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
+    let rows = on_version_2_without_a_reload(&fleet, port, &reloads_before).await;
+    for (node, row) in fleet.nodes.iter().zip(rows) {
+        assert_eq!(row["rollout"]["state"], "finished", "{}: {row}", node.id);
+    }
+}
+
+/// Waits until every node serves `app-v2` through `port`; asserts each node's API follows
+/// version 2 and that no node reloaded since `reloads_before`; returns each node's row.
+async fn on_version_2_without_a_reload(
+    fleet: &fleet_support::Fleet,
+    port: u16,
+    reloads_before: &[u64],
+) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
     for node in &fleet.nodes {
         wait_serving(node, port, "app-v2").await;
         let (_, row) = request(
@@ -509,16 +506,17 @@ async fn a_rollout_on_one_node_splits_every_nodes_traffic() {
         )
         .await;
         assert_eq!(row["version"], "2", "{}: {row}", node.id);
-        assert_eq!(row["rollout"]["state"], "finished", "{}: {row}", node.id);
+        rows.push(row);
     }
     for (node, before) in fleet.nodes.iter().zip(reloads_before) {
         assert_eq!(
             fleet_support::reloads(node).await,
-            before,
+            *before,
             "{} reloaded",
             node.id
         );
     }
+    rows
 }
 
 /// Two nodes serving frontend `www` in front of dynamic backend `app` (following `app@1`, with

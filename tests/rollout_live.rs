@@ -61,13 +61,7 @@ async fn weighted_split(sticky: Stickiness) {
         ),
     )
     .await;
-    let old = [Origin::start("v1").await, Origin::start("v1").await];
-    let new = Origin::start("v2").await;
-    for origin in &old {
-        stack.register_origin("app", "1", origin).await;
-    }
-    stack.register_origin("app", "2", &new).await;
-    serving(&stack, &old.iter().map(Origin::port).collect::<Vec<_>>()).await;
+    let (old, new) = two_old_one_new(&stack).await;
     let reloads = stack.metric_total("thalassa_haproxy_reloads_total").await;
     let load = Load::start(port, 2);
     load.wait_ok(20).await;
@@ -130,13 +124,7 @@ async fn weighted_split(sticky: Stickiness) {
     assert_eq!(row["version"], "2", "weight 100 finishes the switch: {row}");
     assert_eq!(row["rollout"]["state"], "finished", "{row}");
     serving(&stack, &[new.port()]).await;
-    let stats = load.snapshot();
-    load.stop().await;
-    assert_eq!(
-        stats.failed, 0,
-        "{sticky:?}: no request may fail during a rollout ({} ok): {:?}",
-        stats.ok, stats.failures
-    );
+    stop_without_failures(load, &format!("{sticky:?}: a rollout")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,13 +268,7 @@ async fn a_healthy_plan_resumes_after_a_restart_and_promotes() {
         .collect();
     assert_eq!(actions, ["start", "advance", "finish"], "{row}");
     serving(&stack, &new.iter().map(Origin::port).collect::<Vec<_>>()).await;
-    let stats = load.snapshot();
-    load.stop().await;
-    assert_eq!(
-        stats.failed, 0,
-        "no request may fail during the rollout and the restart ({} ok): {:?}",
-        stats.ok, stats.failures
-    );
+    stop_without_failures(load, "the rollout and the restart").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,13 +277,7 @@ async fn a_reload_keeps_the_split() {
         return;
     }
     let (stack, _port) = cookie_stack().await;
-    let old = [Origin::start("v1").await, Origin::start("v1").await];
-    let new = Origin::start("v2").await;
-    for origin in &old {
-        stack.register_origin("app", "1", origin).await;
-    }
-    stack.register_origin("app", "2", &new).await;
-    serving(&stack, &old.iter().map(Origin::port).collect::<Vec<_>>()).await;
+    let (old, new) = two_old_one_new(&stack).await;
     let (status, row) = rollout(&stack, r#"{"version":"2","weight":25}"#).await;
     assert_eq!(status, 200, "{row}");
     weights_applied(&stack, 25, old.len(), 1).await;
@@ -411,6 +387,29 @@ const COOKIE_BACKEND: &str = r#"{"type":"dynamic","name":"app","version":"1","mo
 
 async fn cookie_stack() -> (Stack, u16) {
     stack_with_backend("app", COOKIE_BACKEND).await
+}
+
+/// Two members of `app@1` and one of `app@2` registered; waits until the two serve.
+async fn two_old_one_new(stack: &Stack) -> ([Origin; 2], Origin) {
+    let old = [Origin::start("v1").await, Origin::start("v1").await];
+    let new = Origin::start("v2").await;
+    for origin in &old {
+        stack.register_origin("app", "1", origin).await;
+    }
+    stack.register_origin("app", "2", &new).await;
+    serving(stack, &old.iter().map(Origin::port).collect::<Vec<_>>()).await;
+    (old, new)
+}
+
+/// Stops `load` and asserts that none of its requests failed during `what`.
+async fn stop_without_failures(load: Load, what: &str) {
+    let stats = load.snapshot();
+    load.stop().await;
+    assert_eq!(
+        stats.failed, 0,
+        "no request may fail during {what} ({} ok): {:?}",
+        stats.ok, stats.failures
+    );
 }
 
 async fn rollout(stack: &Stack, body: &str) -> (u16, Value) {

@@ -37,3 +37,14 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
+
+/// Whether HAProxy (`THALASSA_HAPROXY_BIN`, or `haproxy` on the PATH) runs.
+pub fn haproxy_runs() -> bool {
+    let bin = std::env::var("THALASSA_HAPROXY_BIN").unwrap_or_else(|_| "haproxy".to_owned());
+    std::process::Command::new(bin)
+        .arg("-v")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
