@@ -354,7 +354,7 @@ async fn a_running_rollout_shows_its_progress_decisions_and_each_versions_error_
     let facts = browser.text(&format!("{ROLLOUT} .facts")).await.unwrap();
     for part in [
         "5%25%50%100% every 60s",
-        "errors above 5.0% (of at least 200 requests) or p95 above 500 ms",
+        "errors above 5.0% (of at least 200 requests) or responses slower than 500 ms on average",
         "by cookie SRV",
     ] {
         assert!(facts.contains(part), "{part:?} in {facts:?}");

@@ -324,13 +324,14 @@ function planSteps(r) {
   ];
 }
 
-/** "errors above 5.0% (of at least 200 requests) or p95 above 500 ms". */
+/** "errors above 5.0% (of at least 200 requests) or responses slower than 500 ms". The latency
+ *  limit is compared with HAProxy's average response time (it keeps no percentiles). */
 function abortText(abort) {
   const parts = [];
   if (typeof abort.errorRate === 'number') {
     parts.push(`errors above ${percent(abort.errorRate)}${abort.minRequests ? ` (of at least ${num(abort.minRequests)} requests)` : ''}`);
   }
-  if (typeof abort.latencyP95Ms === 'number') parts.push(`p95 above ${num(abort.latencyP95Ms)} ms`);
+  if (typeof abort.latencyP95Ms === 'number') parts.push(`responses slower than ${num(abort.latencyP95Ms)} ms on average`);
   return parts.length ? parts.join(' or ') : 'nothing (no limits set)';
 }
 

@@ -213,6 +213,14 @@ impl RolloutEngine {
                     .is_some_and(|b| b.active_rollout().is_some())
             });
             self.live.lock().retain(|key, _| watches.contains_key(key));
+            // The sample is a copy of every member's row: taken only while a rollout runs.
+            if !config
+                .backends
+                .values()
+                .any(|b| b.active_rollout().is_some())
+            {
+                continue;
+            }
             let sample = self.board.latest();
             let fresh = sample.time_ms != last_sample_ms;
             last_sample_ms = sample.time_ms;
