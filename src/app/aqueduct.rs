@@ -3,10 +3,9 @@
 //! the UI hub, and one HTTP listener serving the API and the UI.
 
 use crate::BoxError;
-use crate::api_error::ApiError;
 use crate::aqueduct::controller::{ApplyEvent, Change, Controller, ControllerOptions};
 use crate::aqueduct::fleet::{Fleet, NodeFacts, NodeIdentity, StoreStart};
-use crate::aqueduct::rollout::engine::{RolloutEngine, RolloutLive, Submit};
+use crate::aqueduct::rollout::engine::{RolloutEngine, RolloutLive};
 use crate::aqueduct::{routes, state_file};
 use crate::cli::{AqueductArgs, AqueductCommon};
 use crate::haproxy::ConfigTarget;
@@ -341,7 +340,7 @@ pub async fn start(start: AqueductStart) -> Result<RunningAqueduct, BoxError> {
         RolloutEngine {
             controller: controller.clone(),
             board: board.clone(),
-            submit: rollout_submitter(&controller, fleet.as_ref()),
+            submit: super::rollout::submitter(&controller, fleet.as_ref()),
             live: rollouts.clone(),
         }
         .spawn(),
@@ -556,29 +555,6 @@ async fn start_haproxy(
 /// haproxy.cfg.
 /// Dynamic member changes reach the UI at most this often: under churn each publication is
 /// every backend with all its members, and a page does not need more than a few per second.
-/// Where the rollout engine's decisions go: through the fleet's store in a fleet (every
-/// node applies them), to this node's apply pipeline alone otherwise.
-fn rollout_submitter(controller: &Controller, fleet: Option<&Fleet>) -> Submit {
-    match fleet.cloned() {
-        Some(fleet) => Arc::new(move |change| {
-            let fleet = fleet.clone();
-            Box::pin(async move {
-                fleet
-                    .submit(change, crate::aqueduct::fleet::WaitFor::ThisNode)
-                    .await
-                    .map(|_| ())
-            })
-        }),
-        None => {
-            let controller = controller.clone();
-            Arc::new(move |change| {
-                let controller = controller.clone();
-                Box::pin(async move { controller.submit(change).await.map_err(ApiError::from) })
-            })
-        }
-    }
-}
-
 const MEMBER_PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn forward_config(controller: Controller, hub: Hub) {
@@ -630,27 +606,6 @@ fn publish_config(controller: &Controller, hub: &Hub) {
     }));
 }
 
-/// The activity entry of a rollout decision: the decision as the backend recorded it (its
-/// reason and the figures it was based on).
-fn rollout_activity(controller: &Controller, key: &str, verb: &str) -> Activity {
-    let config = controller.config();
-    let rollout = config.backends.get(key).and_then(|b| b.rollout.as_ref());
-    let decision = rollout.and_then(|r| r.decisions.last());
-    let action = decision.map_or(verb, |d| d.action.as_str());
-    Activity::now(
-        format!("rollout-{action}"),
-        format!("backend/{key}"),
-        json!({
-            "version": rollout.map(|r| &r.version),
-            "from": rollout.map(|r| &r.from),
-            "state": rollout.map(|r| r.state.as_str()),
-            "weight": decision.map(|d| d.weight),
-            "reason": decision.map(|d| &d.reason),
-            "figures": decision.and_then(|d| d.figures.as_ref()),
-        }),
-    )
-}
-
 async fn forward_apply_events(controller: Controller, hub: Hub) {
     let mut events = controller.apply_events();
     loop {
@@ -682,7 +637,7 @@ async fn forward_apply_events(controller: Controller, hub: Hub) {
                 json!({"name": switch.name, "version": switch.version}),
             ),
             ApplyEvent::Applied(Change::Rollout { key, command, .. }) => {
-                rollout_activity(&controller, &key, command.verb())
+                super::rollout::activity(&controller, &key, command.verb())
             }
             ApplyEvent::Applied(Change::Adopt {
                 version,

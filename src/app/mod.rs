@@ -7,4 +7,5 @@ pub mod aqueduct;
 pub mod control_plane;
 pub mod import_original;
 pub mod registry;
+mod rollout;
 pub mod up;
